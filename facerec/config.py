@@ -1,0 +1,161 @@
+"""The configuration: declared once, validated, documented in place.
+
+``config.yaml`` at the project root documents every key; this module is its schema.
+Unknown keys are rejected naming the key (a typo is an error at start-up, never a
+silently ignored setting) and every number has bounds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facerec.errors import ConfigError
+from facerec.weights import PROJECT_ROOT
+
+DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(_Section):
+    detector: str = Field("auto", description="Detector name from `facerec weights`, or auto.")
+    embedder: str = Field("auto", description="Embedder name from `facerec weights`, or auto.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend.")
+    weights_dir: str | None = Field(None, description="Directory searched first for weight files.")
+    detector_weights: str | None = Field(None, description="Explicit detector weights file.")
+    embedder_weights: str | None = Field(None, description="Explicit embedder weights file.")
+    verify_sha256: bool = Field(True, description="Check published sha256 before loading.")
+
+
+class DetectionConfig(_Section):
+    input_size: int = Field(640, ge=64, le=4096, multiple_of=32, description="Long side of the letterboxed input, px.")
+    conf_thres: float = Field(0.5, gt=0, lt=1, description="Minimum face score.")
+    iou_thres: float = Field(0.45, gt=0, lt=1, description="NMS IoU threshold.")
+    min_face: int = Field(16, ge=0, description="Ignore faces whose shorter box side is below this, px.")
+    max_faces: int = Field(500, ge=1, description="Keep at most this many faces per image, highest score first.")
+
+
+class RecognitionConfig(_Section):
+    threshold: float | None = Field(None, ge=-1, le=1, description="Cosine similarity to accept a match; null = the embedder's default.")
+    flip_tta: bool = Field(False, description="Add the mirrored face's feature before normalising.")
+    top_k: int = Field(5, ge=1, le=100, description="Candidates reported per face.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Faces per embedder call.")
+
+
+class GalleryConfig(_Section):
+    data_dir: str = Field("data_recognition", description="Gallery root: raw/, preprocessed/, gallery.db.")
+    template: Literal["mean", "quality_mean", "max"] = Field("mean", description="Per-person template or all-samples max.")
+    index: Literal["auto", "exact", "faiss"] = Field("auto", description="Search backend; auto uses FAISS above index_min_size.")
+    index_min_size: int = Field(50_000, ge=1, description="Gallery vectors above which auto switches to FAISS.")
+    multiple_faces: Literal["largest", "skip"] = Field("largest", description="Enrollment photo with several faces.")
+    min_quality: float | None = Field(None, description="Reject enrollment faces below this quality; null = embedder default.")
+    duplicate_similarity: float = Field(0.98, gt=0, le=1, description="Warn when a new sample is this close to an existing one.")
+
+
+class TrackingConfig(_Section):
+    track_thresh: float = Field(0.5, gt=0, lt=1, description="Detections above this score start/continue tracks.")
+    match_thresh: float = Field(0.8, gt=0, le=1, description="Association threshold (1 - IoU cost).")
+    track_buffer: int = Field(30, ge=1, description="Frames a lost track is kept.")
+    reembed_every: int = Field(15, ge=1, description="Re-embed a tracked face every K frames.")
+    quality_gain: float = Field(1.15, ge=1, description="Re-embed when face size/score improves by this factor.")
+    vote_window: int = Field(10, ge=1, description="Recent matches a track's name is voted over.")
+    switch_margin: float = Field(0.1, ge=0, le=1, description="Hysteresis: a new name must lead by this vote share.")
+
+
+class LiveConfig(_Section):
+    detect_every: int = Field(1, ge=1, description="Run the detector on every Nth frame.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Maximum backoff between stream reconnects, s.")
+    read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is reconnected, s.")
+    camera_name: str | None = Field(None, description="Name in events; default: the source.")
+    threads: int | None = Field(None, ge=1, description="Torch/ORT intra-op threads; null = library default.")
+
+
+class EventsConfig(_Section):
+    cooldown_s: float = Field(10.0, ge=0, description="Per-person seconds between two 'appeared' events.")
+    webhook_url: str | None = Field(None, description="POST each event as JSON here.")
+    queue_size: int = Field(256, ge=1, description="Events waiting for the webhook; older ones are dropped.")
+    keep_unknown_crops: bool = Field(False, description="Save crops of unknown tracks for later enrollment.")
+    unknown_retention_s: float = Field(7 * 24 * 3600, ge=0, description="Delete kept unknown crops after this, s.")
+    unknown_max_files: int = Field(1000, ge=0, description="Keep at most this many unknown crops.")
+
+
+class ServeConfig(_Section):
+    host: str = Field("127.0.0.1", description="Bind address of `facerec serve`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `facerec serve`.")
+    max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, MB.")
+
+
+class Config(_Section):
+    """The whole ``config.yaml``."""
+
+    models: ModelsConfig = ModelsConfig()
+    detection: DetectionConfig = DetectionConfig()
+    recognition: RecognitionConfig = RecognitionConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    live: LiveConfig = LiveConfig()
+    events: EventsConfig = EventsConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling against config.yaml)")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load and validate a configuration file.
+
+    Args:
+        path: YAML file; ``None`` uses the project's ``config.yaml`` if present, else defaults.
+        overrides: dotted keys applied after the file, e.g. ``{"models.detector": "x"}``
+            (command-line flags end up here).
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key or out-of-range value.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} cannot be read: {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
