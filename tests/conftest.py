@@ -1,0 +1,78 @@
+"""Shared fixtures: the real models and photos in ../shared, found once.
+
+CI sets ``FACEREC_WEIGHTS=../shared/models``; when it is unset the tests look beside the
+checkout. Tests that need a file that is not there fail (not skip): a green run must
+mean the real models were exercised.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEREC_SHARED", REPO.parent / "shared"))
+MODELS = SHARED / "models"
+DATA = SHARED / "data"
+
+if not os.environ.get("FACEREC_WEIGHTS"):
+    os.environ["FACEREC_WEIGHTS"] = str(MODELS)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    assert SHARED.is_dir(), f"{SHARED} missing: tests need ../shared beside the checkout"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def models_dir(shared_dir: Path) -> Path:
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def photo(data_dir: Path):
+    """Path of a named real photo: ``photo("face_recognition_examples/obama/...")``."""
+
+    def get(rel: str) -> Path:
+        p = data_dir / "identities" / rel if not (data_dir / rel).exists() else data_dir / rel
+        assert p.exists(), f"missing test photo {p}"
+        return p
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The real yolov5n-0.5-face detector (PyTorch), shared across tests."""
+    from facerec.detect import create_detector
+
+    return create_detector("yolov5n-0.5-face")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real MobileFaceNet embedder (PyTorch), shared across tests."""
+    from face_embedding import create_embedder
+
+    return create_embedder("mobilefacenet")
+
+
+@pytest.fixture(scope="session")
+def analyzer(detector, embedder):
+    from facerec.analyze import FaceAnalyzer
+
+    return FaceAnalyzer(detector, embedder, threshold=embedder.default_threshold)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
