@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from facerec.config import Config, load_config
+from facerec.errors import ConfigError
+from facerec.weights import PROJECT_ROOT
+
+
+def test_shipped_config_equals_schema_defaults():
+    """config.yaml documents the defaults; the two must not drift apart."""
+    assert load_config(PROJECT_ROOT / "config.yaml") == Config()
+
+
+def test_every_schema_key_is_documented_in_config_yaml():
+    text = (PROJECT_ROOT / "config.yaml").read_text()
+    for section, model in Config.model_fields.items():
+        assert f"\n{section}:" in "\n" + text
+        for key in model.annotation.model_fields:
+            assert f"  {key}:" in text, f"{section}.{key} missing from config.yaml"
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("")
+    assert load_config(p) == Config()
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("detection:\n  conf_thresh: 0.3\n")
+    with pytest.raises(ConfigError, match=r"detection\.conf_thresh: unknown key"):
+        load_config(p)
+
+
+def test_out_of_range_value_is_named(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("detection:\n  conf_thres: 1.5\n")
+    with pytest.raises(ConfigError, match=r"detection\.conf_thres"):
+        load_config(p)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_overrides_apply_and_validate(tmp_path):
+    cfg = load_config(None, {"models.detector": "yolov5n-0.5-face", "recognition.threshold": 0.3,
+                             "gallery.data_dir": None})
+    assert cfg.models.detector == "yolov5n-0.5-face" and cfg.recognition.threshold == 0.3
+    with pytest.raises(ConfigError, match="recognition.threshold"):
+        load_config(None, {"recognition.threshold": 7})

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from facerec.errors import UnknownModelError, WeightsChecksumError, WeightsNotFoundError
+from facerec.registry import Registry
+from facerec.weights import WeightsSpec, resolve_weights, search_dirs, sha256_file
+
+MFN_SHA = "90a00ba1d8b0b688af3deb731ed53dca582e6106805d1bc3cfdef55f570493f4"
+
+
+def _spec(**kw) -> WeightsSpec:
+    base = dict(file="mobilefacenet_foamliu_ms1m.pt", sha256=MFN_SHA, url="https://example.org/mfn",
+                input_size=(112, 112), channel_order="RGB")
+    base.update(kw)
+    return WeightsSpec(**base)
+
+
+def test_real_file_resolves_and_verifies(models_dir):
+    p = resolve_weights(_spec(), weights_dir=models_dir)
+    assert p.name == "mobilefacenet_foamliu_ms1m.pt" and sha256_file(p) == MFN_SHA
+
+
+def test_missing_file_names_places_and_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEREC_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError) as e:
+        resolve_weights(_spec(file="nothere.pt"), weights_dir=tmp_path / "cfg")
+    msg = str(e.value)
+    assert "nothere.pt" in msg and "https://example.org/mfn" in msg and str(tmp_path) in msg and MFN_SHA in msg
+
+
+def test_checksum_mismatch_is_refused(tmp_path, models_dir):
+    data = bytearray((models_dir / "mobilefacenet_foamliu_ms1m.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "mobilefacenet_foamliu_ms1m.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsChecksumError, match="does not match"):
+        resolve_weights(_spec(), weights_dir=tmp_path)
+    # the explicit path is verified too
+    with pytest.raises(WeightsChecksumError):
+        resolve_weights(_spec(), path=tmp_path / "mobilefacenet_foamliu_ms1m.pt")
+    assert resolve_weights(_spec(), weights_dir=tmp_path, verify=False).parent == tmp_path
+
+
+def test_search_order_config_then_local_then_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEREC_WEIGHTS", f"{tmp_path / 'e1'}:{tmp_path / 'e2'}")
+    dirs = search_dirs(tmp_path / "cfg")
+    assert dirs[0] == tmp_path / "cfg"
+    assert dirs[-2:] == [tmp_path / "e1", tmp_path / "e2"]
+    assert any(d.name == "weights" for d in dirs[1:-2])
+
+
+def test_onnx_backend_uses_its_own_file_and_hash(models_dir):
+    spec = _spec(onnx_file="mobilefacenet_foamliu_ms1m.onnx",
+                 onnx_sha256="b7120c095d60094f28a4a54ba6a8bf51b297a6273fb40ef6350dfec1f63d9507")
+    assert resolve_weights(spec, weights_dir=models_dir, backend="onnx").suffix == ".onnx"
+    with pytest.raises(WeightsNotFoundError, match="no onnx export"):
+        resolve_weights(_spec(), weights_dir=models_dir, backend="onnx")
+
+
+def test_registry_unknown_name_lists_known():
+    reg: Registry[object] = Registry("detector")
+    reg.register("a-model", _spec())(lambda: None)
+    with pytest.raises(UnknownModelError, match="known detectors: a-model"):
+        reg.get("b-model")
+    with pytest.raises(ValueError, match="twice"):
+        reg.register("a-model", _spec())(lambda: None)
