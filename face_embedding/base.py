@@ -57,8 +57,10 @@ class Embedder(ABC):
 
         Args:
             faces: aligned crops (or their ``(n, 112, 112, 3)`` uint8 BGR array).
-            flip: add the raw feature of each mirrored crop before normalising, as
-                MagFace's own feature extraction does; costs a second forward pass.
+            flip: combine the raw feature of each crop with that of its mirror image
+                before normalising; costs a second forward pass. The two are averaged
+                (not summed) so the norm, MagFace's quality score, stays on the scale of
+                a single pass; the direction is the same as for the sum.
 
         Returns:
             One unit vector per face; empty when there are no faces.
@@ -71,7 +73,7 @@ class Embedder(ABC):
             chunk = images[i : i + self.batch_size]
             raw = self.forward_raw(self.preprocess(chunk))
             if flip:
-                raw = raw + self.forward_raw(self.preprocess(chunk[:, :, ::-1]))
+                raw = (raw + self.forward_raw(self.preprocess(chunk[:, :, ::-1]))) / 2
             out.append(np.asarray(raw, np.float32))
         return Embeddings.from_raw(np.concatenate(out), self.key)
 
