@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from facerec.align import ARCFACE_TEMPLATE, align, similarity_transform
 from facerec.imageio import read_image
@@ -35,15 +34,21 @@ def test_template_landmarks_are_identity():
 
 
 def test_real_face_lands_on_template(detector, photo):
-    """Detect, align, detect again on a padded crop: landmarks sit on the template."""
+    """Detect, align, detect again on a padded crop: each landmark sits where the transform
+    sent it, and near the template (five real points never fit a similarity exactly, so
+    the template itself is only met to within the fit's residual)."""
     img = read_image(photo("face_recognition_examples/biden/biden.jpg"))
     det = detector(img)
     assert len(det) == 1
+    m = similarity_transform(det.landmarks[0], ARCFACE_TEMPLATE)
+    expected = det.landmarks[0] @ m[:, :2].T + m[:, 2]
     crop = align(img, det.landmarks).images[0]
     padded = np.zeros((336, 336, 3), np.uint8)  # the detector wants context around a face
     padded[112:224, 112:224] = crop
     again = detector(padded)
     assert len(again) >= 1
     lm = again.largest().landmarks[0] - 112
-    err = np.linalg.norm(lm - ARCFACE_TEMPLATE, axis=1)
-    assert err.max() < 4.0, err  # pixels of the 112x112 crop
+    moved = np.linalg.norm(lm - expected, axis=1)
+    assert moved.max() < 3.0, moved  # pixels of the 112x112 crop: re-detection noise only
+    residual = np.linalg.norm(expected - ARCFACE_TEMPLATE, axis=1)
+    assert residual.max() < 6.0, residual

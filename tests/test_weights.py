@@ -64,3 +64,22 @@ def test_registry_unknown_name_lists_known():
         reg.get("b-model")
     with pytest.raises(ValueError, match="twice"):
         reg.register("a-model", _spec())(lambda: None)
+
+
+def test_checksums_file_matches_the_registered_specs():
+    """weights/checksums.sha256 is for people; the registry is for code. They must agree."""
+    from face_embedding import embedder_registry
+    from facerec.detect import detector_registry
+    from facerec.weights import PROJECT_ROOT
+
+    listed = dict(
+        reversed(line.split()) for line in (PROJECT_ROOT / "weights" / "checksums.sha256").read_text().splitlines()
+    )
+    known = {}
+    for reg in (detector_registry(), embedder_registry()):
+        for e in reg.entries():
+            for backend in ("torch", "onnx"):
+                names, sha = e.weights.names(backend), e.weights.expected_sha256(backend)
+                if names and sha:
+                    known[names[0]] = sha
+    assert listed == known
