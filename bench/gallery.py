@@ -1,0 +1,264 @@
+"""Gallery speed: search latency of exact NumPy vs FAISS, and incremental enrollment vs a
+full rebuild.
+
+Part 1, search (synthetic): ``n`` enrolled people, one unit template each (``d`` = 128 as
+MobileFaceNet, 512 as MagFace). Every probe is a noisy copy of a random template with
+cosine about 0.65 to it, like a real genuine match, so recall is measured where it matters.
+Each row is :class:`facerec.gallery.search.GalleryIndex` as the product builds it (template
+``mean``, top-5 per face), timed on one batch of ``--queries`` faces (an offline job) and on
+single faces (the live loop asks for one or a few at a time): ``exact`` (NumPy),
+``faiss-flat`` (``IndexFlatIP``), and the approximate index ``auto`` picks at that size:
+``faiss-hnsw`` (``IndexHNSWFlat``, M=32, efConstruction=40, efSearch=256) up to 500k rows,
+``faiss-ivf`` (``IndexIVFFlat``, ~sqrt(n) lists capped at 1024, nprobe=64) above. HNSW is
+not built at 1M: on two shared cores a graph of 100k x 512 already takes about a minute,
+a million would take well over ten. ``recall@1`` is the share of probes whose FAISS top-1
+equals the exact top-1. Uniformly random templates are the hardest case for approximate
+search (no cluster structure to exploit), so these recalls are a floor.
+
+Part 2, enrollment (real): a gallery of ``--gallery-samples`` real LFW face crops
+(aligned with typical LFW landmarks, no detector needed; flips added when LFW runs out),
+embedded with the real MobileFaceNet. Timed:
+
+* full build: sync ``preprocessed/`` into a new store, embed everything, build the index
+  (``facerec embed`` on a fresh gallery);
+* enroll one photo: detect, align, embed, store, refresh the index (``facerec enroll add``);
+* ``facerec embed`` after one new crop appears in ``preprocessed/``: hash-check every
+  crop, add the new one, embed it, refresh the index;
+* full re-embed: drop the embedder's vectors and embed everything again, then the index.
+
+Run ``python bench/gallery.py`` (about 5-10 minutes on two cores) or ``--quick`` (10k and
+100k rows, a 1,000-sample gallery). Other busy processes on the same cores inflate every
+number; compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as ``python bench/gallery.py``
+    try:
+        import facerec  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import gc
+import os
+import platform
+import shutil
+import tempfile
+import time
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from facerec.align import align
+from facerec.config import load_config
+from facerec.gallery.search import GalleryIndex, import_faiss
+from facerec.gallery.service import GalleryService
+from facerec.imageio import read_image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: Typical five landmarks of an LFW deep-funneled 250x250 image (see bench/bench_embed.py).
+LFW_LANDMARKS = np.array([[104.0, 112.3], [148.5, 112.2], [125.7, 137.0], [107.7, 156.6], [145.6, 156.1]])
+GENUINE_COSINE = 0.65
+
+
+# ---------------------------------------------------------------------------- part 1: search
+
+
+def synthetic(n: int, d: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` unit templates, ``queries`` probes near random templates, and their owners."""
+    rng = np.random.default_rng(seed)
+    gal = rng.standard_normal((n, d), dtype=np.float32)
+    gal /= np.linalg.norm(gal, axis=1, keepdims=True)
+    owners = rng.choice(n, queries, replace=False)
+    # noise of norm s*sqrt(d) gives cosine 1/sqrt(1 + s^2 d) to the template
+    s = np.sqrt((1 / GENUINE_COSINE**2 - 1) / d)
+    q = gal[owners] + s * rng.standard_normal((queries, d), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return gal, q, owners
+
+
+def time_search(index: GalleryIndex, q: np.ndarray, repeats: int, singles: int = 10) -> tuple[float, float, list[str]]:
+    """Median ms per query of a batched top-5 search, median ms of one-face searches, top-1 names."""
+    index.search(q[:2], 0.3, top_k=5)  # warm-up
+    times, top1 = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        m = index.search(q, 0.3, top_k=5)
+        times.append(time.perf_counter() - t)
+        top1 = [x.top[0][0] for x in m]
+    one = []
+    for i in range(min(singles, len(q))):
+        t = time.perf_counter()
+        index.search(q[i : i + 1], 0.3, top_k=5)
+        one.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1000 / len(q), float(np.median(one)) * 1000, top1
+
+
+def bench_search(sizes: Sequence[int], dims: Sequence[int], queries: int, repeats: int) -> list[dict]:
+    rows = []
+    for d in dims:
+        for n in sizes:
+            t = time.perf_counter()
+            gal, q, owners = synthetic(n, d, queries)
+            names = [f"p{i:07d}" for i in range(n)]
+            gen_s = time.perf_counter() - t
+            exact_top1: list[str] = []
+            approx = "faiss-ivf" if n >= 500_000 else "faiss-hnsw"
+            for backend in ("exact", "faiss-flat", approx):
+                kind = backend.split("-")[1] if "-" in backend else "auto"
+                t = time.perf_counter()
+                index = GalleryIndex(names, gal, template="mean", index="exact" if backend == "exact" else "faiss",
+                                     faiss_kind=kind)  # type: ignore[arg-type]
+                build_s = time.perf_counter() - t
+                ms, single_ms, top1 = time_search(index, q, repeats)
+                if backend == "exact":
+                    exact_top1 = top1
+                    truth = np.mean([names[o] == t1 for o, t1 in zip(owners, top1)])
+                recall = float(np.mean([a == b for a, b in zip(top1, exact_top1)]))
+                rows.append({"n": n, "d": d, "backend": index.backend, "build_s": build_s, "ms_per_query": ms,
+                             "single_ms": single_ms, "recall@1": recall, "owner@1": truth, "gen_s": gen_s})
+                print(f"  n={n:>9,} d={d:>3} {index.backend:<11} build {build_s:7.1f} s  "
+                      f"{ms:8.3f} ms/query  {single_ms:8.3f} ms single  recall@1 {recall:.3f}", file=sys.stderr, flush=True)
+                del index
+                gc.collect()
+            del gal, q, names
+            gc.collect()
+    return rows
+
+
+# ---------------------------------------------------------------------------- part 2: enrollment
+
+
+def lfw_crops(count: int) -> dict[str, list[np.ndarray]]:
+    """``count`` aligned crops of real LFW photos, grouped by person (flips when LFW runs out)."""
+    files = sorted((SHARED / "data" / "lfw").glob("*/*.jpg"))
+    if not files:
+        raise SystemExit(f"no LFW images under {SHARED / 'data' / 'lfw'}")
+    out: dict[str, list[np.ndarray]] = {}
+    n = 0
+    while n < count:
+        flip = n >= len(files)
+        for f in files:
+            if n >= count:
+                break
+            crop = align(read_image(f), LFW_LANDMARKS).images[0]
+            out.setdefault(f.parent.name, []).append(crop[:, ::-1] if flip else crop)
+            n += 1
+    return out
+
+
+def bench_enroll(samples: int, probe: Path) -> list[tuple[str, float, str]]:
+    crops = lfw_crops(samples)
+    root = Path(tempfile.mkdtemp(prefix="facerec-bench-gallery-"))
+    try:
+        for person, items in crops.items():
+            d = root / "preprocessed" / person
+            d.mkdir(parents=True)
+            for i, c in enumerate(items):
+                cv2.imwrite(str(d / f"{i:04d}.png"), c)
+        cfg = load_config(None, {"gallery.data_dir": str(root), "models.detector": "yolov5n-0.5-face",
+                                 "models.embedder": "mobilefacenet"})
+        svc = GalleryService(cfg)
+        svc.analyzer.embedder.embed(np.stack([crops[next(iter(crops))][0]] * 2))  # load and warm up both models
+        svc.detector(read_image(probe))
+        rows = []
+
+        t = time.perf_counter()
+        svc.sync_preprocessed()
+        svc.embed_all(progress=False)
+        svc.index()
+        full = time.perf_counter() - t
+        n = svc.store.count(svc.key)
+        rows.append(("full build (sync + embed all + index)", full, f"{n} samples, {n / full:.0f} faces/s overall"))
+
+        t = time.perf_counter()
+        r = svc.enroll_image("Probe Person", read_image(probe), source_path=str(probe))
+        svc.index()
+        rows.append(("enroll one photo (detect + embed + store + index)", time.perf_counter() - t,
+                     f"status {r.status}"))
+
+        one = root / "preprocessed" / "New Person"
+        one.mkdir()
+        cv2.imwrite(str(one / "0000.png"), np.ascontiguousarray(crops[next(iter(crops))][0][:, ::-1]))
+        t = time.perf_counter()
+        sync = svc.sync_preprocessed()
+        emb = svc.embed_all(progress=False)
+        svc.index()
+        rows.append(("facerec embed after one new crop (sync + embed 1 + index)", time.perf_counter() - t,
+                     f"{len(sync.unchanged)} crops hash-checked, {len(emb.done)} embedded"))
+
+        t = time.perf_counter()
+        svc.store.delete_embeddings(svc.key)
+        emb = svc.embed_all(progress=False)
+        svc.index()
+        rows.append(("full re-embed (drop vectors + embed all + index)", time.perf_counter() - t,
+                     f"{len(emb.done)} embedded"))
+        svc.close()
+        return rows
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="10k and 100k rows only, a 1,000-sample gallery")
+    p.add_argument("--sizes", type=int, nargs="+", metavar="N", help="gallery rows (default 10k 100k 1M)")
+    p.add_argument("--dims", type=int, nargs="+", default=[128, 512], metavar="D", help="vector sizes")
+    p.add_argument("--queries", type=int, default=100, metavar="Q", help="faces per search batch")
+    p.add_argument("--repeats", type=int, default=3, metavar="R", help="timed runs per row (median)")
+    p.add_argument("--gallery-samples", type=int, metavar="N", help="samples of the enrollment part (default 5000)")
+    p.add_argument("--threads", type=int, metavar="N", help="PyTorch and FAISS threads (default: library default)")
+    p.add_argument("--skip-search", action="store_true", help="only the enrollment part")
+    p.add_argument("--skip-enroll", action="store_true", help="only the search part")
+    args = p.parse_args(argv)
+    os.environ.setdefault("FACEREC_WEIGHTS", str(SHARED / "models"))
+    sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+    samples = args.gallery_samples or (1000 if args.quick else 5000)
+
+    import torch
+
+    faiss = import_faiss(required=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), "
+          f"numpy {np.__version__}")
+
+    if not args.skip_search:
+        t0 = time.perf_counter()
+        rows = bench_search(sizes, args.dims, args.queries, args.repeats)
+        print(f"\n## Search: top-5, batches of {args.queries} faces, median of {args.repeats} "
+              f"({time.perf_counter() - t0:.0f} s)\n")
+        print("| rows | d | backend | build s | ms / query (batch) | ms, one face | recall@1 vs exact |")
+        print("|---:|---:|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['n']:,} | {r['d']} | {r['backend']} | {r['build_s']:.2f} | {r['ms_per_query']:.3f} | "
+                  f"{r['single_ms']:.2f} | {r['recall@1']:.3f} |")
+        truth = min(r["owner@1"] for r in rows)
+        print(f"\nexact search put the probe's own template first in at least {truth:.1%} of probes "
+              "(the synthetic data is as intended).")
+
+    if not args.skip_enroll:
+        probe = SHARED / "data" / "identities" / "face_recognition_examples" / "kit_harington" / "john1.jpeg"
+        t0 = time.perf_counter()
+        rows2 = bench_enroll(samples, probe)
+        print(f"\n## Enrollment: {samples:,}-sample gallery of real LFW crops, MobileFaceNet "
+              f"({time.perf_counter() - t0:.0f} s)\n")
+        print("| operation | seconds | note |")
+        print("|---|---:|---|")
+        for name, s, note in rows2:
+            print(f"| {name} | {s:.2f} | {note} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

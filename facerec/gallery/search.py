@@ -1,0 +1,300 @@
+"""Matching face vectors against the gallery by angle (cosine similarity).
+
+A person is represented by a *template* (``gallery.template``):
+
+* ``mean``: the mean of their unit vectors, re-normalised (one row per person);
+* ``quality_mean``: the same, each sample weighted by its quality;
+* ``max``: every sample is kept and a person's similarity is the best of theirs.
+
+Search is exact with NumPy by default (one matrix product; fast up to ~10^5 rows). FAISS is
+used when ``index`` is ``faiss``, or ``auto`` and the gallery has at least
+``index_min_size`` rows. Which FAISS index (``faiss_kind="auto"``):
+
+* below ``index_min_size`` rows: ``IndexFlatIP``, exact (the same answers as NumPy);
+* up to :data:`IVF_MIN_SIZE` rows: ``IndexHNSWFlat`` with inner product (approximate);
+* above: ``IndexIVFFlat`` with inner product (approximate), because building an HNSW graph
+  of a million 512-d vectors takes tens of minutes on a small CPU.
+
+Defaults (HNSW M=32, efConstruction=40, efSearch=256; IVF ~sqrt(n) lists, nprobe=64) were
+chosen with ``bench/gallery.py`` on uniformly random vectors, the hardest case for
+approximate search: at 100k x 128, M=16/efSearch=128 found the exact top-1 for only 72-77%
+of probes, M=32/efSearch=256 for all of them at about 1 ms per probe.
+
+FAISS is imported only when used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Sequence
+
+import numpy as np
+
+from facerec.errors import GalleryError
+from facerec.types import EmbedderKey, Embeddings, Match, Matches
+
+log = logging.getLogger(__name__)
+
+Template = Literal["mean", "quality_mean", "max"]
+IndexKind = Literal["auto", "exact", "faiss"]
+FaissKind = Literal["auto", "flat", "hnsw", "ivf"]
+
+#: Rows from which ``faiss_kind="auto"`` builds an IVF index instead of HNSW.
+IVF_MIN_SIZE = 500_000
+
+#: Similarity reported for a face when the gallery is empty (no candidate at all).
+NO_CANDIDATE = -1.0
+
+
+def import_faiss(required: bool = True):
+    """The ``faiss`` module, or ``None`` when missing and not ``required``.
+
+    Raises:
+        GalleryError: FAISS is required and not installed.
+    """
+    try:
+        import faiss  # noqa: PLC0415 (optional dependency, imported on use)
+    except ImportError:
+        if required:
+            raise GalleryError(
+                "gallery.index is faiss but FAISS is not installed: pip install 'facerec[faiss]' "
+                "(or set gallery.index to exact)"
+            ) from None
+        return None
+    return faiss
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
+
+
+def build_templates(names: Sequence[str], vectors: np.ndarray, quality: np.ndarray | None,
+                    template: Template) -> tuple[list[str], np.ndarray]:
+    """Per-person template rows.
+
+    Returns:
+        ``(row owner names, rows (m, d) float32 unit)``; for ``max`` every sample is a row,
+        sorted by person (stable), otherwise one row per person in name order.
+    """
+    names = list(names)
+    vec = np.asarray(vectors, np.float32)
+    if len(names) != len(vec):
+        raise GalleryError(f"{len(names)} names for {len(vec)} vectors")
+    if len(vec) == 0:
+        return [], np.zeros((0, vec.shape[1] if vec.ndim == 2 else 0), np.float32)
+    people, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
+    if template == "max":
+        order = np.argsort(inverse, kind="stable")
+        return [names[i] for i in order], _unit_rows(vec[order])
+    if template == "mean":
+        w = np.ones(len(vec), np.float64)
+    elif template == "quality_mean":
+        if quality is None:
+            raise GalleryError("the quality_mean template needs a quality per sample")
+        w = np.clip(np.asarray(quality, np.float64).reshape(-1), 0.0, None)
+        if len(w) != len(vec):
+            raise GalleryError(f"{len(w)} quality values for {len(vec)} vectors")
+        # a person whose samples all have quality 0 falls back to the plain mean
+        totals = np.bincount(inverse, weights=w, minlength=len(people))
+        w = np.where(totals[inverse] > 0, w, 1.0)
+    else:
+        raise GalleryError(f"unknown template {template!r}: choose mean, quality_mean or max")
+    if len(people) == len(vec):  # one sample per person: the template is the sample
+        order = np.argsort(inverse, kind="stable")
+        return [str(p) for p in people], _unit_rows(vec[order])
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    sums = np.add.reduceat(vec[order].astype(np.float64) * w[order, None], starts, axis=0)
+    return [str(p) for p in people], _unit_rows(sums)
+
+
+class GalleryIndex:
+    """Nearest people for face vectors.
+
+    Args:
+        names: owner of each vector.
+        vectors: ``(n, d)`` unit vectors (one per sample).
+        quality: ``(n,)`` sample quality, used by ``quality_mean``.
+        template: ``mean``, ``quality_mean`` or ``max`` (see the module docstring).
+        index: ``exact`` (NumPy), ``faiss``, or ``auto`` (FAISS from ``index_min_size`` rows).
+        index_min_size: rows from which ``auto`` uses FAISS, and from which FAISS uses
+            HNSW instead of a flat index.
+        faiss_kind: force ``flat``, ``hnsw`` or ``ivf`` when FAISS is used.
+        key: the embedder of ``vectors``; queries from another embedder are refused.
+        hnsw_m: HNSW graph degree.
+        ef_construction: HNSW build effort (build time grows about linearly with it).
+        ef_search: HNSW search effort (raised to the number of candidates fetched).
+        nprobe: IVF lists visited per query (of about ``sqrt(rows)`` lists).
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        vectors: np.ndarray,
+        quality: np.ndarray | None = None,
+        template: Template = "mean",
+        index: IndexKind = "auto",
+        index_min_size: int = 50_000,
+        *,
+        faiss_kind: FaissKind = "auto",
+        key: EmbedderKey | None = None,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 256,
+        nprobe: int = 64,
+    ) -> None:
+        vec = np.asarray(vectors, np.float32)
+        if vec.ndim != 2:
+            vec = vec.reshape(len(names), -1) if len(names) else np.zeros((0, 0), np.float32)
+        self.template: Template = template
+        self.key = key
+        self.sample_ids: np.ndarray | None = None
+        self.dim = int(vec.shape[1])
+        self.n_samples = len(vec)
+        self.row_names, self.rows = build_templates(names, vec, quality, template)
+        self.people: list[str] = sorted(set(self.row_names))
+        self._person_index = {p: i for i, p in enumerate(self.people)}
+        self._row_person = np.fromiter((self._person_index[n] for n in self.row_names), np.int64, len(self.row_names))
+        # rows are grouped by person (sorted), so a person's rows are one contiguous run
+        self._starts = np.flatnonzero(np.r_[True, np.diff(self._row_person) != 0]) if len(self.rows) else np.zeros(0, np.int64)
+        self._faiss_index = None
+        self.backend = "exact"
+        use_faiss = index == "faiss" or (index == "auto" and len(self.rows) >= index_min_size)
+        if index not in ("auto", "exact", "faiss"):
+            raise GalleryError(f"unknown gallery index {index!r}: choose auto, exact or faiss")
+        if use_faiss and len(self.rows):
+            faiss = import_faiss(required=index == "faiss")
+            if faiss is None:
+                log.warning("FAISS is not installed; searching %d rows exactly with NumPy "
+                            "(pip install 'facerec[faiss]' for an index)", len(self.rows))
+            else:
+                n = len(self.rows)
+                kind = faiss_kind
+                if kind == "auto":
+                    kind = "flat" if n < index_min_size else "hnsw" if n < IVF_MIN_SIZE else "ivf"
+                rows = np.ascontiguousarray(self.rows)
+                if kind == "hnsw":
+                    idx = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                    idx.hnsw.efConstruction = ef_construction
+                    idx.hnsw.efSearch = ef_search
+                elif kind == "ivf":
+                    nlist = int(min(1024, max(1, np.sqrt(n))))
+                    self._quantizer = faiss.IndexFlatIP(self.dim)  # must outlive the IVF index
+                    idx = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                    sample = rows if n <= 64 * nlist else rows[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+                    idx.train(sample)
+                    idx.nprobe = min(nprobe, nlist)
+                elif kind == "flat":
+                    idx = faiss.IndexFlatIP(self.dim)
+                else:
+                    raise GalleryError(f"unknown FAISS index kind {faiss_kind!r}: choose auto, flat, hnsw or ivf")
+                idx.add(rows)
+                self._faiss_index = idx
+                self._ef_search = ef_search
+                self.backend = f"faiss-{kind}"
+
+    @classmethod
+    def from_store(cls, store, key: EmbedderKey, template: Template = "mean", index: IndexKind = "auto",
+                   index_min_size: int = 50_000, **kwargs) -> GalleryIndex:
+        """An index over every vector ``store`` holds for ``key`` (one consistent snapshot)."""
+        ids, names, vec, quality = store.vectors(key)
+        out = cls(names, vec, quality, template, index, index_min_size, key=key, **kwargs)
+        out.sample_ids = ids
+        return out
+
+    def __len__(self) -> int:
+        """Number of people in the gallery."""
+        return len(self.people)
+
+    def _queries(self, emb: Embeddings | np.ndarray) -> np.ndarray:
+        if isinstance(emb, Embeddings):
+            if self.key is not None and len(self.rows) and emb.key != self.key:
+                raise GalleryError(
+                    f"faces embedded with {emb.key} cannot be matched against a gallery embedded with "
+                    f"{self.key}; run facerec embed with the same embedder"
+                )
+            q = emb.vectors
+        else:
+            q = np.asarray(emb, np.float32)
+            if q.ndim == 1:
+                q = q[None, :] if q.size else q.reshape(0, self.dim)
+            q = _unit_rows(q) if len(q) else q.astype(np.float32)
+        if len(q) and len(self.rows) and q.shape[1] != self.dim:
+            raise GalleryError(f"query vectors have {q.shape[1]} dimensions, the gallery has {self.dim}")
+        return np.ascontiguousarray(q, np.float32)
+
+    def similarities(self, emb: Embeddings | np.ndarray) -> np.ndarray:
+        """Exact ``(n_faces, n_people)`` similarity to each person (columns follow :attr:`people`)."""
+        q = self._queries(emb)
+        if not len(self.rows) or not len(q):
+            return np.zeros((len(q), len(self.people)), np.float32)
+        s = q @ self.rows.T
+        if self.template == "max":
+            s = np.maximum.reduceat(s, self._starts, axis=1)
+        return s
+
+    def search(self, emb: Embeddings | np.ndarray, threshold: float, top_k: int = 5) -> Matches:
+        """The best people for each face.
+
+        Args:
+            emb: face vectors (unit rows; plain arrays are normalised here).
+            threshold: cosine similarity the best candidate needs to be named.
+            top_k: candidates reported per face, best first, whatever their similarity.
+
+        Returns:
+            One :class:`~facerec.types.Match` per face; with an empty gallery every face is
+            unknown with an empty ``top`` and similarity :data:`NO_CANDIDATE`.
+        """
+        q = self._queries(emb)
+        if len(q) == 0:
+            return Matches.empty()
+        if not len(self.rows):
+            return Matches([Match(None, NO_CANDIDATE, []) for _ in range(len(q))])
+        k = max(1, min(int(top_k), len(self.people)))
+        if self._faiss_index is not None:
+            cand_idx, cand_sim = self._faiss_candidates(q, k)
+        else:
+            s = self.similarities(q)
+            if k < s.shape[1]:
+                part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            else:
+                part = np.broadcast_to(np.arange(s.shape[1]), (len(q), s.shape[1]))
+            psim = np.take_along_axis(s, part, axis=1)
+            order = np.argsort(-psim, axis=1, kind="stable")
+            cand_idx = np.take_along_axis(part, order, axis=1)
+            cand_sim = np.take_along_axis(psim, order, axis=1)
+        items = []
+        for i in range(len(q)):
+            top = [(self.people[int(p)], float(v)) for p, v in zip(cand_idx[i], cand_sim[i]) if p >= 0][:k]
+            best_name, best = top[0] if top else (None, NO_CANDIDATE)
+            items.append(Match(best_name if best >= threshold else None, best, top))
+        return Matches(items)
+
+    def _faiss_candidates(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k people per query from FAISS (person indices, similarities; -1 pads)."""
+        idx = self._faiss_index
+        if idx is None:
+            raise GalleryError("no FAISS index was built")
+        per_person = self.template == "max"
+        fetch = min(len(self.rows), max(4 * k, 32) if per_person else k)
+        if hasattr(idx, "hnsw"):
+            idx.hnsw.efSearch = max(self._ef_search, fetch)
+        sims, rows = idx.search(q, fetch)
+        out_p = np.full((len(q), k), -1, np.int64)
+        out_s = np.full((len(q), k), NO_CANDIDATE, np.float32)
+        for i in range(len(q)):
+            seen: set[int] = set()
+            j = 0
+            for r, v in zip(rows[i], sims[i]):
+                if r < 0:
+                    continue
+                p = int(self._row_person[r])
+                if p in seen:
+                    continue
+                seen.add(p)
+                out_p[i, j], out_s[i, j] = p, v
+                j += 1
+                if j == k:
+                    break
+        return out_p, out_s
