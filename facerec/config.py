@@ -57,6 +57,8 @@ class GalleryConfig(_Section):
     multiple_faces: Literal["largest", "skip"] = Field("largest", description="Enrollment photo with several faces.")
     min_quality: float | None = Field(None, description="Reject enrollment faces below this quality; null = embedder default.")
     duplicate_similarity: float = Field(0.98, gt=0, le=1, description="Warn when a new sample is this close to an existing one.")
+    min_face_size: int = Field(32, ge=0, description="Refuse enrollment/alignment faces whose shorter box side is below this, px.")
+    pad_retry: float = Field(0.5, ge=0, le=2, description="No face found: retry once with this much border (fraction of the long side).")
 
 
 class TrackingConfig(_Section):
@@ -67,6 +69,7 @@ class TrackingConfig(_Section):
     quality_gain: float = Field(1.15, ge=1, description="Re-embed when face size/score improves by this factor.")
     vote_window: int = Field(10, ge=1, description="Recent matches a track's name is voted over.")
     switch_margin: float = Field(0.1, ge=0, le=1, description="Hysteresis: a new name must lead by this vote share.")
+    min_hits: int = Field(2, ge=2, description="Detections a new track needs before it gets an id and is recognised (at least 2).")
 
 
 class LiveConfig(_Section):
@@ -75,12 +78,16 @@ class LiveConfig(_Section):
     read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is reconnected, s.")
     camera_name: str | None = Field(None, description="Name in events; default: the source.")
     threads: int | None = Field(None, ge=1, description="Torch/ORT intra-op threads; null = library default.")
+    stats_every_s: float = Field(10.0, ge=0, description="Log a stats line this often, s; 0 = never.")
+    gallery_poll_s: float = Field(1.0, gt=0, description="How often the gallery is checked for changes, s.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="PyTorch model precision in the live loop; auto = bf16 where the CPU has it.")
 
 
 class EventsConfig(_Section):
     cooldown_s: float = Field(10.0, ge=0, description="Per-person seconds between two 'appeared' events.")
     webhook_url: str | None = Field(None, description="POST each event as JSON here.")
     queue_size: int = Field(256, ge=1, description="Events waiting for the webhook; older ones are dropped.")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Longest wait for one webhook POST, s.")
     keep_unknown_crops: bool = Field(False, description="Save crops of unknown tracks for later enrollment.")
     unknown_retention_s: float = Field(7 * 24 * 3600, ge=0, description="Delete kept unknown crops after this, s.")
     unknown_max_files: int = Field(1000, ge=0, description="Keep at most this many unknown crops.")
@@ -90,6 +97,8 @@ class ServeConfig(_Section):
     host: str = Field("127.0.0.1", description="Bind address of `facerec serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `facerec serve`.")
     max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, MB.")
+    max_import_mb: float = Field(500.0, gt=0, description="Largest accepted gallery archive upload, MB.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Largest accepted uploaded image, pixels (width x height).")
 
 
 class Config(_Section):

@@ -1,0 +1,510 @@
+"""Frame capture on its own thread: webcams, video files, image folders and network streams.
+
+Two delivery policies, chosen by the kind of source:
+
+* **Live** sources (a webcam, an RTSP/HTTP URL, or a file played with ``realtime=True``)
+  keep only the newest frame in a one-slot buffer. A consumer that is slower than the
+  camera never sees stale frames and lag never builds up; every frame overwritten before
+  it was read is counted in :attr:`CaptureStats.dropped`.
+* **Offline** sources (a video file, an image folder, a single image) deliver every frame
+  in order through a bounded queue: the reader blocks when the consumer is behind
+  (backpressure) so memory stays bounded and nothing is skipped.
+
+A stream whose read fails, or that stays silent for ``read_timeout_s``, is reopened with
+exponential backoff capped at ``reconnect_max_s``; the reader keeps trying until
+:meth:`Capture.close` is called. A source that cannot be opened at start raises
+:class:`~facerec.errors.SourceError` with a message that says what to check.
+
+Every :class:`Frame` carries its index in the source and ``t``, seconds since the start of
+the source: the position in the file for files (index / fps), wall time since opening for
+live sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facerec.errors import ImageReadError, SourceError
+from facerec.imageio import IMAGE_SUFFIXES, list_images, read_image
+
+log = logging.getLogger(__name__)
+
+#: URL schemes handed to FFmpeg as network streams.
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+#: First wait before reopening a dropped stream, seconds; doubles up to ``reconnect_max_s``.
+FIRST_BACKOFF_S = 0.5
+
+
+class SourceKind(str, Enum):
+    CAMERA = "camera"
+    STREAM = "stream"
+    VIDEO = "video"
+    FOLDER = "folder"
+    IMAGE = "image"
+
+    @property
+    def is_live(self) -> bool:
+        return self in (SourceKind.CAMERA, SourceKind.STREAM)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 BGR.
+        index: 0-based position in the source. On live sources frames dropped by the
+            newest-frame-wins buffer still take an index, so gaps show where they were.
+        t: seconds since the start of the source (file position, or wall time for live
+            sources).
+        name: file name for folder sources, else ``""``.
+    """
+
+    image: np.ndarray
+    index: int
+    t: float
+    name: str = ""
+
+
+@dataclass
+class CaptureStats:
+    """Counters kept by the capture thread (read them at any time).
+
+    Attributes:
+        read: frames obtained from the source.
+        delivered: frames handed to the consumer.
+        dropped: live frames overwritten before the consumer took them.
+        skipped: unreadable images in a folder source (warned and skipped).
+        reconnects: attempts to reopen a stream after a failure or a stall.
+    """
+
+    read: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    reconnects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def classify_source(spec: str | int | os.PathLike) -> tuple[SourceKind, int | str | Path]:
+    """Decide what a ``--source`` string names.
+
+    A string of digits is a webcam index, a URL with a network scheme is a stream, a
+    directory is an image folder, a file with an image suffix is a single image, and any
+    other existing file is a video.
+
+    Raises:
+        SourceError: the path does not exist.
+    """
+    if isinstance(spec, int):
+        return SourceKind.CAMERA, spec
+    text = os.fspath(spec).strip()
+    if text.isdigit():
+        return SourceKind.CAMERA, int(text)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return SourceKind.STREAM, text
+    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    if path.is_dir():
+        return SourceKind.FOLDER, path
+    if path.is_file():
+        return (SourceKind.IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else SourceKind.VIDEO), path
+    if "://" in text:
+        raise SourceError(f"source {text!r}: unsupported URL scheme (use one of {', '.join(STREAM_SCHEMES)})")
+    raise SourceError(
+        f"source {text!r}: no such file or directory (give a webcam index such as 0, a video file, "
+        "an image folder, or an rtsp:// / http:// URL)"
+    )
+
+
+def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
+    """A ``cv2.VideoCapture``; network streams get FFmpeg open/read timeouts."""
+    if kind is SourceKind.STREAM:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+        ]
+        return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
+    if kind is SourceKind.CAMERA:
+        return cv2.VideoCapture(int(target))
+    return cv2.VideoCapture(str(target))
+
+
+class Capture:
+    """Reads a source on a background thread; see the module docstring for the policies.
+
+    Use :func:`open_source` (or the constructor followed by :meth:`start`), then
+    :meth:`read` until it returns ``None`` with :attr:`ended` set, then :meth:`close`.
+    The object is also a context manager and an iterator of frames.
+
+    Args:
+        spec: webcam index, file, folder or URL (see :func:`classify_source`).
+        realtime: play a file at its own frame rate with live semantics (newest frame
+            wins, drops counted), as if it were a camera.
+        loop: restart a file or folder at its end (soak tests); indices and ``t`` keep
+            increasing.
+        reconnect_max_s: longest wait between two reopen attempts of a stream.
+        read_timeout_s: a stream silent for this long is reopened.
+        open_timeout_s: how long opening a stream may take; defaults to ``read_timeout_s``.
+        queue_size: frames buffered ahead for offline sources.
+        folder_fps: nominal frame rate of an image folder (gives ``t = index / fps``).
+    """
+
+    def __init__(
+        self,
+        spec: str | int | os.PathLike,
+        *,
+        realtime: bool = False,
+        loop: bool = False,
+        reconnect_max_s: float = 30.0,
+        read_timeout_s: float = 10.0,
+        open_timeout_s: float | None = None,
+        queue_size: int = 4,
+        folder_fps: float = 25.0,
+    ) -> None:
+        self.spec = os.fspath(spec) if not isinstance(spec, int) else str(spec)
+        self.kind, self._target = classify_source(spec)
+        self.realtime = realtime
+        self.loop = loop
+        self.reconnect_max_s = float(reconnect_max_s)
+        self.read_timeout_s = float(read_timeout_s)
+        self.open_timeout_s = float(open_timeout_s if open_timeout_s is not None else read_timeout_s)
+        self.folder_fps = float(folder_fps)
+        self.live = self.kind.is_live or realtime
+        self.stats = CaptureStats()
+        self.fps: float = 0.0
+        self.frame_count: int = 0
+        self.size: tuple[int, int] = (0, 0)
+
+        self._stop = threading.Event()
+        self._ended = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cap: cv2.VideoCapture | None = None
+        self._paths: list[Path] = []
+        self._first: np.ndarray | None = None
+        # live: one slot, guarded by a condition; offline: a bounded queue
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=max(1, queue_size))
+        self._error: str | None = None
+
+    # ------------------------------------------------------------------ opening
+    @property
+    def description(self) -> str:
+        return f"{self.kind.value} {self.spec}"
+
+    def start(self) -> Capture:
+        """Open the source (synchronously, so failures raise here) and start reading.
+
+        Raises:
+            SourceError: the source cannot be opened or yields no frame.
+        """
+        if self._thread is not None:
+            return self
+        if self.kind in (SourceKind.FOLDER, SourceKind.IMAGE):
+            self._open_images()
+        else:
+            self._open_first()
+        self._thread = threading.Thread(target=self._run, name=f"capture:{self.spec}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _open_images(self) -> None:
+        if self.kind is SourceKind.IMAGE:
+            self._paths = [Path(self._target)]
+        else:
+            try:
+                self._paths = list_images(self._target)
+            except OSError as e:
+                raise SourceError(f"folder {self._target}: cannot be listed ({e.strerror or e})") from None
+            if not self._paths:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise SourceError(f"folder {self._target} contains no images (looked for {suffixes})")
+        self.fps = self.folder_fps
+        self.frame_count = len(self._paths)
+
+    def _open_first(self) -> None:
+        cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(self._open_failure_message())
+        ok, img = cap.read()
+        if not ok or img is None or img.size == 0:
+            cap.release()
+            if self.kind is SourceKind.VIDEO:
+                raise SourceError(f"video {self._target}: opened but no frame could be decoded (corrupt or truncated file?)")
+            raise SourceError(f"{self.description}: opened but delivered no frame within {self.read_timeout_s:g} s")
+        self._cap = cap
+        self._first = img
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else 25.0
+        self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.size = (img.shape[1], img.shape[0])
+
+    def _open_failure_message(self) -> str:
+        if self.kind is SourceKind.CAMERA:
+            return (
+                f"camera {self._target} cannot be opened: is a camera connected and not in use by another "
+                "program (on Linux: does /dev/video%d exist and can this user read it)?" % int(self._target)
+            )
+        if self.kind is SourceKind.STREAM:
+            return (
+                f"stream {self._target} cannot be opened (refused, or no answer within {self.open_timeout_s:g} s): is the URL "
+                "right and the server reachable from this machine (try it in a media player)?"
+            )
+        return f"video {self._target}: cannot be opened (not a video format OpenCV/FFmpeg can read, or a corrupt file)"
+
+    # ------------------------------------------------------------------ consumer side
+    @property
+    def ended(self) -> bool:
+        """True once the source is exhausted (or closed) and every frame was read."""
+        if not self._ended.is_set():
+            return False
+        if self.live:
+            with self._cond:
+                return self._slot is None
+        return self._queue.empty()
+
+    @property
+    def error(self) -> str | None:
+        """Why the source ended early, if it did (e.g. a truncated video)."""
+        return self._error
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or ``None`` when none arrived within ``timeout`` or the source ended.
+
+        Check :attr:`ended` to tell the two apart.
+        """
+        if self.live:
+            with self._cond:
+                self._cond.wait_for(lambda: self._slot is not None or self._ended.is_set(), timeout)
+                frame, self._slot = self._slot, None
+        else:
+            frame = self._get_queued(timeout)
+        if frame is not None:
+            self.stats.delivered += 1
+        return frame
+
+    def _get_queued(self, timeout: float | None) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._ended.is_set() and self._queue.empty():
+                return None
+            wait = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            try:
+                return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+
+    def __iter__(self):
+        while True:
+            frame = self.read(timeout=0.1)
+            if frame is not None:
+                yield frame
+            elif self.ended or self._stop.is_set():
+                return
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the reader and release the source; waits at most ``timeout`` seconds.
+
+        A reader blocked inside a device or network read cannot be interrupted; it is a
+        daemon thread and is abandoned after ``timeout`` (it releases its handle when the
+        read returns).
+        """
+        self._stop.set()
+        self._ended.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("capture thread for %s did not stop within %.1f s; abandoning it", self.spec, timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._release()
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reader thread
+    def _release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def _emit(self, frame: Frame) -> bool:
+        """Hand a frame to the consumer; False when asked to stop."""
+        self.stats.read += 1
+        if self.live:
+            with self._cond:
+                if self._slot is not None:
+                    self.stats.dropped += 1
+                self._slot = frame
+                self._cond.notify()
+            return not self._stop.is_set()
+        while not self._stop.is_set():
+            try:
+                self._queue.put(frame, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _finish(self) -> None:
+        self._ended.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            if self.kind in (SourceKind.FOLDER, SourceKind.IMAGE):
+                self._run_images()
+            elif self.kind.is_live:
+                self._run_stream()
+            else:
+                self._run_video()
+        except Exception as e:  # never let a reader die silently: report and end the source
+            self._error = f"{self.description}: reading failed: {e}"
+            log.error("%s", self._error)
+        finally:
+            self._release()
+            self._finish()
+
+    def _pace(self, t: float, wall0: float) -> bool:
+        """Sleep until ``t`` seconds after ``wall0`` (``realtime`` playback); False on stop."""
+        delay = wall0 + t - time.monotonic()
+        return not (delay > 0 and self._stop.wait(delay))
+
+    def _run_video(self) -> None:
+        cap = self._cap
+        assert cap is not None
+        fps = self.fps
+        index = 0
+        offset_t = 0.0  # time added per completed loop so ``t`` keeps increasing
+        in_pass = 0
+        wall0 = time.monotonic()
+        img: np.ndarray | None = self._first
+        self._first = None
+        while not self._stop.is_set():
+            if img is None:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    img = None
+                    if self.frame_count and in_pass < self.frame_count - 1:
+                        self._error = (
+                            f"video {self._target}: decoding stopped at frame {in_pass} of "
+                            f"{self.frame_count} (truncated or corrupt file)"
+                        )
+                        log.warning("%s", self._error)
+                        if not self.loop:
+                            return
+                    if not self.loop or in_pass == 0:
+                        return
+                    offset_t += in_pass / fps
+                    in_pass = 0
+                    cap.release()
+                    cap = self._cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+                    if not cap.isOpened():
+                        self._error = f"video {self._target}: cannot be reopened for the next loop"
+                        log.warning("%s", self._error)
+                        return
+                    continue
+            t = offset_t + in_pass / fps
+            if self.realtime and not self._pace(t, wall0):
+                return
+            if not self._emit(Frame(img, index, t)):
+                return
+            img = None
+            index += 1
+            in_pass += 1
+
+    def _run_images(self) -> None:
+        index = 0
+        wall0 = time.monotonic()
+        while not self._stop.is_set():
+            delivered_this_pass = 0
+            for path in self._paths:
+                if self._stop.is_set():
+                    return
+                try:
+                    img = read_image(path)
+                except ImageReadError as e:
+                    self.stats.skipped += 1
+                    log.warning("skipping %s", e)
+                    continue
+                t = index / self.folder_fps
+                if self.realtime and not self._pace(t, wall0):
+                    return
+                if not self._emit(Frame(img, index, t, path.name)):
+                    return
+                index += 1
+                delivered_this_pass += 1
+            if not self.loop or delivered_this_pass == 0:
+                return
+
+    def _run_stream(self) -> None:
+        wall0 = time.monotonic()
+        index = 0
+        img: np.ndarray | None = self._first
+        self._first = None
+        while not self._stop.is_set():
+            if img is None:
+                cap = self._cap
+                ok, img = cap.read() if cap is not None else (False, None)
+                if not ok or img is None:
+                    img = None
+                    if not self._reconnect():
+                        return
+                    continue
+            if not self._emit(Frame(img, index, time.monotonic() - wall0)):
+                return
+            img = None
+            index += 1
+
+    def _reconnect(self) -> bool:
+        """Reopen a failed or silent stream with exponential backoff; False when stopped."""
+        self._release()
+        delay = FIRST_BACKOFF_S
+        while not self._stop.is_set():
+            self.stats.reconnects += 1
+            log.warning(
+                "%s: no frame (stream dropped or silent for %.0f s); reconnecting in %.1f s",
+                self.description, self.read_timeout_s, delay,
+            )
+            if self._stop.wait(delay):
+                return False
+            cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+            if cap.isOpened():
+                if self._stop.is_set():
+                    cap.release()
+                    return False
+                self._cap = cap
+                log.warning("%s: reconnected", self.description)
+                return True
+            cap.release()
+            delay = min(delay * 2, self.reconnect_max_s)
+        return False
+
+
+def open_source(spec: str | int | os.PathLike, **kwargs) -> Capture:
+    """Open ``spec`` and start its capture thread; see :class:`Capture` for the options.
+
+    Raises:
+        SourceError: the source does not exist, cannot be opened, or yields no frame.
+    """
+    return Capture(spec, **kwargs).start()

@@ -1,0 +1,257 @@
+"""``facerec run`` (and ``rec_cam.py``): live recognition on a camera, file, folder or stream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from facerec.config import Config
+from facerec.errors import ConfigError, FacerecError
+
+log = logging.getLogger(__name__)
+
+#: Where ``--save-img`` without a path writes.
+DEFAULT_SAVE_DIR = Path("runs") / "live"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run", parents=[common], help="live recognition on a webcam, video file, image folder or stream",
+        description="Recognise faces live. SOURCE is a webcam index (0), a video file, an image folder or an "
+                    "rtsp:// / http:// URL. Headless unless --view-img; a file is processed as fast as possible "
+                    "(or at its own pace with --realtime) and the program exits at its end. Ctrl-C or SIGTERM "
+                    "stop cleanly.",
+    )
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``facerec run``; ``rec_cam.py`` uses the same."""
+    g = p.add_argument_group("live options")
+    g.add_argument("--source", default="0", metavar="SRC",
+                   help="webcam index, video file, image folder, or rtsp:// / http:// URL (default: 0)")
+    g.add_argument("--view-img", action="store_true", help="show the annotated frames in a window (q or Esc quits)")
+    g.add_argument("--save-img", nargs="?", const="", default=None, metavar="PATH",
+                   help=f"write the annotated video (mp4v) or, for folder sources, annotated images; "
+                        f"PATH is a video file or a folder (default: {DEFAULT_SAVE_DIR}/)")
+    g.add_argument("--realtime", action="store_true",
+                   help="play a file at its own frame rate, dropping frames like a live camera")
+    g.add_argument("--loop", action="store_true", help="restart a file or folder at its end (soak tests)")
+    g.add_argument("--sequence", action="store_true",
+                   help="an image folder holds consecutive video frames: track faces across images "
+                        "(default: each photo is recognised on its own)")
+    g.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    g.add_argument("--detect-every", type=int, metavar="N", help="run the detector on every Nth frame (live.detect_every)")
+    g.add_argument("--input-size", "--img-size", dest="input_size", type=int, metavar="PX",
+                   help="detector input size, a multiple of 32 (detection.input_size)")
+    g.add_argument("--events", metavar="FILE", help="append events as JSON lines to FILE ('-' = stdout)")
+    g.add_argument("--webhook", metavar="URL", help="POST each event as JSON to URL (events.webhook_url)")
+    g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
+    g.add_argument("--keep-unknown", action="store_true", default=None,
+                   help="keep face crops of unknown tracks under DATA_DIR/unknown/ (events.keep_unknown_crops)")
+    g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
+    g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
+
+
+def main(argv: list[str] | None = None, prog: str = "rec_cam.py") -> int:
+    """``rec_cam.py``: the ``run`` command on its own (no other subcommand is imported).
+
+    Same exit codes as ``facerec``: 0 done, 1 the source ended with an error, 2 a
+    problem the message explains, 130 interrupted.
+    """
+    from facerec.cli.common import common_parser, config_from_args
+
+    parser = argparse.ArgumentParser(
+        prog=prog, parents=[common_parser()],
+        description="Recognise faces live on a webcam index, video file, image folder or rtsp:// / http:// stream. "
+                    "Same as `facerec run`.",
+    )
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    verbose = args.verbose
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return cmd_run(args, config_from_args(args))
+    except FacerecError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def gui_problem() -> str | None:
+    """Why an OpenCV window cannot be opened here, or ``None`` when it can."""
+    import cv2
+
+    gui = ""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() in ("", "NONE", "NO"):
+        return ("--view-img: this OpenCV build has no GUI support (opencv-python-headless?). Install the GUI "
+                "build (pip install opencv-python) or run headless with --save-img")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return ("--view-img: no display (DISPLAY and WAYLAND_DISPLAY are unset); run headless, with --save-img "
+                "to keep the annotated output, or from a desktop session")
+    return None
+
+
+def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
+    try:
+        if args.detect_every is not None:
+            cfg.live.detect_every = args.detect_every
+        if args.input_size is not None:
+            cfg.detection.input_size = args.input_size
+        if args.webhook is not None:
+            cfg.events.webhook_url = args.webhook
+        if args.camera is not None:
+            cfg.live.camera_name = args.camera
+        if args.keep_unknown:
+            cfg.events.keep_unknown_crops = True
+        if args.stats_every is not None:
+            cfg.live.stats_every_s = args.stats_every
+    except ValueError as e:  # pydantic validates assignments
+        raise ConfigError(f"invalid option: {e}") from None
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+
+
+def save_target(save: str, capture) -> tuple[str, Path]:
+    """``("video" | "images", path)`` for ``--save-img [PATH]``."""
+    from facerec.capture import SourceKind
+
+    stem = Path(str(capture.spec).rstrip("/")).stem or "camera"
+    if capture.kind in (SourceKind.CAMERA, SourceKind.STREAM):
+        stem = "camera%s" % capture.spec if capture.kind is SourceKind.CAMERA else "stream"
+    images = capture.kind in (SourceKind.FOLDER, SourceKind.IMAGE)
+    base = Path(save) if save else DEFAULT_SAVE_DIR
+    if images:
+        return "images", base if save else base / stem
+    if base.suffix.lower() in VIDEO_SUFFIXES:
+        return "video", base
+    return "video", base / f"{stem}.mp4"
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set ``stop``; a second signal interrupts at once."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.stop.set()
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _quiet_opencv(verbose: int) -> None:
+    """OpenCV and FFmpeg print warnings for every failed read; our own messages say more."""
+    if verbose > 1:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # builds without the logging module
+        pass
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from facerec.capture import open_source
+    from facerec.events import JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
+    from facerec.live import (ImageFolderOutput, RunOptions, VideoFileOutput, WindowOutput, build_pipeline,
+                              run_live, stats_line)
+
+    _quiet_opencv(getattr(args, "verbose", 0))
+    _apply_overrides(args, cfg)
+    if args.view_img and (problem := gui_problem()):
+        raise ConfigError(problem)
+    if getattr(args, "verbose", 0) == 0 and cfg.live.stats_every_s:
+        logging.getLogger("facerec.live").setLevel(logging.INFO)
+
+    live = cfg.live
+    capture = open_source(args.source, realtime=args.realtime, loop=args.loop,
+                          reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
+    closers = [capture.close]
+    stop = threading.Event()
+    try:
+        from facerec.capture import SourceKind
+
+        stills = capture.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not args.sequence
+        pipeline = build_pipeline(cfg, stills=stills)
+        if hasattr(pipeline.gallery, "close"):
+            closers.append(pipeline.gallery.close)
+        camera = live.camera_name or str(args.source)
+
+        outputs = []
+        if args.save_img is not None:
+            kind, path = save_target(args.save_img, capture)
+            outputs.append(ImageFolderOutput(path) if kind == "images" else VideoFileOutput(path, capture.fps))
+            print(f"saving annotated {'images to' if kind == 'images' else 'video to'} {path}", file=sys.stderr)
+        if args.view_img:
+            outputs.append(WindowOutput(f"facerec: {camera}"))
+
+        sinks = []
+        if args.events:
+            sinks.append(JsonLinesSink(args.events))
+        if cfg.events.webhook_url:
+            sinks.append(WebhookSink(cfg.events.webhook_url, cfg.events.queue_size, cfg.events.webhook_timeout_s))
+        events = TrackEvents(sinks, camera, cfg.events.cooldown_s) if sinks else None
+        if events is not None:
+            closers.append(events.close)
+        unknown = None
+        if cfg.events.keep_unknown_crops:
+            unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
+                                   cfg.events.unknown_max_files, camera)
+
+        opts = RunOptions(max_frames=args.max_frames, stats_every_s=live.stats_every_s)
+        with _StopOnSignal(stop) as sig:
+            w, h = capture.size
+            pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
+            stats = run_live(capture, pipeline, events=events, outputs=outputs, unknown_crops=unknown,
+                             stop=stop, options=opts)
+            capture.close()
+    finally:
+        for close in reversed(closers):
+            try:
+                close()
+            except Exception as e:  # shutting down: report, keep closing the rest
+                log.warning("shutdown: %s", e)
+
+    if args.stats:
+        try:
+            Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.stats).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise FacerecError(f"cannot write --stats file {args.stats}: {e.strerror or e}") from None
+    print(f"facerec run: {stats_line(stats)}", file=sys.stderr)
+    if capture.error:
+        print(f"facerec run: warning: {capture.error}", file=sys.stderr)
+    if sig.received == signal.SIGINT:
+        return 130
+    return 1 if capture.error and not stop.is_set() else 0

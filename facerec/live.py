@@ -1,0 +1,759 @@
+"""The live recognition loop: capture -> detect -> track -> align + embed -> match -> vote
+-> draw -> sinks.
+
+Each stage is a plain callable timed on its own (:class:`StageTimer`); the per-stage
+milliseconds are drawn on the frame, logged periodically and written to ``--stats``.
+
+What makes it real-time on a CPU:
+
+* the detector runs every ``live.detect_every`` frames at ``detection.input_size`` (and
+  on the next frame when a new face still waits for its track to be confirmed);
+* faces are tracked (:class:`~facerec.track.FaceTracker`, ByteTrack) and a face is
+  embedded only when its track is new, when its quality (box area x score) improved by
+  ``tracking.quality_gain``, or every ``tracking.reembed_every`` frames;
+* a track's name is a vote over its recent matches (:class:`~facerec.track.NameVote`);
+* capture runs on its own thread and a live camera's newest frame always wins.
+
+The gallery is polled for changes (:class:`GalleryWatcher`), so people enrolled, renamed or
+deleted while the daemon runs are picked up within about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from face_embedding import Embedder
+from facerec.align import align
+from facerec.capture import Capture, Frame
+from facerec.config import Config, GalleryConfig, TrackingConfig
+from facerec.draw import annotate
+from facerec.errors import FacerecError
+from facerec.events import TrackEvents, TrackView, UnknownCrops
+from facerec.track import FaceTracker, NameVote, face_quality
+from facerec.types import Detections, Match, Matches
+
+log = logging.getLogger(__name__)
+
+#: Stage names, in pipeline order.
+STAGES = ("capture", "detect", "track", "embed", "match", "draw", "sinks")
+
+
+class StageTimer:
+    """Milliseconds per stage: running mean over all frames, p95 over a recent window.
+
+    Memory is fixed (a ring buffer per stage), so a daemon running for days does not
+    grow. A stage that did not run in a frame can be recorded as 0 ms so that the means
+    add up to the time per frame.
+
+    Args:
+        stages: names of the stages.
+        window: samples kept per stage for the percentile.
+    """
+
+    def __init__(self, stages: Sequence[str] = STAGES, window: int = 4096) -> None:
+        self.stages = tuple(stages)
+        self._ring = {s: np.zeros(window, np.float32) for s in self.stages}
+        self._count = dict.fromkeys(self.stages, 0)
+        self._sum = dict.fromkeys(self.stages, 0.0)
+        self._last = dict.fromkeys(self.stages, 0.0)
+
+    def add(self, stage: str, ms: float) -> None:
+        ring = self._ring[stage]
+        ring[self._count[stage] % len(ring)] = ms
+        self._count[stage] += 1
+        self._sum[stage] += ms
+        self._last[stage] = ms
+
+    @contextmanager
+    def time(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, (time.perf_counter() - t0) * 1000.0)
+
+    def mean(self, stage: str) -> float:
+        n = self._count[stage]
+        return self._sum[stage] / n if n else 0.0
+
+    def p95(self, stage: str) -> float:
+        n = min(self._count[stage], len(self._ring[stage]))
+        return float(np.percentile(self._ring[stage][:n], 95)) if n else 0.0
+
+    def recent(self, stage: str, n: int = 30) -> float:
+        """Mean of the last ``n`` samples (what the overlay shows)."""
+        ring, count = self._ring[stage], self._count[stage]
+        n = min(n, count, len(ring))
+        if n == 0:
+            return 0.0
+        idx = (np.arange(count - n, count) % len(ring))
+        return float(ring[idx].mean())
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"mean_ms": ..., "p95_ms": ...}}`` for every stage that was timed."""
+        return {
+            s: {"mean_ms": round(self.mean(s), 3), "p95_ms": round(self.p95(s), 3)}
+            for s in self.stages if self._count[s]
+        }
+
+
+class GalleryWatcher:
+    """The current gallery index, rebuilt when the store's version changes.
+
+    The store is opened read-only; when no gallery exists yet, everyone is unknown and
+    the folder is checked again at each poll, so the first enrollment is picked up too.
+
+    Args:
+        data_dir: the gallery root (``gallery.data_dir``).
+        key: the embedder's vector space; only its vectors are searched.
+        gallery_cfg: the ``gallery:`` section (template, index kind).
+        poll_s: seconds between two version checks.
+        store: an already open store to use instead of opening ``data_dir``.
+    """
+
+    def __init__(self, data_dir: str | Path | None, key, gallery_cfg: GalleryConfig | None = None,
+                 poll_s: float = 1.0, store=None) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.key = key
+        self.cfg = gallery_cfg or GalleryConfig()
+        self.poll_s = float(poll_s)
+        self.reloads = 0
+        self._store = store
+        self._own_store = store is None
+        self._version: int | None = None
+        self._index = None
+        self._next_poll = 0.0
+        self.poll(force=True)
+
+    def _open(self):
+        if self._store is not None or self.data_dir is None:
+            return self._store
+        from facerec.gallery.store import DB_NAME, GalleryStore
+
+        if not (self.data_dir / DB_NAME).is_file():
+            return None
+        try:
+            self._store = GalleryStore(self.data_dir, readonly=True)
+        except FacerecError as e:
+            log.warning("gallery %s cannot be opened yet: %s", self.data_dir, e)
+            return None
+        return self._store
+
+    def poll(self, force: bool = False) -> bool:
+        """Reload if the gallery changed; at most once per ``poll_s``. True if reloaded."""
+        now = time.monotonic()
+        if not force and now < self._next_poll:
+            return False
+        self._next_poll = now + self.poll_s
+        store = self._open()
+        if store is None:
+            return False
+        try:
+            version = store.version()
+            if version == self._version:
+                return False
+            from facerec.gallery.search import GalleryIndex
+
+            index = GalleryIndex.from_store(store, self.key, self.cfg.template, self.cfg.index, self.cfg.index_min_size)
+        except Exception as e:  # a gallery being rewritten must not stop the camera
+            log.warning("gallery reload failed, keeping the previous one: %s", e)
+            return False
+        first = self._version is None
+        self._version, self._index = version, index
+        if not first:
+            self.reloads += 1
+        log.info("gallery %s: %d people (version %d)", "loaded" if first else "reloaded", len(index), version)
+        return True
+
+    @property
+    def index(self):
+        """The current :class:`~facerec.gallery.search.GalleryIndex`, or ``None``."""
+        self.poll()
+        return self._index
+
+    def close(self) -> None:
+        if self._own_store and self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+@dataclass
+class TrackedFace:
+    """A face in one frame, as the overlay and the events see it.
+
+    Attributes:
+        track_id: stable id of the face's track.
+        xyxy: ``(4,)`` box in frame pixels (the last detected box when coasting).
+        score: detector score of that box.
+        name: the track's voted name; ``None`` = unknown or not decided yet.
+        similarity: similarity behind the name (best candidate when unknown).
+        decided: False until the track's first embedding was matched.
+        detected: True when the detector saw the face in this very frame.
+    """
+
+    track_id: int
+    xyxy: np.ndarray
+    score: float
+    name: str | None
+    similarity: float
+    decided: bool
+    detected: bool
+
+
+@dataclass
+class TrackState:
+    """What the pipeline remembers about one track."""
+
+    track_id: int
+    vote: NameVote
+    xyxy: np.ndarray
+    score: float
+    first_t: float
+    last_t: float
+    last_embed: int = -(10**9)
+    embedded_quality: float = 0.0
+    embeds: int = 0
+    best_crop: np.ndarray | None = None
+    best_crop_quality: float = -1.0
+
+
+@dataclass
+class FrameResult:
+    """The output of :meth:`LivePipeline.step` for one frame."""
+
+    frame: Frame
+    faces: list[TrackedFace]
+    left: list[TrackState] = field(default_factory=list)
+    detected: bool = False
+    embedded: int = 0
+
+
+class LivePipeline:
+    """Per-frame recognition with tracking, selective embedding and voting.
+
+    Args:
+        detector: any callable image -> :class:`~facerec.types.Detections`.
+        embedder: an :class:`~face_embedding.Embedder`.
+        threshold: cosine similarity for a match.
+        tracking: the ``tracking:`` section.
+        detect_every: run the detector on every Nth frame.
+        gallery: a :class:`GalleryWatcher`, a fixed index (anything with ``search``), or
+            ``None`` (everyone unknown).
+        flip: flip test-time augmentation for embeddings.
+        keep_crops: remember each track's best aligned crop (for unknown crops).
+        timer: where stage times go.
+        stills: the frames are unrelated photos (an image folder): every face of every
+            frame is embedded and named on its own, without tracking or voting; each face
+            gets a new id and "leaves" with the next frame.
+    """
+
+    def __init__(self, detector: Callable[[np.ndarray], Detections], embedder, *, threshold: float,
+                 tracking: TrackingConfig | None = None, detect_every: int = 1, gallery=None, flip: bool = False,
+                 keep_crops: bool = False, timer: StageTimer | None = None, stills: bool = False) -> None:
+        self.detector = detector
+        self.stills = stills
+        self._next_still_id = 0
+        self.embedder = embedder
+        self.threshold = float(threshold)
+        self.tracking = tracking or TrackingConfig()
+        self.detect_every = max(1, int(detect_every))
+        self.gallery = gallery
+        self.flip = flip
+        self.keep_crops = keep_crops
+        self.timer = timer or StageTimer()
+        self.tracker = FaceTracker(self.tracking, self.detect_every)
+        self.tracks: dict[int, TrackState] = {}
+        self.frames = 0
+        self.faces_seen = 0
+        self.faces_embedded = 0
+        self.tracks_started = 0
+        self._visible: list[int] = []
+        self._last_detect = -(10**9)
+        self._new_faces = False
+
+    def _index(self):
+        g = self.gallery
+        return g.index if isinstance(g, GalleryWatcher) else g
+
+    def _match(self, emb) -> Matches:
+        index = self._index()
+        if index is None:
+            return Matches([Match(None, -1.0, []) for _ in range(len(emb))])
+        return index.search(emb, self.threshold, top_k=1)
+
+    def _wants_embedding(self, st: TrackState, quality: float) -> bool:
+        if st.embeds == 0:
+            return True
+        if self.frames - st.last_embed >= self.tracking.reembed_every:
+            return True
+        return quality >= st.embedded_quality * self.tracking.quality_gain
+
+    def step(self, frame: Frame) -> FrameResult:
+        """Process one frame.
+
+        The detector runs when ``detect_every`` frames have passed since its last run, or
+        on the frame right after a new face appeared (so its track is confirmed and the
+        face named at once); in between, tracks keep their last boxes.
+        """
+        if self.stills:
+            return self._step_still(frame)
+        t = self.timer
+        left: list[TrackState] = []
+        embedded = 0
+        detect_now = self._new_faces or self.frames - self._last_detect >= self.detect_every
+        if detect_now:
+            self._last_detect = self.frames
+            with t.time("detect"):
+                det = self.detector(frame.image)
+            with t.time("track"):
+                asg = self.tracker.update(det)
+                for tid in [k for k in self.tracks if k not in asg.alive]:
+                    left.append(self.tracks.pop(tid))
+                quality = face_quality(det.xyxy, det.score)
+                todo: list[tuple[TrackState, int]] = []
+                self._visible = []
+                for tid, row in zip(asg.track_ids.tolist(), asg.det_index.tolist()):
+                    st = self.tracks.get(tid)
+                    if st is None:
+                        st = self.tracks[tid] = TrackState(
+                            tid, NameVote(self.threshold, self.tracking.vote_window, self.tracking.switch_margin),
+                            det.xyxy[row].copy(), float(det.score[row]), frame.t, frame.t,
+                        )
+                        self.tracks_started += 1
+                    st.xyxy, st.score, st.last_t = det.xyxy[row].copy(), float(det.score[row]), frame.t
+                    self._visible.append(tid)
+                    if self._wants_embedding(st, float(quality[row])):
+                        todo.append((st, row))
+                # a face not yet confirmed as a track is confirmed on the very next frame,
+                # not after another ``detect_every`` frames
+                tracked = np.zeros(len(det), bool)
+                tracked[asg.det_index] = True
+                self._new_faces = bool(np.any(~tracked & (det.score >= self.tracking.track_thresh)))
+            if todo:
+                rows = [r for _, r in todo]
+                with t.time("embed"):
+                    crops = align(frame.image, det.landmarks[rows])
+                    emb = self.embedder.embed(crops, flip=self.flip)
+                with t.time("match"):
+                    matches = self._match(emb)
+                for (st, row), m, crop in zip(todo, matches, crops.images):
+                    q = float(quality[row])
+                    st.vote.add(m.name, m.similarity, q)
+                    st.last_embed, st.embeds = self.frames, st.embeds + 1
+                    st.embedded_quality = max(st.embedded_quality, q)
+                    if self.keep_crops and q > st.best_crop_quality:
+                        st.best_crop, st.best_crop_quality = crop.copy(), q
+                embedded = len(todo)
+                self.faces_embedded += embedded
+            else:
+                t.add("embed", 0.0)
+                t.add("match", 0.0)
+        else:
+            for stage in ("detect", "track", "embed", "match"):
+                t.add(stage, 0.0)
+        faces = []
+        for tid in self._visible:
+            st = self.tracks.get(tid)
+            if st is None:
+                continue
+            faces.append(TrackedFace(tid, st.xyxy, st.score, st.vote.name, st.vote.similarity,
+                                     st.vote.decided, detect_now))
+        self.frames += 1
+        self.faces_seen += len(faces)
+        return FrameResult(frame, faces, left, detect_now, embedded)
+
+    def _step_still(self, frame: Frame) -> FrameResult:
+        t = self.timer
+        with t.time("detect"):
+            det = self.detector(frame.image)
+        t.add("track", 0.0)
+        left = list(self.tracks.values())
+        self.tracks.clear()
+        faces: list[TrackedFace] = []
+        if len(det):
+            with t.time("embed"):
+                crops = align(frame.image, det.landmarks)
+                emb = self.embedder.embed(crops, flip=self.flip)
+            with t.time("match"):
+                matches = self._match(emb)
+            quality = face_quality(det.xyxy, det.score)
+            for i, (m, crop) in enumerate(zip(matches, crops.images)):
+                tid, self._next_still_id = self._next_still_id, self._next_still_id + 1
+                st = self.tracks[tid] = TrackState(
+                    tid, NameVote(self.threshold, 1, 0.0), det.xyxy[i].copy(), float(det.score[i]), frame.t, frame.t,
+                    last_embed=self.frames, embeds=1,
+                )
+                st.vote.add(m.name, m.similarity, float(quality[i]))
+                if self.keep_crops:
+                    st.best_crop = crop.copy()
+                faces.append(TrackedFace(tid, st.xyxy, st.score, m.name, m.similarity, True, True))
+            self.faces_embedded += len(faces)
+            self.tracks_started += len(faces)
+        else:
+            t.add("embed", 0.0)
+            t.add("match", 0.0)
+        self.frames += 1
+        self.faces_seen += len(faces)
+        return FrameResult(frame, faces, left, True, len(faces))
+
+    def warmup(self, shape: tuple[int, int, int] = (480, 640, 3)) -> None:
+        """Run each model once on a blank input so the first real frame is not slow
+        (PyTorch and ONNX Runtime prepare their kernels on the first call)."""
+        self.detector(np.zeros(shape, np.uint8))
+        self.embedder.embed(np.zeros((1, 112, 112, 3), np.uint8), flip=self.flip)
+
+    def finish(self) -> list[TrackState]:
+        """End every track (the source is over); returns them for ``left`` events."""
+        ended = list(self.tracks.values())
+        self.tracks.clear()
+        self._visible = []
+        return ended
+
+
+class Bf16Embedder(Embedder):
+    """A PyTorch embedder run under bf16 autocast with channels-last memory.
+
+    Same preprocessing and same key: its vectors agree with fp32 at cosine >= 0.999 on
+    the real MobileFaceNet weights, so a gallery embedded in fp32 stays valid. Worth it
+    on CPUs with AVX512-BF16 or AMX. The wrapped module is switched to channels-last in
+    place (numerically neutral for its fp32 users).
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        import torch
+
+        self._torch = torch
+        self.inner = inner
+        self.key = inner.key
+        self.dim = inner.dim
+        self.spec = inner.spec
+        self.batch_size = inner.batch_size
+        self.default_threshold = inner.default_threshold
+        self.quality_is_norm = inner.quality_is_norm
+        self.model = inner.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        return self.inner.preprocess(images)
+
+    def forward_raw(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float().reshape(len(batch), -1).numpy()
+
+
+class _FastTorchRunner:
+    """A YOLOv5-face runner on a BatchNorm-folded, channels-last copy of the network,
+    optionally under bf16 autocast (replaces the detector's own fp32 runner)."""
+
+    def __init__(self, runner, bf16: bool) -> None:
+        import torch
+
+        from facerec.detect.yolov5_face import fuse_conv_bn
+
+        self._torch = torch
+        self.model = runner.model
+        self.fixed_size = runner.fixed_size
+        self.strides = runner.strides
+        self.anchors_px = runner.anchors_px
+        self.bf16 = bf16
+        self._net = fuse_conv_bn(runner.model).to(memory_format=torch.channels_last)
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        torch = self._torch
+        x = torch.from_numpy(blob).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return [h.float().numpy() for h in self._net(x)]
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` on CPUs with native bf16, else ``fp32``."""
+    if precision == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return precision
+
+
+def with_precision(embedder, precision: str):
+    """``embedder`` itself for ``fp32``; wrapped in :class:`Bf16Embedder` for ``bf16``
+    when it is a PyTorch module (ONNX Runtime embedders are returned unchanged)."""
+    precision = resolve_precision(precision)
+    if precision == "fp32":
+        return embedder
+    if getattr(embedder, "model", None) is None:
+        log.warning("precision %s needs a PyTorch embedder; %s runs as it is", precision, type(embedder).__name__)
+        return embedder
+    return Bf16Embedder(embedder)
+
+
+def fast_detector(detector, precision: str):
+    """A PyTorch YOLOv5-face detector running channels-last (about 2x faster for the CSP
+    models, numerically the same) and, for ``bf16``, under autocast (another ~2x on
+    CPUs with native bf16; on the real yolov5n-0.5 weights the same faces are found with
+    box IoU >= 0.95 against fp32). Other detectors are returned unchanged; ``detector``
+    itself is not modified."""
+    import copy
+
+    from facerec.detect.yolov5_face import TorchRunner
+
+    runner = getattr(detector, "runner", None)
+    if not isinstance(runner, TorchRunner):
+        return detector
+    fast = copy.copy(detector)
+    fast.runner = _FastTorchRunner(runner, resolve_precision(precision) == "bf16")
+    return fast
+
+
+class FrameOutput(Protocol):
+    """Where annotated frames go (a window, a video file, an image folder)."""
+
+    def write(self, frame: Frame, image: np.ndarray) -> bool:
+        """Consume one annotated frame; False asks the loop to stop (e.g. 'q' pressed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class VideoFileOutput:
+    """Writes annotated frames to a video file with the ``mp4v`` codec.
+
+    H.264 cannot be written by the pip OpenCV wheels; mp4v plays in every common player.
+    The writer opens on the first frame (its size is the video's size).
+    """
+
+    def __init__(self, path: str | Path, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps if fps and fps > 0 else 25.0
+        self._writer = None
+        self.frames = 0
+
+    def write(self, frame: Frame, image: np.ndarray) -> bool:
+        import cv2
+
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise FacerecError(f"cannot write video {self.path} (is the folder writable? use a .mp4 or .avi name)")
+        self._writer.write(image)
+        self.frames += 1
+        return True
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class ImageFolderOutput:
+    """Writes each annotated frame as a JPEG into a folder (for image-folder sources)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+
+    def write(self, frame: Frame, image: np.ndarray) -> bool:
+        import cv2
+
+        stem = Path(frame.name).stem if frame.name else f"{frame.index:06d}"
+        cv2.imwrite(str(self.folder / f"{stem}.jpg"), image)
+        self.frames += 1
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class WindowOutput:
+    """Shows annotated frames in an OpenCV window; ``q`` or Esc stops the loop."""
+
+    def __init__(self, title: str = "facerec") -> None:
+        self.title = title
+
+    def write(self, frame: Frame, image: np.ndarray) -> bool:
+        import cv2
+
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        import cv2
+
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+@dataclass
+class RunOptions:
+    """How long and how loudly :func:`run_live` runs."""
+
+    max_frames: int | None = None
+    stats_every_s: float = 10.0
+    overlay_stats: bool = True
+
+
+def run_live(
+    capture: Capture,
+    pipeline: LivePipeline,
+    *,
+    events: TrackEvents | None = None,
+    outputs: Iterable[FrameOutput] = (),
+    unknown_crops: UnknownCrops | None = None,
+    stop: threading.Event | None = None,
+    options: RunOptions | None = None,
+) -> dict:
+    """Run the loop until the source ends, ``max_frames`` were processed, an output asks
+    to stop, or ``stop`` is set; returns the stats (see :func:`make_stats`).
+
+    Nothing here raises for a source that drops or stalls: the capture thread reconnects,
+    and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
+    """
+    opts = options or RunOptions()
+    stop = stop or threading.Event()
+    outputs = list(outputs)
+    timer = pipeline.timer
+    started: float | None = None
+    last_log = time.monotonic()
+    last_t = 0.0
+    fps_window: deque[float] = deque()
+    try:
+        while not stop.is_set():
+            if opts.max_frames is not None and pipeline.frames >= opts.max_frames:
+                break
+            t0 = time.perf_counter()
+            frame = capture.read(timeout=0.1)
+            if frame is None:
+                if capture.ended:
+                    break
+                continue
+            if started is None:
+                started = time.perf_counter()
+            else:
+                timer.add("capture", (time.perf_counter() - t0) * 1000.0)
+            result = pipeline.step(frame)
+            last_t = frame.t
+
+            with timer.time("draw"):
+                image = None
+                if outputs:
+                    now = time.perf_counter()
+                    fps_window.append(now)
+                    while fps_window and now - fps_window[0] > 2.0:
+                        fps_window.popleft()
+                    fps = (len(fps_window) - 1) / (now - fps_window[0]) if len(fps_window) > 1 else 0.0
+                    stage_ms = {s: timer.recent(s) for s in STAGES} if opts.overlay_stats else None
+                    image = annotate(frame.image, result.faces, stage_ms, fps if opts.overlay_stats else None)
+            with timer.time("sinks"):
+                if events is not None:
+                    events.update(frame.t, _views(result.faces), [s.track_id for s in result.left])
+                if unknown_crops is not None:
+                    _save_unknown(unknown_crops, result.left)
+                for out in outputs:
+                    if not out.write(frame, image):
+                        stop.set()
+            if opts.stats_every_s and time.monotonic() - last_log >= opts.stats_every_s:
+                last_log = time.monotonic()
+                log.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
+    finally:
+        ended = pipeline.finish()
+        if events is not None:
+            events.update(last_t, (), [s.track_id for s in ended])
+        if unknown_crops is not None:
+            _save_unknown(unknown_crops, ended)
+        for out in outputs:
+            try:
+                out.close()
+            except Exception as e:
+                log.warning("closing output failed: %s", e)
+    return make_stats(pipeline, capture, started, events)
+
+
+def _views(faces: Sequence[TrackedFace]) -> list[TrackView]:
+    return [TrackView(f.track_id, f.name, f.similarity, f.decided) for f in faces]
+
+
+def _save_unknown(keeper: UnknownCrops, ended: Sequence[TrackState]) -> None:
+    for st in ended:
+        if st.vote.decided and st.vote.name is None and st.best_crop is not None:
+            keeper.save(st.track_id, st.best_crop)
+
+
+def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float | None,
+               events: TrackEvents | None = None) -> dict:
+    """The ``--stats`` JSON: counts, FPS since the first frame, per-stage times."""
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    cs = capture.stats if capture is not None else None
+    out = {
+        "source": capture.spec if capture is not None else None,
+        "frames": pipeline.frames,
+        "seconds": round(elapsed, 3),
+        "fps": round(pipeline.frames / elapsed, 2) if elapsed > 0 else 0.0,
+        "dropped": cs.dropped if cs else 0,
+        "skipped": cs.skipped if cs else 0,
+        "reconnects": cs.reconnects if cs else 0,
+        "faces_seen": pipeline.faces_seen,
+        "faces_embedded": pipeline.faces_embedded,
+        "tracks": pipeline.tracks_started,
+        "detect_every": pipeline.detect_every,
+        "stages": pipeline.timer.summary(),
+    }
+    if isinstance(pipeline.gallery, GalleryWatcher):
+        out["gallery_reloads"] = pipeline.gallery.reloads
+    if events is not None:
+        out["events"] = events.published
+        dropped = sum(getattr(s, "dropped", 0) for s in events.sinks)
+        out["events_dropped"] = dropped
+    if capture is not None and capture.error:
+        out["source_error"] = capture.error
+    return out
+
+
+def stats_line(stats: dict) -> str:
+    """One log line: frames, FPS, drops and mean ms per stage."""
+    stages = " ".join(f"{k}={v['mean_ms']:.1f}" for k, v in stats.get("stages", {}).items())
+    return (f"frames={stats['frames']} fps={stats['fps']:.1f} dropped={stats['dropped']} "
+            f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} ms: {stages}")
+
+
+def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, stills: bool = False) -> LivePipeline:
+    """A :class:`LivePipeline` from the configuration (models built unless given).
+
+    The gallery defaults to a :class:`GalleryWatcher` on ``gallery.data_dir``.
+    """
+    from facerec.models import build_detector, build_embedder, threshold_for
+
+    embedder = with_precision(embedder if embedder is not None else build_embedder(cfg), cfg.live.precision)
+    detector = fast_detector(detector if detector is not None else build_detector(cfg), cfg.live.precision)
+    if gallery is None:
+        gallery = GalleryWatcher(cfg.gallery.data_dir, embedder.key, cfg.gallery, cfg.live.gallery_poll_s)
+    return LivePipeline(
+        detector, embedder, threshold=threshold_for(cfg, embedder), tracking=cfg.tracking,
+        detect_every=cfg.live.detect_every, gallery=gallery, flip=cfg.recognition.flip_tta,
+        keep_crops=cfg.events.keep_unknown_crops, stills=stills,
+    )
