@@ -20,6 +20,10 @@ DATA = SHARED / "data"
 
 if not os.environ.get("FACEREC_WEIGHTS"):
     os.environ["FACEREC_WEIGHTS"] = str(MODELS)
+# CI passes a path relative to the checkout; tests also run commands from other folders.
+os.environ["FACEREC_WEIGHTS"] = os.pathsep.join(
+    str(Path(p).expanduser().resolve()) for p in os.environ["FACEREC_WEIGHTS"].split(os.pathsep) if p.strip()
+)
 
 
 @pytest.fixture(scope="session")
