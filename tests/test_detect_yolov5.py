@@ -496,3 +496,58 @@ def test_registry_entries():
     assert small.sha256 and small.onnx_file == "yolov5n-0.5-face.onnx" and "yolov5n-0.5.pt" in small.aliases
     assert reg.get("yolov5s-face").weights.sha256 is None
     assert reg.get("yolov5n-0.5-face").info["wider_face_val"] == {"easy": 90.76, "medium": 88.12, "hard": 73.82}
+
+
+# ---- large inputs: a crowd and a huge photo --------------------------------------------
+
+
+def test_crowd_of_more_than_50_faces_goes_through_the_whole_pipeline(torch_det, onnx_det, analyzer):
+    """deepcam's dense crowd test image: every face is detected, aligned and embedded.
+
+    SOURCES.md reports 172 faces with the upstream ONNX at 640; both backends must agree."""
+    img = photo("detection/unannotated/yolov5face_test.jpg")
+    det = torch_det(img)
+    print(f"crowd: torch {len(det)} faces, onnx {len(onnx_det(img))}")
+    assert len(det) >= 150
+    assert abs(len(det) - len(onnx_det(img))) <= 0.03 * len(det)
+    res = analyzer.analyze(img)
+    assert len(res.faces) == len(res.embeddings) == len(res.detections) >= 150
+    np.testing.assert_allclose(np.linalg.norm(res.embeddings.vectors, axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(res.embeddings.vectors).all()
+
+
+def test_8000_square_photo_is_detected_with_bounded_memory(torch_det, tmp_path):
+    """An 8000 x 8000 JPEG (a real face scaled up) decodes, detects at the network's size
+    and maps the box back to full resolution; decoding and detecting allocate only a few
+    copies of the image (192 MB as BGR), never an unbounded amount."""
+    import tracemalloc
+
+    small = photo(SINGLE_FACE[1])
+    ref = torch_det(small)
+    scale = 8000 / max(small.shape[:2])
+    h, w = (round(small.shape[0] * scale), round(small.shape[1] * scale))
+    big = np.zeros((8000, 8000, 3), np.uint8)
+    big[:h, :w] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    path = tmp_path / "huge.jpg"
+    assert cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    del big
+    tracemalloc.start()
+    try:
+        img = read_image(path)
+        det = torch_det(img)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert img.shape == (8000, 8000, 3)
+    assert len(det) == 1
+    sx, sy = w / small.shape[1], h / small.shape[0]
+    expected = ref.xyxy[0] * np.array([sx, sy, sx, sy])
+    x1, y1 = np.maximum(det.xyxy[0, :2], expected[:2])
+    x2, y2 = np.minimum(det.xyxy[0, 2:], expected[2:])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    iou = inter / (area(det.xyxy[0]) + area(expected) - inter)
+    print(f"8000x8000 (scale {scale:.1f}): IoU with the scaled-up small-image box {iou:.3f}, "
+          f"peak traced memory {peak / 2**20:.0f} MiB")
+    assert iou > 0.9
+    assert peak < 4 * 8000 * 8000 * 3
