@@ -8,8 +8,8 @@ Each row is :class:`facerec.gallery.search.GalleryIndex` as the product builds i
 ``mean``, top-5 per face), timed on one batch of ``--queries`` faces (an offline job) and on
 single faces (the live loop asks for one or a few at a time): ``exact`` (NumPy),
 ``faiss-flat`` (``IndexFlatIP``), and the approximate index ``auto`` picks at that size:
-``faiss-hnsw`` (``IndexHNSWFlat``, M=32, efConstruction=40, efSearch=256) up to 500k rows,
-``faiss-ivf`` (``IndexIVFFlat``, ~sqrt(n) lists capped at 1024, nprobe=64) above. HNSW is
+``faiss-hnsw`` (``IndexHNSWFlat``, M=32, efConstruction=40, efSearch=512) up to 500k rows,
+``faiss-ivf`` (``IndexIVFFlat``, ~sqrt(n) lists capped at 1024, nprobe=256) above. HNSW is
 not built at 1M: on two shared cores a graph of 100k x 512 already takes about a minute,
 a million would take well over ten. ``recall@1`` is the share of probes whose FAISS top-1
 equals the exact top-1. Uniformly random templates are the hardest case for approximate

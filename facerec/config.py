@@ -53,7 +53,7 @@ class GalleryConfig(_Section):
     data_dir: str = Field("data_recognition", description="Gallery root: raw/, preprocessed/, gallery.db.")
     template: Literal["mean", "quality_mean", "max"] = Field("mean", description="Per-person template or all-samples max.")
     index: Literal["auto", "exact", "faiss"] = Field("auto", description="Search backend; auto uses FAISS above index_min_size.")
-    index_min_size: int = Field(50_000, ge=1, description="Gallery vectors above which auto switches to FAISS.")
+    index_min_size: int = Field(200_000, ge=1, description="Gallery vectors above which auto switches to FAISS.")
     multiple_faces: Literal["largest", "skip"] = Field("largest", description="Enrollment photo with several faces.")
     min_quality: float | None = Field(None, description="Reject enrollment faces below this quality; null = embedder default.")
     duplicate_similarity: float = Field(0.98, gt=0, le=1, description="Warn when a new sample is this close to an existing one.")
