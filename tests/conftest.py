@@ -77,6 +77,23 @@ def analyzer(detector, embedder):
     return FaceAnalyzer(detector, embedder, threshold=embedder.default_threshold)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one intra-op thread, then restore the setting.
+
+    On two shared cores torch's OpenMP threads busy-wait for each other: a 640x448
+    yolov5n-0.5-face pass took 0.7 to 8 s with two threads against 0.1 s with one. The
+    commands under test that take ``--threads 1`` set it themselves; this gives the rest
+    of the run its setting back afterwards.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

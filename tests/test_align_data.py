@@ -19,15 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 UNICODE_NAME = "José Ñúñez Åström"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: much faster than two on a shared two-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -24,13 +24,7 @@ from facerec.evaluate.calibrate import (
 MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -63,17 +63,7 @@ PARITY_PHOTOS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run this file's torch work on one thread, restoring the setting afterwards.
-
-    On a shared, oversubscribed CPU torch's OpenMP threads busy-wait for each other: a
-    640x448 forward pass took 0.7 to 8 s with two threads against 0.1 s with one.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

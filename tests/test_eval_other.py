@@ -24,14 +24,7 @@ from facerec.evaluate.identify import score_people
 MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    """The CLI runs single-threaded here (``--threads 1``); give the session its setting back."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _last_json(out: str) -> dict:

@@ -29,14 +29,9 @@ MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--ba
 
 
 @pytest.fixture
-def one_thread():
-    """Run the CLI single-threaded (2 shared CPU cores: torch threads oversubscribe them),
-    and give the test session its thread count back afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield ["--threads", "1"]
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """The CLI's ``--threads 1`` (the shared fixture restores the setting afterwards)."""
+    return ["--threads", "1"]
 
 
 def _last_json(out: str) -> dict:

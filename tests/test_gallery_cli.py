@@ -13,15 +13,7 @@ from facerec.cli import run
 MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: much faster than two on a shared two-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -149,24 +149,17 @@ def test_auto_switches_to_faiss(rng):
 
 
 @pytest.fixture(scope="module")
-def johns_embeddings(analyzer, data_dir):
+def johns_embeddings(analyzer, data_dir, one_torch_thread):
     """Real MobileFaceNet vectors of the 55 dlib_johns photos (largest face each)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # much faster than two threads on a shared two-core machine
     names, faces = [], []
-    try:
-        for person in sorted((data_dir / "identities" / "dlib_johns").iterdir()):
-            for p in list_images(person):
-                img = read_image(p)
-                det = detect_faces(analyzer.detector, img, pad=0.5)
-                if len(det):
-                    names.append(person.name)
-                    faces.append(align(img, det.largest().landmarks).images[0])
-        emb = analyzer.embed_faces(np.stack(faces))
-    finally:
-        torch.set_num_threads(threads)
+    for person in sorted((data_dir / "identities" / "dlib_johns").iterdir()):
+        for p in list_images(person):
+            img = read_image(p)
+            det = detect_faces(analyzer.detector, img, pad=0.5)
+            if len(det):
+                names.append(person.name)
+                faces.append(align(img, det.largest().landmarks).images[0])
+    emb = analyzer.embed_faces(np.stack(faces))
     return names, emb.vectors, emb.key
 
 

@@ -24,16 +24,7 @@ from facerec.imageio import list_images, read_image
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on two shared cores, OpenMP threads waiting on each other make
-    these model calls several times slower than a single thread."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_service(root: Path, analyzer, **overrides) -> GalleryService:
