@@ -133,6 +133,13 @@ WEIGHTS = WeightsSpec(
     aliases=("mobilefacenet.pt",),
     onnx_file="mobilefacenet_foamliu_ms1m.onnx",
     onnx_sha256="b7120c095d60094f28a4a54ba6a8bf51b297a6273fb40ef6350dfec1f63d9507",
+    urls=(
+        "https://github.com/foamliu/MobileFaceNet/releases/download/v1.0/mobilefacenet.pt",
+        "https://github.com/foamliu/MobileFaceNet/raw/a6cc9032a659b615f477833e1a70b5e7931bcccc/weights/mobilefacenet.pt",
+    ),
+    onnx_urls=(
+        "https://github.com/foamliu/MobileFaceNet/raw/a6cc9032a659b615f477833e1a70b5e7931bcccc/weights/MobileFaceNet.onnx",
+    ),
 )
 
 #: Cosine threshold for a name, from ``facerec calibrate --pairs pairsDevTrain.txt --far 1e-3``

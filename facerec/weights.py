@@ -49,6 +49,10 @@ class WeightsSpec:
         aliases: other file names under which the same weights are distributed.
         onnx_file: file name of the upstream ONNX export, if one exists.
         onnx_sha256: published hash of the ONNX export.
+        urls: direct download addresses of ``file``, tried in order by ``facerec weights
+            fetch`` (never at run time); empty where upstream publishes only pages that need
+            a person (e.g. a Google Drive folder), then ``url`` says where to go.
+        onnx_urls: the same for ``onnx_file``.
     """
 
     file: str
@@ -62,6 +66,8 @@ class WeightsSpec:
     aliases: tuple[str, ...] = ()
     onnx_file: str | None = None
     onnx_sha256: str | None = None
+    urls: tuple[str, ...] = ()
+    onnx_urls: tuple[str, ...] = ()
 
     def names(self, backend: Backend = "torch") -> tuple[str, ...]:
         """File names to look for with ``backend``."""
@@ -71,6 +77,10 @@ class WeightsSpec:
 
     def expected_sha256(self, backend: Backend = "torch") -> str | None:
         return self.onnx_sha256 if backend == "onnx" else self.sha256
+
+    def download_urls(self, backend: Backend = "torch") -> tuple[str, ...]:
+        """Direct download addresses of the ``backend`` file, in the order to try them."""
+        return self.onnx_urls if backend == "onnx" else self.urls
 
 
 def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -1314,11 +1314,29 @@ _MODELS: dict[str, tuple[str, str | None, tuple[str, ...], str | None, str | Non
 }
 
 
+#: name -> (direct addresses of the .pt, of the .onnx) for ``facerec weights fetch``: the
+#: GitHub copies whose sha256 matches the published one, then the README's Google Drive file.
+_GDRIVE = "https://drive.usercontent.google.com/download?export=download&confirm=t&id="
+_DOWNLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "yolov5n-0.5-face": (
+        ("https://github.com/dominhhieu1019/yolov5-face/raw/29a8e9d80252594c623a54b1e3d492e2e9e9570d/weights/yolov5n-0.5.pt",
+         "https://github.com/foamliu/MobileFaceNet/raw/a6cc9032a659b615f477833e1a70b5e7931bcccc/pretrained_model/yolov5n-0.5.pt",
+         _GDRIVE + "1XJ8w55Y9Po7Y5WP4X1Kg1a77ok2tL_KY"),
+        ("https://github.com/dominhhieu1019/yolov5-face/raw/4413ea44f4edb765b530ab928bd91ba60314915e/weights/yolov5n-0.5.onnx",),
+    ),
+    "yolov5n-face": ((_GDRIVE + "18oenL6tjFkdR1f5IgpYeQfDFqU4w3jEr",), ()),
+    "yolov5s-face": ((_GDRIVE + "1zxaHeLDyID9YU4-hqK7KNepXIwbTkRIO",), ()),
+    "yolov5m-face": ((_GDRIVE + "1Sx-KEGXSxvPMS35JhzQKeRBiqC98VDDI",), ()),
+    "yolov5l-face": ((_GDRIVE + "16F-3AjdQBn9p3nMhStUxfDNAE_1bOF_r",), ()),
+}
+
+
 def _register(name: str) -> None:
     file, sha, aliases, onnx_file, onnx_sha, params, gflops, (easy, medium, hard) = _MODELS[name]
+    urls, onnx_urls = _DOWNLOADS.get(name, ((), ()))
     spec = WeightsSpec(file=file, sha256=sha, url=_README, input_size=(640, 640), channel_order="RGB",
                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), license="GPL-3.0", aliases=aliases,
-                       onnx_file=onnx_file, onnx_sha256=onnx_sha)
+                       onnx_file=onnx_file, onnx_sha256=onnx_sha, urls=urls, onnx_urls=onnx_urls)
     backbone = "ShuffleNetV2" if name.startswith("yolov5n") else "CSP (C3) + SPP(3,5,7)"
 
     def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
