@@ -9,9 +9,18 @@ turns ``RAW/<Person>/*`` photos into ``OUT/<Person>/<stem>.png`` aligned 112x112
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from facerec.cli import run
+from facerec.cli import build_parser, run
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subs.choices["align"].prog = "align_data.py"  # usage and errors name the script that was run
+    return run(prog_args=parser.parse_args(["align", *argv]))
+
 
 if __name__ == "__main__":
-    sys.exit(run(["align", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

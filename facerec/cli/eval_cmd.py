@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = esub.add_parser("identify", parents=[common], help="open-set identification on <person>/<photo> folders",
                         description="Enroll GALLERY/<person>/* (largest face per photo) and search with every "
                                     "PROBES/<person>/* photo; probe people missing from the gallery should come "
-                                    "out unknown. Reports top-1/top-5 and FNIR at FPIR 1%% and 10%%.")
+                                    "out unknown. Reports top-1/top-5 and FNIR at FPIR 1% and 10%.")
     p.add_argument("--gallery", required=True, metavar="DIR", help="enrolled people: DIR/<person>/<photo>")
     p.add_argument("--probes", required=True, metavar="DIR", help="search photos: DIR/<person>/<photo>")
     p.add_argument("--template", choices=("mean", "quality_mean", "max"), help="person template (default: gallery.template)")
@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("calibrate", parents=[common], help="set recognition.threshold for a target false-accept rate",
                        description="Compute the threshold that keeps the false-accept rate at or below --far on "
-                                   "a pair list (--pairs/--root) or on the gallery (--data-dir), and write it to "
+                                   "a pair list (--pairs/--root) or, without --pairs, on the gallery at --data-dir (default: "
+                                   "gallery.data_dir, data_recognition), and write it to "
                                    "recognition.threshold in the config file (a timestamped backup is kept; "
                                    "comments are preserved).")
     p.add_argument("--pairs", metavar="FILE", help="LFW-format pair list to calibrate on")
@@ -317,12 +318,10 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
         res = score_pairs(analyzer, pairs, _pairs_root(args), progress=_progress(args))
         scores, labels = res.scores, res.labels
         source = f"{args.pairs} ({len(pairs)} pairs)"
-    elif args.data_dir:
+    else:  # the gallery at --data-dir, or at gallery.data_dir (default data_recognition)
         _, names, vec, quality, data_dir, key = _gallery_vectors(cfg)
         scores, labels = gallery_comparisons(vec, names, quality, cfg.gallery.template)
         source = f"gallery {data_dir} ({key}, template {cfg.gallery.template})"
-    else:
-        raise FacerecError("calibrate needs data: --pairs FILE [--root DIR] or --data-dir DIR")
     cal = calibrate_scores(scores, labels, far)
     path = Path(args.config) if args.config else DEFAULT_CONFIG
     change = write_threshold(path, cal.threshold, dry_run=args.dry_run)
