@@ -101,6 +101,39 @@ class ServeConfig(_Section):
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest accepted uploaded image, pixels (width x height).")
 
 
+class MqttConfig(_Section):
+    enabled: bool = Field(False, description="Publish events and Home Assistant discovery over MQTT.")
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    topic_prefix: str = Field("facerec", min_length=1, pattern=r"^[^#+]+$", description="First level of every topic.")
+    discovery_prefix: str = Field("homeassistant", min_length=1, pattern=r"^[^#+]+$", description="Home Assistant discovery prefix.")
+    discovery: bool = Field(True, description="Publish Home Assistant discovery configs.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: str | None = Field(None, description="Broker password.")
+    tls: bool = Field(False, description="Connect with TLS (system CA certificates unless ca_certs is set).")
+    ca_certs: str | None = Field(None, description="CA bundle file for TLS.")
+    client_id: str | None = Field(None, description="MQTT client id; null = facerec-<topic_prefix>.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive, s; the Last Will fires about 1.5x this after a silent death.")
+    presence_timeout_s: float = Field(30.0, gt=0, description="A person is no longer present this long after their last track left, s.")
+    queue_size: int = Field(1024, ge=1, description="Messages waiting for the broker; older ones are dropped and counted.")
+    reconnect_max_s: float = Field(30.0, ge=1, description="Longest wait between two reconnect attempts, s.")
+
+
+class CameraConfig(_Section):
+    """One camera of ``cameras:``; unset overrides take the global section's value."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Camera name in events and topics (letters, digits, _ . -).")
+    source: str = Field(description="Webcam index, video file, image folder or rtsp:// / http:// URL.")
+    enabled: bool = Field(True, description="Run this camera.")
+    realtime: bool = Field(False, description="Play a file at its own frame rate (as a camera would).")
+    loop: bool = Field(False, description="Restart a file or folder at its end.")
+    detect_every: int | None = Field(None, ge=1, description="Override of live.detect_every.")
+    input_size: int | None = Field(None, ge=64, le=4096, multiple_of=32, description="Override of detection.input_size, px.")
+    min_face: int | None = Field(None, ge=0, description="Override of detection.min_face, px.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest [x1, y1, x2, y2], frame px; faces outside are ignored.")
+
+
 class Config(_Section):
     """The whole ``config.yaml``."""
 
@@ -112,6 +145,8 @@ class Config(_Section):
     live: LiveConfig = LiveConfig()
     events: EventsConfig = EventsConfig()
     serve: ServeConfig = ServeConfig()
+    mqtt: MqttConfig = MqttConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras one daemon runs; empty = --source.")
 
 
 def _format_error(err: ValidationError, source: str) -> str:

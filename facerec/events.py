@@ -1,20 +1,23 @@
-"""Recognition events and the sinks they leave through.
+"""Recognition events: one versioned record for every sink, the web page and the tests.
 
 Sinks know nothing about models: they receive :class:`Event` objects (``publish``) and are
 closed once (``close``). :class:`TrackEvents` turns the per-frame state of tracks into
-``appeared`` / ``left`` events with a per-person cooldown. Sinks that talk to the network
-(:class:`WebhookSink`) send from a worker thread through a bounded queue: ``publish``
-never blocks, and when the queue is full the oldest waiting event is dropped and counted,
-so a slow or dead webhook never stalls the camera.
+events. Sinks that talk to the network (:class:`WebhookSink`, the MQTT sink) send from a
+worker thread through a bounded queue: ``publish`` never blocks, and when the queue is
+full the oldest waiting event is dropped and counted, so a slow or dead receiver never
+stalls the camera. :class:`EventBus` is that queue in front of several sinks.
 
-Event JSON (one object per line for :class:`JsonLinesSink`)::
+The record (schema :data:`EVENT_SCHEMA`, documented with examples in docs/events.md)::
 
-    {"event": "appeared" | "left", "name": str | null, "similarity": float,
-     "track_id": int, "t": seconds since the start of the source, "camera": str}
+    {"v": 1, "event": "appeared" | "recognized" | "unknown" | "left",
+     "name": str | null, "score": float, "track_id": int, "camera": str,
+     "time": ISO-8601 UTC wall clock, "ts": Unix seconds, "t": seconds of source time,
+     "box": [x1, y1, x2, y2] | null, "crop": str | null}
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import os
@@ -25,32 +28,77 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Version of the event record; bumped when a field changes meaning or disappears.
+EVENT_SCHEMA = 1
+
+EventKind = Literal["appeared", "recognized", "unknown", "left"]
+EVENT_KINDS: tuple[str, ...] = ("appeared", "recognized", "unknown", "left")
+
+
+def iso_time(ts: float) -> str:
+    """``ts`` (Unix seconds) as ISO-8601 UTC with milliseconds, e.g. ``2026-12-02T09:30:00.125Z``."""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 @dataclass(frozen=True)
 class Event:
-    """A person appeared in front of a camera, or their track ended."""
+    """Something happened to a face track in front of a camera.
 
-    event: Literal["appeared", "left"]
+    Attributes:
+        event: ``appeared`` (a track's identity was decided for the first time, name or
+            not), ``recognized`` (the track was named, or renamed to another person),
+            ``unknown`` (the track was decided to be nobody enrolled), ``left`` (the
+            track ended; carries its last name).
+        name: the person, ``None`` when unknown.
+        score: cosine similarity behind the name (best candidate when unknown; -1 with
+            an empty gallery).
+        track_id: the face's track, unique per camera and run.
+        t: seconds of source time (frame timestamp of a file, time since start live).
+        camera: the camera's name.
+        ts: wall clock, Unix seconds; set when the event is made.
+        box: ``(x1, y1, x2, y2)`` frame pixels of the face's last box, when known.
+        crop: where a crop of the face was saved, when one was.
+    """
+
+    event: EventKind
     name: str | None
-    similarity: float
+    score: float
     track_id: int
     t: float
     camera: str
+    ts: float = field(default_factory=time.time)
+    box: tuple[float, float, float, float] | None = None
+    crop: str | None = None
 
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["similarity"] = round(float(self.similarity), 4)
-        d["t"] = round(float(self.t), 3)
-        return d
+    @property
+    def similarity(self) -> float:
+        """The pre-v1 name of :attr:`score`."""
+        return self.score
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON-ready dict (the one shape every sink sends)."""
+        return {
+            "v": EVENT_SCHEMA,
+            "event": self.event,
+            "name": self.name,
+            "score": round(float(self.score), 4),
+            "track_id": int(self.track_id),
+            "camera": self.camera,
+            "time": iso_time(self.ts),
+            "ts": round(float(self.ts), 3),
+            "t": round(float(self.t), 3),
+            "box": [round(float(v), 1) for v in self.box] if self.box is not None else None,
+            "crop": self.crop,
+        }
 
 
 class EventSink(Protocol):
@@ -181,34 +229,121 @@ class CallbackSink:
         pass
 
 
+class EventBus:
+    """One bounded queue and one worker thread in front of several sinks.
+
+    Every camera publishes here; ``publish`` never blocks (when the queue is full the
+    oldest waiting event is dropped and counted) and a sink that raises is logged and
+    skipped, so neither a slow nor a broken sink can stall a camera.
+
+    Args:
+        sinks: where events go, in order.
+        queue_size: events waiting for the worker.
+    """
+
+    def __init__(self, sinks: Iterable[EventSink], queue_size: int = 1024) -> None:
+        self.sinks = list(sinks)
+        self.published = 0
+        self.dropped = 0
+        self.failed = 0
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="event-bus", daemon=True)
+        self._thread.start()
+
+    def publish(self, event: Event) -> None:
+        if self._closed:
+            return
+        self.published += 1
+        while True:
+            try:
+                self._queue.put_nowait(event)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _work(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                self._queue.task_done()
+                return
+            for sink in self.sinks:
+                try:
+                    sink.publish(event)
+                except Exception as e:  # a broken sink must not stop the others
+                    self.failed += 1
+                    log.warning("event sink %s failed: %s", type(sink).__name__, e)
+            self._queue.task_done()
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until the worker handed every queued event to the sinks; True if it did."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued (at most ``timeout`` s), then close every sink."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:
+                log.warning("closing event sink %s failed: %s", type(sink).__name__, e)
+
+
 @dataclass(frozen=True)
 class TrackView:
-    """What :class:`TrackEvents` needs to know about a track in one frame."""
+    """What :class:`TrackEvents` reads from a track in one frame (the pipeline's
+    :class:`~facerec.live.TrackedFace` has the same attributes and is passed as it is)."""
 
     track_id: int
     name: str | None
     similarity: float
     decided: bool = True
+    xyxy: Any = None
 
 
 @dataclass
 class _Seen:
     name: str | None
     similarity: float
-    announced: bool = False
+    box: tuple[float, float, float, float] | None = None
+
+
+def _box(xyxy: Any) -> tuple[float, float, float, float] | None:
+    if xyxy is None:
+        return None
+    a = np.asarray(xyxy, np.float64).reshape(-1)
+    return (float(a[0]), float(a[1]), float(a[2]), float(a[3])) if a.size == 4 else None
 
 
 class TrackEvents:
-    """Turns track names into ``appeared`` / ``left`` events.
+    """Turns the tracks of one camera into events.
 
-    A track is announced (``appeared``) when its identity is first decided, and again
-    when its name later changes to another person. ``appeared`` for the same person is
-    suppressed for ``cooldown_s`` seconds of source time after the previous one (unknown
-    faces are keyed by track, so every unknown track is announced once). ``left`` is
-    published when an announced track ends, with its last name.
+    Per track: ``appeared`` once, when its identity is first decided; then
+    ``recognized`` when it is named (again when the name changes to another person) or
+    ``unknown`` when it is decided to be nobody enrolled; ``left`` when an announced
+    track ends, with its last name. ``recognized`` for the same person is suppressed for
+    ``cooldown_s`` seconds of source time after the previous one on this camera.
 
     Args:
-        sinks: where events go.
+        sinks: where events go (usually one :class:`EventBus`).
         camera: the camera name written into events.
         cooldown_s: ``events.cooldown_s``.
     """
@@ -220,7 +355,7 @@ class TrackEvents:
         self.published = 0
         self.suppressed = 0
         self._tracks: dict[int, _Seen] = {}
-        self._last_appeared: dict[str, float] = {}
+        self._last_recognized: dict[str, float] = {}
 
     def _publish(self, event: Event) -> None:
         self.published += 1
@@ -231,42 +366,53 @@ class TrackEvents:
                 log.warning("event sink %s failed: %s", type(sink).__name__, e)
 
     def _prune(self, t: float) -> None:
-        if len(self._last_appeared) > 1024:
-            self._last_appeared = {k: v for k, v in self._last_appeared.items() if t - v < self.cooldown_s}
+        if len(self._last_recognized) > 1024:
+            self._last_recognized = {k: v for k, v in self._last_recognized.items() if t - v < self.cooldown_s}
 
-    def update(self, t: float, tracks: Iterable[TrackView], left: Iterable[int] = ()) -> list[Event]:
+    def update(self, t: float, tracks: Iterable[Any], left: Iterable[int] = ()) -> list[Event]:
         """Feed one frame: the visible tracks and the ids of tracks that ended.
+
+        Args:
+            t: source time of the frame, s.
+            tracks: objects with ``track_id``, ``name``, ``similarity``, ``decided`` and
+                optionally ``xyxy`` (:class:`TrackView`, or the pipeline's faces).
+            left: ids of the tracks that ended with this frame.
 
         Returns:
             The events published for this frame.
         """
         events: list[Event] = []
+        cam = self.camera
         for tr in tracks:
-            if not tr.decided:
+            if not getattr(tr, "decided", True):
                 continue
-            st = self._tracks.get(tr.track_id)
-            if st is not None and st.name == tr.name:
-                st.similarity = tr.similarity
-                continue
-            first = st is None
-            if st is None:
-                st = self._tracks[tr.track_id] = _Seen(tr.name, tr.similarity)
+            tid, name, sim = int(tr.track_id), tr.name, float(tr.similarity)
+            box = _box(getattr(tr, "xyxy", None))
+            st = self._tracks.get(tid)
+            if st is not None:
+                st.box = box if box is not None else st.box
+                if st.name == name:
+                    st.similarity = sim
+                    continue
+                st.name, st.similarity = name, sim
+                if name is None:  # a named track turned unknown: no new arrival
+                    continue
             else:
-                st.name, st.similarity = tr.name, tr.similarity
-            if not first and tr.name is None:  # a named track turned unknown: no new arrival
-                continue
-            key = tr.name if tr.name is not None else f"\0track:{tr.track_id}"
-            last = self._last_appeared.get(key)
+                st = self._tracks[tid] = _Seen(name, sim, box)
+                events.append(Event("appeared", name, sim, tid, t, cam, box=box))
+                if name is None:
+                    events.append(Event("unknown", None, sim, tid, t, cam, box=box))
+                    continue
+            last = self._last_recognized.get(name)
             if last is not None and t - last < self.cooldown_s:
                 self.suppressed += 1
                 continue
-            self._last_appeared[key] = t
-            st.announced = True
-            events.append(Event("appeared", tr.name, tr.similarity, tr.track_id, t, self.camera))
+            self._last_recognized[name] = t
+            events.append(Event("recognized", name, sim, tid, t, cam, box=box))
         for tid in left:
             st = self._tracks.pop(tid, None)
-            if st is not None and st.announced:
-                events.append(Event("left", st.name, st.similarity, tid, t, self.camera))
+            if st is not None:
+                events.append(Event("left", st.name, st.similarity, tid, t, cam, box=st.box))
         for ev in events:
             self._publish(ev)
         self._prune(t)

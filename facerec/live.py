@@ -38,7 +38,7 @@ from facerec.capture import Capture, Frame
 from facerec.config import Config, GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
-from facerec.events import TrackEvents, TrackView, UnknownCrops
+from facerec.events import TrackEvents, UnknownCrops
 from facerec.track import FaceTracker, NameVote, face_quality
 from facerec.types import Detections, Match, Matches
 
@@ -671,7 +671,7 @@ def run_live(
                     image = annotate(frame.image, result.faces, stage_ms, fps if opts.overlay_stats else None)
             with timer.time("sinks"):
                 if events is not None:
-                    events.update(frame.t, _views(result.faces), [s.track_id for s in result.left])
+                    events.update(frame.t, result.faces, [s.track_id for s in result.left])
                 if unknown_crops is not None:
                     _save_unknown(unknown_crops, result.left)
                 for out in outputs:
@@ -692,10 +692,6 @@ def run_live(
             except Exception as e:
                 log.warning("closing output failed: %s", e)
     return make_stats(pipeline, capture, started, events)
-
-
-def _views(faces: Sequence[TrackedFace]) -> list[TrackView]:
-    return [TrackView(f.track_id, f.name, f.similarity, f.decided) for f in faces]
 
 
 def _save_unknown(keeper: UnknownCrops, ended: Sequence[TrackState]) -> None:

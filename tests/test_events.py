@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec.events import (CallbackSink, Event, JsonLinesSink, TrackEvents, TrackView, UnknownCrops,
-                            WebhookSink)
+from facerec.events import (EVENT_SCHEMA, CallbackSink, Event, EventBus, JsonLinesSink, TrackEvents, TrackView,
+                            UnknownCrops, WebhookSink, iso_time)
 
 
 def _collect(cooldown: float = 10.0) -> tuple[TrackEvents, list[Event]]:
@@ -37,33 +37,38 @@ def test_undecided_tracks_are_not_announced() -> None:
     assert got == []
 
 
-def test_appeared_once_then_left_with_the_last_name() -> None:
+def test_appeared_recognized_then_left_with_the_last_name_and_box() -> None:
     ev, got = _collect()
     for k in range(5):
-        ev.update(k * 0.1, [TrackView(3, "alice", 0.6 + k * 0.01)])
+        ev.update(k * 0.1, [TrackView(3, "alice", 0.6 + k * 0.01, True, np.array([10, 20, 50, 70.0]) + k)])
     ev.update(1.0, [], left=[3])
-    assert [(e.event, e.name, e.track_id) for e in got] == [("appeared", "alice", 3), ("left", "alice", 3)]
-    assert got[1].similarity == pytest.approx(0.64)
-    assert got[0].camera == "door" and got[0].t == 0.0 and got[1].t == 1.0
+    assert [(e.event, e.name, e.track_id) for e in got] == [
+        ("appeared", "alice", 3), ("recognized", "alice", 3), ("left", "alice", 3)]
+    assert got[-1].score == pytest.approx(0.64) and got[-1].box == (14.0, 24.0, 54.0, 74.0)
+    assert got[0].camera == "door" and got[0].t == 0.0 and got[-1].t == 1.0
+    assert got[0].box == (10.0, 20.0, 50.0, 70.0)
+    assert abs(got[0].ts - time.time()) < 5, "every event carries the wall clock"
 
 
-def test_cooldown_per_person() -> None:
+def test_cooldown_per_person_on_recognized_only() -> None:
     ev, got = _collect(cooldown=10.0)
     ev.update(0.0, [TrackView(1, "alice", 0.6)])
     ev.update(2.0, [], left=[1])
     ev.update(5.0, [TrackView(2, "alice", 0.6), TrackView(3, "bob", 0.6)])  # alice again within 10 s
     ev.update(6.0, [], left=[2])
     ev.update(12.0, [TrackView(4, "alice", 0.6)])  # after the cooldown
-    kinds = [(e.event, e.name, e.track_id) for e in got]
-    assert kinds == [("appeared", "alice", 1), ("left", "alice", 1), ("appeared", "bob", 3),
-                     ("appeared", "alice", 4)]
+    kinds = [(e.event, e.name, e.track_id) for e in got if e.event != "appeared"]
+    assert kinds == [("recognized", "alice", 1), ("left", "alice", 1), ("recognized", "bob", 3),
+                     ("left", "alice", 2), ("recognized", "alice", 4)]
+    assert [e.track_id for e in got if e.event == "appeared"] == [1, 2, 3, 4]
     assert ev.suppressed == 1
 
 
 def test_unknown_tracks_are_each_announced() -> None:
     ev, got = _collect(cooldown=60.0)
     ev.update(0.0, [TrackView(1, None, 0.1), TrackView(2, None, 0.2)])
-    assert [(e.name, e.track_id) for e in got] == [(None, 1), (None, 2)]
+    assert [(e.event, e.name, e.track_id) for e in got] == [
+        ("appeared", None, 1), ("unknown", None, 1), ("appeared", None, 2), ("unknown", None, 2)]
 
 
 def test_unknown_turning_into_a_name_announces_the_name() -> None:
@@ -71,7 +76,43 @@ def test_unknown_turning_into_a_name_announces_the_name() -> None:
     ev.update(0.0, [TrackView(1, None, 0.2)])
     ev.update(0.5, [TrackView(1, "alice", 0.5)])
     ev.update(0.6, [TrackView(1, None, 0.3)])  # a named track turning unknown is no new arrival
-    assert [(e.event, e.name) for e in got] == [("appeared", None), ("appeared", "alice")]
+    ev.update(0.7, [], left=[1])
+    assert [(e.event, e.name) for e in got] == [("appeared", None), ("unknown", None), ("recognized", "alice"),
+                                               ("left", None)]
+
+
+def test_event_record_v1_fields_and_iso_time() -> None:
+    e = Event("recognized", "Zoë", 0.61234, 7, 1.23456, "cam0", ts=1764667800.125, box=(1, 2, 3.04, 4))
+    d = e.to_json()
+    assert d == {"v": EVENT_SCHEMA, "event": "recognized", "name": "Zoë", "score": 0.6123, "track_id": 7,
+                 "camera": "cam0", "time": "2025-12-02T09:30:00.125Z", "ts": 1764667800.125, "t": 1.235,
+                 "box": [1.0, 2.0, 3.0, 4.0], "crop": None}
+    assert iso_time(0) == "1970-01-01T00:00:00.000Z"
+    assert e.similarity == e.score
+
+
+def test_event_bus_never_blocks_counts_drops_and_survives_a_broken_sink() -> None:
+    gate = threading.Event()
+    got: list[Event] = []
+
+    def slow(e: Event) -> None:
+        gate.wait(5)
+        got.append(e)
+
+    def boom(e: Event) -> None:
+        raise RuntimeError("down")
+
+    bus = EventBus([CallbackSink(boom), CallbackSink(slow)], queue_size=3)
+    t0 = time.perf_counter()
+    for i in range(20):
+        bus.publish(Event("appeared", None, 0.1, i, float(i), "cam"))
+    assert time.perf_counter() - t0 < 0.5, "publish must not wait for the sinks"
+    gate.set()
+    assert bus.flush(5)
+    bus.close()
+    assert bus.published == 20 and bus.dropped >= 20 - 3 - 1
+    assert len(got) == 20 - bus.dropped and got[-1].track_id == 19
+    assert bus.failed == len(got)
 
 
 def test_broken_sink_does_not_stop_the_others() -> None:
@@ -82,7 +123,7 @@ def test_broken_sink_does_not_stop_the_others() -> None:
 
     ev = TrackEvents([CallbackSink(boom), CallbackSink(got.append)], "cam")
     ev.update(0.0, [TrackView(1, "alice", 0.6)])
-    assert len(got) == 1
+    assert [e.event for e in got] == ["appeared", "recognized"]
 
 
 # ----------------------------------------------------------------------------- sinks
@@ -95,9 +136,11 @@ def test_json_lines_sink(tmp_path: Path) -> None:
     sink.publish(Event("left", None, -1.0, 8, 2.0, "cam0"))
     sink.close()
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert rows[0] == {"event": "appeared", "name": "Zoë", "similarity": 0.6123, "track_id": 7, "t": 1.235,
-                       "camera": "cam0"}
-    assert rows[1]["name"] is None and set(rows[1]) == {"event", "name", "similarity", "track_id", "t", "camera"}
+    assert {k: rows[0][k] for k in ("v", "event", "name", "score", "track_id", "t", "camera")} == {
+        "v": EVENT_SCHEMA, "event": "appeared", "name": "Zoë", "score": 0.6123, "track_id": 7, "t": 1.235,
+        "camera": "cam0"}
+    assert rows[1]["name"] is None and set(rows[1]) == set(rows[0]) == {
+        "v", "event", "name", "score", "track_id", "camera", "time", "ts", "t", "box", "crop"}
 
 
 class _Hook:

@@ -154,8 +154,9 @@ def test_track_end_gives_left_events() -> None:
                      tracking=TrackingConfig(track_buffer=3, min_hits=2))
     for fr in _frames(20):
         r = p.step(fr)
-        events.update(fr.t, [TrackViewFrom(f) for f in r.faces], [s.track_id for s in r.left])
-    assert [(e.event, e.name) for e in got] == [("appeared", "alice"), ("left", "alice")]
+        events.update(fr.t, r.faces, [s.track_id for s in r.left])
+    assert [(e.event, e.name) for e in got] == [("appeared", "alice"), ("recognized", "alice"), ("left", "alice")]
+    assert got[-1].box is not None, "the pipeline's own faces carry their boxes into events"
 
 
 def test_stills_mode_names_every_face_of_every_photo() -> None:
@@ -167,12 +168,6 @@ def test_stills_mode_names_every_face_of_every_photo() -> None:
     assert all(r.faces[0].name == "alice" and r.faces[0].decided for r in results)
     assert [[s.track_id for s in r.left] for r in results] == [[], [0], [1]]
     assert p.faces_embedded == 3 and [s.track_id for s in p.finish()] == [2]
-
-
-def TrackViewFrom(face):  # noqa: N802 - reads like a constructor
-    from facerec.events import TrackView
-
-    return TrackView(face.track_id, face.name, face.similarity, face.decided)
 
 
 def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: Path) -> None:
@@ -191,8 +186,8 @@ def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: P
     p = LivePipeline(MovingFace(), StubEmbedder(), threshold=0.5, gallery=StubGallery(None, 0.1), keep_crops=True)
     with open_source(avi) as cap:
         stats = run_live(cap, p, events=events, unknown_crops=keeper, options=RunOptions(stats_every_s=0))
-    assert stats["frames"] == 20 and stats["faces_seen"] == 19 and stats["events"] == 2
-    assert [(e.event, e.name) for e in got] == [("appeared", None), ("left", None)]
+    assert stats["frames"] == 20 and stats["faces_seen"] == 19 and stats["events"] == 3
+    assert [(e.event, e.name) for e in got] == [("appeared", None), ("unknown", None), ("left", None)]
     assert got[-1].t == pytest.approx(19 / 25)
     assert len(list((tmp_path / "unknown").glob("*.jpg"))) == 1
 
@@ -283,7 +278,7 @@ def test_cli_file_run_writes_video_events_and_stats(tmp_path: Path, data_dir: Pa
     for stage in ("capture", "detect", "track", "embed", "match", "draw", "sinks"):
         assert set(s["stages"][stage]) == {"mean_ms", "p95_ms"}
     rows = [json.loads(line) for line in events.read_text().splitlines()]
-    assert [r["event"] for r in rows] == ["appeared", "left"]
+    assert [r["event"] for r in rows] == ["appeared", "unknown", "left"]
     assert rows[0]["name"] is None and rows[0]["camera"] == "lab"
     import cv2
 

@@ -369,7 +369,9 @@ class StubFeed:
         self.jpeg = jpeg
 
     def recent_events(self, n: int) -> list[dict]:
-        return [{"time": 1.0 + i, "type": "appeared", "name": "Obama"} for i in range(3)][-n:]
+        from facerec.events import Event
+
+        return [Event("recognized", "Obama", 0.7, i, float(i), "cam", ts=1.0 + i).to_json() for i in range(3)][-n:]
 
     def latest_jpeg(self) -> bytes | None:
         self.jpeg = self.jpeg[:1] + self.jpeg[1:]  # a new object: a new frame each time
@@ -386,7 +388,7 @@ def test_live_routes(client, service):
     app = create_app(service.cfg, service, token=TOKEN, feed=StubFeed(jpg.tobytes()))
     with TestClient(app) as c:
         events = c.get("/api/events?n=2", headers=AUTH).json()["events"]
-        assert [e["time"] for e in events] == [2.0, 3.0]
+        assert [e["ts"] for e in events] == [2.0, 3.0]
         r = c.get("/api/stream?frames=2&fps=30", headers=AUTH)
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=frame")

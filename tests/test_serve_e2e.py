@@ -244,8 +244,10 @@ class MovingFeed:
         self.n = 0
 
     def recent_events(self, n: int) -> list[dict]:
-        return [{"time": time.time() - 5, "type": "appeared", "name": "Alice", "similarity": 0.71},
-                {"time": time.time(), "type": "appeared", "name": None, "similarity": 0.12}][-n:]
+        from facerec.events import Event
+
+        return [Event("recognized", "Alice", 0.71, 1, 0.0, "door", ts=time.time() - 5).to_json(),
+                Event("unknown", None, 0.12, 2, 5.0, "door").to_json()][-n:]
 
     def latest_jpeg(self) -> bytes | None:
         import cv2

@@ -46,14 +46,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 class _RecentEvents:
-    """Event sink keeping the last events, each stamped with the wall-clock ``time``."""
+    """Event sink keeping the last events as v1 records (docs/events.md)."""
 
     def __init__(self, keep: int) -> None:
         self._events: collections.deque[dict] = collections.deque(maxlen=keep)
         self._lock = threading.Lock()
 
     def publish(self, event: Any) -> None:
-        record = {**event.to_json(), "time": time.time()}
+        record = event.to_json()
         with self._lock:
             self._events.append(record)
 

@@ -664,13 +664,13 @@ function renderEvents(events) {
     list.append(el("li", { className: "hint", text: "No events yet." }));
     return;
   }
+  // The v1 event record (docs/events.md): event, name, score, camera, ts (Unix s), time (ISO-8601).
   for (const ev of [...events].reverse()) {
-    const when = ev.time ?? ev.timestamp ?? ev.ts;
-    const stamp = typeof when === "number" ? new Date(when * 1000).toLocaleTimeString() : (when || "");
-    const who = ev.name ?? ev.person ?? "unknown";
-    const kind = ev.type ?? ev.event ?? "event";
-    const sim = typeof ev.similarity === "number" ? ` (${fmt(ev.similarity)})` : "";
-    const item = el("li", { text: `${stamp} ${kind}: ${who || "unknown"}${sim}` });
+    const stamp = typeof ev.ts === "number" ? new Date(ev.ts * 1000).toLocaleTimeString() : "";
+    const who = ev.name ?? "unknown";
+    const score = typeof ev.score === "number" && ev.score > -1 ? ` (${fmt(ev.score)})` : "";
+    const cam = ev.camera ? ` [${ev.camera}]` : "";
+    const item = el("li", { text: `${stamp} ${ev.event}: ${who}${score}${cam}` });
     item.dataset.testid = "event";
     list.append(item);
   }

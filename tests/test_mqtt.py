@@ -1,0 +1,201 @@
+"""The MQTT sink against a real Mosquitto broker on loopback, with a real subscriber:
+topics and payloads, Home Assistant discovery, presence expiry, outages and the Last Will."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mqtt_broker import Broker, Subscriber
+
+from facerec.config import MqttConfig
+from facerec.events import Event, TrackEvents, TrackView
+from facerec.mqtt import MqttSink, object_id
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def sub(broker: Broker):
+    s = Subscriber(broker.port)
+    yield s
+    s.close()
+
+
+def _cfg(broker: Broker, **kw) -> MqttConfig:
+    return MqttConfig(enabled=True, host="127.0.0.1", port=broker.port, keepalive_s=5, reconnect_max_s=1, **kw)
+
+
+def _retained_now(port: int, topic: str, timeout: float = 3.0) -> bytes | None:
+    """What a new subscriber gets retained on ``topic`` (None when nothing is retained)."""
+    s = Subscriber(port, topic)
+    try:
+        s.wait(lambda: bool(s.all(topic)), timeout)
+        got = [p for t, p, r in s.all(topic) if r]
+        return got[-1] if got else None
+    finally:
+        s.close()
+
+
+def test_topics_payloads_discovery_presence_and_left(broker: Broker, sub: Subscriber) -> None:
+    sink = MqttSink(_cfg(broker, presence_timeout_s=0.6), cameras=["door"], people=["alice", "bob"], version="t")
+    try:
+        assert sub.wait(lambda: sub.payloads("facerec/available") == [b"online"])
+        oid = object_id("person", "alice")
+        presence = f"homeassistant/binary_sensor/facerec/{oid}_presence/config"
+        assert sub.wait(lambda: sub.json(presence))
+        cfg = sub.json(presence)[-1]
+        assert cfg["unique_id"] == f"facerec_facerec_{oid}_presence" and "alice" in cfg["name"]
+        assert cfg["availability_topic"] == "facerec/available" and cfg["state_topic"] == "facerec/people/alice"
+        assert cfg["device"]["identifiers"] == ["facerec_facerec"] and cfg["device"]["sw_version"] == "t"
+        disc = [t for t, _, _ in sub.all(prefix="homeassistant/")]
+        assert len(disc) == 2 * 2 + 3, disc  # per person 2 entities, per camera 3
+        cam_oid = object_id("camera", "door")
+        event_cfg = sub.json(f"homeassistant/event/facerec/{cam_oid}_face/config")[-1]
+        assert event_cfg["event_types"] == ["appeared", "recognized", "unknown", "left"]
+        assert event_cfg["state_topic"] == "facerec/door/events"
+        assert json.loads(_retained_now(broker.port, presence))["unique_id"] == cfg["unique_id"], "retained"
+        assert sub.json("facerec/people/alice")[-1]["present"] is False
+
+        events = TrackEvents([sink], "door", cooldown_s=0)
+        events.update(0.0, [TrackView(1, "alice", 0.71, True, (10, 10, 60, 70)), TrackView(2, None, 0.2)])
+        assert sub.wait(lambda: any(d["present"] for d in sub.json("facerec/people/alice")))
+        faces = sub.json("facerec/door/faces")
+        assert sorted((f["name"] or "", f["id"]) for f in faces) == [("", "door-2"), ("alice", "door-1")]
+        assert all(f["type"] == "face" and f["camera"] == "door" and f["timestamp"] > 1e9 for f in faces)
+        assert sub.wait(lambda: sub.json("facerec/cameras/door")[-1]["faces"] == 2)
+        counts = sub.json("facerec/cameras/door")[-1]
+        assert (counts["known"], counts["unknown"], counts["last_recognized"]) == (1, 1, "alice")
+        seen = sub.json("facerec/people/alice")[-1]
+        assert seen["camera"] == "door" and seen["score"] == pytest.approx(0.71)
+
+        time.sleep(1.0)  # longer than the timeout, but the track is still visible
+        assert sub.json("facerec/people/alice")[-1]["present"] is True
+
+        t_left = time.monotonic()
+        events.update(2.0, [], left=[1, 2])
+        assert sub.wait(lambda: [e["event"] for e in sub.json("facerec/events")].count("left") == 2)
+        left = [e for e in sub.json("facerec/events") if e["event"] == "left"]
+        assert {e["name"] for e in left} == {"alice", None} and all(e["camera"] == "door" for e in left)
+        assert sub.wait(lambda: sub.json("facerec/people/alice")[-1]["present"] is False, 5)
+        waited = time.monotonic() - t_left
+        assert 0.5 <= waited < 3.0, f"presence cleared after {waited:.2f} s, timeout 0.6 s"
+        assert sub.json("facerec/cameras/door")[-1]["faces"] == 0
+        assert _retained_now(broker.port, "facerec/people/alice") is not None
+        assert json.loads(_retained_now(broker.port, "facerec/people/alice"))["present"] is False
+        kinds = [e["event"] for e in sub.json("facerec/door/events")]
+        assert kinds == ["appeared", "recognized", "appeared", "unknown", "left", "left"]
+    finally:
+        sink.close()
+    assert sub.wait(lambda: sub.payloads("facerec/available")[-1:] == [b"offline"])
+
+
+def test_people_created_renamed_and_deleted_with_the_gallery(broker: Broker, sub: Subscriber) -> None:
+    sink = MqttSink(_cfg(broker), people=["alice"])
+    try:
+        a = f"homeassistant/binary_sensor/facerec/{object_id('person', 'alice')}_presence/config"
+        c = f"homeassistant/binary_sensor/facerec/{object_id('person', 'carol')}_presence/config"
+        assert sub.wait(lambda: sub.payloads(a))
+        sink.set_people(["carol"])  # alice renamed to carol
+        assert sub.wait(lambda: sub.payloads(a)[-1:] == [b""] and bool(sub.payloads(c)))
+        assert _retained_now(broker.port, a, 1.0) is None, "the deleted entity's config is gone"
+        assert _retained_now(broker.port, "facerec/people/alice", 1.0) is None
+        assert json.loads(_retained_now(broker.port, c))["unique_id"].endswith("_presence")
+    finally:
+        sink.close()
+
+
+def test_home_assistant_restart_gets_discovery_again(broker: Broker, sub: Subscriber) -> None:
+    sink = MqttSink(_cfg(broker), cameras=["door"])
+    try:
+        assert sub.wait(lambda: len(sub.all(prefix="homeassistant/")) == 3)
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert sub.wait(lambda: len([m for m in sub.all(prefix="homeassistant/") if m[0] != "homeassistant/status"]) == 6)
+    finally:
+        sink.close()
+
+
+def test_broker_outage_never_blocks_counts_drops_and_reconnects(broker: Broker, sub: Subscriber) -> None:
+    sink = MqttSink(_cfg(broker), cameras=["door"], people=["alice"])
+    try:
+        assert sub.wait(lambda: sub.payloads("facerec/available") == [b"online"])
+        sub.close()
+        broker.stop()
+        assert sink.client.is_connected() is False or sub.wait(lambda: not sink.stats.connected, 5)
+        t0 = time.perf_counter()
+        for i in range(200):
+            sink.publish(Event("appeared", None, 0.1, i, float(i), "door"))
+        assert time.perf_counter() - t0 < 0.5, "publish must never wait for the broker"
+        assert sub.wait(lambda: sink.stats.to_json()["dropped"] >= 200, 10), sink.stats.to_json()
+        broker.start()
+        s2 = Subscriber(broker.port)
+        try:
+            assert s2.wait(lambda: sink.stats.connects >= 2, 15), sink.stats.to_json()
+            assert s2.wait(lambda: b"online" in s2.payloads("facerec/available"), 5)
+            assert s2.wait(lambda: len(s2.all(prefix="homeassistant/")) >= 5, 5), "discovery republished"
+            assert s2.wait(lambda: bool(s2.all("facerec/cameras/door")))
+            sink.publish(Event("recognized", "alice", 0.7, 500, 1.0, "door"))
+            assert s2.wait(lambda: any(e["track_id"] == 500 for e in s2.json("facerec/events")))
+            assert sink.stats.to_json()["reconnects"] >= 1
+        finally:
+            s2.close()
+    finally:
+        sink.close()
+
+
+def test_unreachable_broker_at_start_is_no_crash(tmp_path: Path) -> None:
+    from mqtt_broker import free_port
+
+    port = free_port()
+    sink = MqttSink(MqttConfig(enabled=True, port=port, reconnect_max_s=1), cameras=["door"])
+    try:
+        sink.publish(Event("appeared", None, 0.1, 1, 0.0, "door"))
+        time.sleep(0.5)
+        assert sink.stats.connected is False and sink.stats.to_json()["dropped"] >= 1
+        b = Broker(tmp_path / "late", port).start()
+        try:
+            s = Subscriber(port)
+            assert s.wait(lambda: sink.stats.connected, 10)
+            assert _retained_now(port, "facerec/available") == b"online"
+            s.close()
+        finally:
+            sink.close()
+            b.stop()
+    finally:
+        sink.close()
+
+
+def test_sigkilled_process_leaves_offline_through_the_last_will(broker: Broker, sub: Subscriber) -> None:
+    code = (
+        "import sys, time\n"
+        "from facerec.config import MqttConfig\n"
+        "from facerec.mqtt import MqttSink\n"
+        f"s = MqttSink(MqttConfig(enabled=True, port={broker.port}, topic_prefix='lw'))\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, env=dict(os.environ))
+    try:
+        assert proc.stdout.readline().strip() == b"up"
+        assert sub.wait(lambda: sub.payloads("lw/available") == [b"online"], 10)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        assert sub.wait(lambda: sub.payloads("lw/available")[-1:] == [b"offline"], 15)
+        assert _retained_now(broker.port, "lw/available") == b"offline", "the Last Will is retained"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
