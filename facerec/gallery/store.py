@@ -472,8 +472,11 @@ class GalleryStore:
             for d in crops_root.iterdir():
                 if d.is_dir():
                     for t in d.glob(f"{_TMP_PREFIX}*"):
-                        if time.time() - t.stat().st_mtime > 3600:
-                            t.unlink(missing_ok=True)
+                        try:  # another writer may rename its temporary file meanwhile
+                            if time.time() - t.stat().st_mtime > 3600:
+                                t.unlink(missing_ok=True)
+                        except FileNotFoundError:
+                            pass
         return removed
 
     # ------------------------------------------------------------------ reading
