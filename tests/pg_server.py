@@ -46,12 +46,14 @@ class PgServer:
     """One PostgreSQL cluster in a temp dir; :meth:`dsn` names a database in it.
 
     Args:
-        root: parent of the cluster folder (default: a new temp dir).
+        root: the cluster's folder (default: a new temp dir); under root it must be
+            reachable by the ``postgres`` user (pytest's tmp_path is not).
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.bin = pg_bin_dir()
         self.root = Path(root or tempfile.mkdtemp(prefix="facerec-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else None
