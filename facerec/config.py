@@ -51,6 +51,10 @@ class RecognitionConfig(_Section):
 
 class GalleryConfig(_Section):
     data_dir: str = Field("data_recognition", description="Gallery root: raw/, preprocessed/, gallery.db.")
+    backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="Where the gallery lives: sqlite (a file under data_dir) or postgres (shared by hosts).")
+    dsn: str | None = Field(
+        None, description="PostgreSQL connection string (postgresql://user@host:port/db); null = env FACEREC_DB_DSN.")
     template: Literal["mean", "quality_mean", "max"] = Field("mean", description="Per-person template or all-samples max.")
     index: Literal["auto", "exact", "faiss"] = Field("auto", description="Search backend; auto uses FAISS above index_min_size.")
     index_min_size: int = Field(200_000, ge=1, description="Gallery vectors above which auto switches to FAISS.")

@@ -107,84 +107,8 @@ class StageTimer:
         }
 
 
-class GalleryWatcher:
-    """The current gallery index, rebuilt when the store's version changes.
-
-    The store is opened read-only; when no gallery exists yet, everyone is unknown and
-    the folder is checked again at each poll, so the first enrollment is picked up too.
-
-    Args:
-        data_dir: the gallery root (``gallery.data_dir``).
-        key: the embedder's vector space; only its vectors are searched.
-        gallery_cfg: the ``gallery:`` section (template, index kind).
-        poll_s: seconds between two version checks.
-        store: an already open store to use instead of opening ``data_dir``.
-    """
-
-    def __init__(self, data_dir: str | Path | None, key, gallery_cfg: GalleryConfig | None = None,
-                 poll_s: float = 1.0, store=None) -> None:
-        self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.key = key
-        self.cfg = gallery_cfg or GalleryConfig()
-        self.poll_s = float(poll_s)
-        self.reloads = 0
-        self._store = store
-        self._own_store = store is None
-        self._version: int | None = None
-        self._index = None
-        self._next_poll = 0.0
-        self.poll(force=True)
-
-    def _open(self):
-        if self._store is not None or self.data_dir is None:
-            return self._store
-        from facerec.gallery.store import DB_NAME, GalleryStore
-
-        if not (self.data_dir / DB_NAME).is_file():
-            return None
-        try:
-            self._store = GalleryStore(self.data_dir, readonly=True)
-        except FacerecError as e:
-            log.warning("gallery %s cannot be opened yet: %s", self.data_dir, e)
-            return None
-        return self._store
-
-    def poll(self, force: bool = False) -> bool:
-        """Reload if the gallery changed; at most once per ``poll_s``. True if reloaded."""
-        now = time.monotonic()
-        if not force and now < self._next_poll:
-            return False
-        self._next_poll = now + self.poll_s
-        store = self._open()
-        if store is None:
-            return False
-        try:
-            version = store.version()
-            if version == self._version:
-                return False
-            from facerec.gallery.search import GalleryIndex
-
-            index = GalleryIndex.from_store(store, self.key, self.cfg.template, self.cfg.index, self.cfg.index_min_size)
-        except Exception as e:  # a gallery being rewritten must not stop the camera
-            log.warning("gallery reload failed, keeping the previous one: %s", e)
-            return False
-        first = self._version is None
-        self._version, self._index = version, index
-        if not first:
-            self.reloads += 1
-        log.info("gallery %s: %d people (version %d)", "loaded" if first else "reloaded", len(index), version)
-        return True
-
-    @property
-    def index(self):
-        """The current :class:`~facerec.gallery.search.GalleryIndex`, or ``None``."""
-        self.poll()
-        return self._index
-
-    def close(self) -> None:
-        if self._own_store and self._store is not None:
-            self._store.close()
-            self._store = None
+# The daemon's in-memory gallery index (incremental updates, LISTEN/NOTIFY, outages).
+from facerec.gallery.watch import GalleryWatcher  # noqa: E402
 
 
 @dataclass
@@ -721,6 +645,7 @@ def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float |
     }
     if isinstance(pipeline.gallery, GalleryWatcher):
         out["gallery_reloads"] = pipeline.gallery.reloads
+        out["gallery"] = pipeline.gallery.status()
     if events is not None:
         out["events"] = events.published
         dropped = sum(getattr(s, "dropped", 0) for s in events.sinks)

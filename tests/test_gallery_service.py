@@ -19,6 +19,7 @@ from facerec.align import align
 from facerec.config import load_config
 from facerec.errors import GalleryError
 from facerec.gallery.service import GalleryService, detect_faces
+from facerec.gallery.store import GalleryStore
 from facerec.imageio import list_images, read_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,12 +311,12 @@ def test_embed_killed_midway_keeps_gallery_intact(tmp_path, analyzer, real_crops
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    watch = sqlite3.connect(root / "gallery.db", timeout=30)
+    watch = GalleryStore(root, readonly=True)
     count = 0
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            count = watch.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+            count = sum(watch.embedder_keys().values())
             if count >= 4:  # the first batch is committed
                 break
             time.sleep(0.01)
@@ -325,13 +326,9 @@ def test_embed_killed_midway_keeps_gallery_intact(tmp_path, analyzer, real_crops
         watch.close()
     assert 4 <= count < n, f"kill landed at {count}/{n}: {proc.stderr.read().decode()[-2000:]}"
     with make_service(root, analyzer) as svc:
-        c = svc.store._conn
-        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert c.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert svc.store.integrity_check() == []  # SQLite checks, foreign keys, every crop intact
         done = svc.store.count(svc.key)
         assert done % 4 == 0 and 4 <= done < n  # whole batches only
-        orphans = c.execute("SELECT count(*) FROM embeddings WHERE sample_id NOT IN (SELECT id FROM samples)")
-        assert orphans.fetchone()[0] == 0
         assert svc.store.count() == n
         rep = svc.embed_all(progress=False)
         assert len(rep.done) == n - done and svc.store.count(svc.key) == n

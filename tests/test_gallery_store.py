@@ -59,7 +59,6 @@ def test_empty_gallery(store: GalleryStore):
 def test_sqlite_settings(store: GalleryStore):
     conn = sqlite3.connect(store.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
 @pytest.mark.parametrize("name", ["Ada Lovelace", "José Álvarez", "王小明", "Zoë  O'Brien-Smith", "a" * 100])
@@ -168,8 +167,7 @@ def test_delete_purges_everything(store: GalleryStore):
     assert all(not Path(s.crop_path).exists() for s in a)
     assert not (store.data_dir / "preprocessed" / "A").exists()
     assert store.count(KEY_A) == 1 and store.count(KEY_B) == 0
-    rows = store._conn.execute("SELECT count(*) FROM embeddings WHERE sample_id NOT IN (SELECT id FROM samples)").fetchone()
-    assert rows[0] == 0
+    assert store.integrity_check() == []  # no vector left without its sample (foreign keys cascade)
     store.delete_sample(b.id)
     assert not Path(b.crop_path).exists()
     assert store.people()[0].samples == 0
@@ -213,24 +211,20 @@ def test_failed_write_leaves_no_trace(store: GalleryStore):
     assert store.version() == v and store.count() == 1
 
 
-def test_orphan_from_crash_is_cleaned_on_open(tmp_path: Path):
-    """A crop renamed into place whose transaction never committed is removed on the next open."""
+def test_files_not_recorded_by_the_store_are_left_alone(tmp_path: Path):
+    """A crop written by `facerec align`, never recorded by the store, survives reopening.
+
+    (Crops orphaned by a crash between their rename and the commit are covered by the
+    SIGKILL trials in tests/test_gallery_crash.py.)"""
     root = tmp_path / "gal"
     with GalleryStore(root) as s:
         add(s, "A", 1)
-        orphan = s.crop_dir("A") / "orphan.png"
-        s._stage([s._rel(orphan)])
-        orphan.write_bytes(b"png")
-        # a crop written by `facerec align`, never recorded by the store, is left alone
         foreign = s.crop_dir("A") / "aligned_by_user.png"
         foreign.write_bytes(b"png")
     with GalleryStore(root) as s:
-        assert not orphan.exists()
         assert foreign.exists()
-        assert s.count() == 1
+        assert s.count() == 1 and s.integrity_check() == []
 
-
-@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
 def test_export_import_roundtrip(tmp_path: Path, suffix: str):
     with GalleryStore(tmp_path / "one") as one:
         a = add(one, "Ann", 1)
@@ -284,24 +278,36 @@ def test_import_rejects_bad_archives(tmp_path: Path, store: GalleryStore):
         store.export_archive(tmp_path / "gal.rar")
 
 
-def test_cleanup_spares_files_of_live_writers(tmp_path: Path):
-    """A second writer's cleanup never removes a crop another writer is about to commit."""
+WRITER = """
+import sys
+import numpy as np
+from facerec.gallery.store import GalleryStore
+root, tag = sys.argv[1], sys.argv[2]
+with GalleryStore(root) as s:
+    for i in range(40):
+        img = np.random.default_rng(hash((tag, i)) % 2**32).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+        s.add_sample("Shared", img, source_path=None, source_sha256=f"{tag}{i}", quality=1.0, stem=f"{tag}{i % 5}")
+        if i % 7 == 6:
+            s.delete_sample(s.samples("Shared")[0].id)
+"""
+
+
+def test_two_writer_processes_never_remove_each_others_crops(tmp_path: Path):
+    """Two processes enroll into (and delete from) one folder at once; each one's cleanup of
+    unreferenced files must spare the other's crops in flight: every sample keeps its crop."""
+    import os
+    import subprocess
+    import sys
+
     root = tmp_path / "gal"
-    a = GalleryStore(root)
-    in_flight = a.crop_dir("A") / "in_flight.png"
-    a._stage([a._rel(in_flight)])
-    in_flight.parent.mkdir(parents=True)
-    in_flight.write_bytes(b"png")
-    with GalleryStore(root) as b:  # opening cleans up: the file's owner is alive
-        assert in_flight.exists()
-        # a row left by a process that no longer exists is cleaned
-        dead = b.crop_dir("A") / "dead.png"
-        dead.write_bytes(b"png")
-        with b._write() as c:
-            c.execute("INSERT INTO pending_files(path, owner, created) VALUES (?, ?, ?)",
-                      (b._rel(dead), "999999999-x", time.time()))
-        b._cleanup_pending()
-        assert not dead.exists() and in_flight.exists()
-        a.close()
-        b._cleanup_pending()
-        assert not in_flight.exists()
+    GalleryStore(root).close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), tag], env=env, stderr=subprocess.PIPE)
+             for tag in ("a", "b")]
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read().decode()[-2000:]
+    with GalleryStore(root) as s:
+        assert s.count() == 2 * (40 - 5)
+        assert s.integrity_check() == []  # every sample's crop is there and intact
+        referenced = {Path(x.crop_path).name for x in s.samples()}
+        assert {p.name for p in s.crop_dir("Shared").iterdir()} == referenced

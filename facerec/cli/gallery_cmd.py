@@ -315,14 +315,14 @@ def cmd_enroll_clear(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll_export(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        service.store.export_archive(args.file)
+        service.export_archive(args.file)
         print(f"exported {len(service.store.people())} people, {service.store.count()} samples to {args.file}")
     return 0
 
 
 def cmd_enroll_import(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        n = service.store.import_archive(args.file)
+        n = service.import_archive(args.file)
         print(f"imported {n} new sample(s) from {args.file}; the gallery has {len(service.store.people())} people")
     return 0
 

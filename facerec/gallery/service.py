@@ -28,6 +28,7 @@ from facerec.config import Config
 from facerec.errors import GalleryError, ImageReadError
 from facerec.gallery.quality import DEFAULT_MIN_SHARPNESS, blur_measure, face_size
 from facerec.gallery.search import GalleryIndex
+from facerec.gallery.backend import GalleryBackend, open_backend
 from facerec.gallery.store import CROPS_DIR, GalleryStore, SampleInfo, validate_name, write_atomic
 from facerec.imageio import IMAGE_SUFFIXES, decode_image, list_images, read_image
 from facerec.types import ALIGNED_SIZE, Detections, EmbedderKey, Embeddings
@@ -229,12 +230,17 @@ class GalleryService:
         analyzer: detector + embedder to use; built from ``cfg`` on first use when ``None``
             (so listing or renaming people never loads a model).
         readonly: open the store read-only (identification of an existing gallery).
+        store: an open backend to use instead of the configured one.
+
+    Attributes:
+        store: the :class:`~facerec.gallery.backend.GalleryBackend` (``gallery.backend``).
     """
 
-    def __init__(self, cfg: Config, analyzer: FaceAnalyzer | None = None, *, readonly: bool = False) -> None:
+    def __init__(self, cfg: Config, analyzer: FaceAnalyzer | None = None, *, readonly: bool = False,
+                 store: GalleryBackend | None = None) -> None:
         self.cfg = cfg
         self.data_dir = Path(cfg.gallery.data_dir).expanduser().absolute()
-        self.store = GalleryStore(self.data_dir, readonly=readonly)
+        self.store: GalleryBackend = store if store is not None else open_backend(cfg.gallery, readonly=readonly)
         self._analyzer = analyzer
         self._detector: Detector | None = None
         self._embedder: Embedder | None = None
@@ -246,6 +252,43 @@ class GalleryService:
 
     def close(self) -> None:
         self.store.close()
+
+    # -------------------------------------------------------------- archives (any backend)
+
+    def export_archive(self, path: str | os.PathLike) -> None:
+        """Write the gallery to a ``.zip``/``.tar``/``.tar.gz`` archive (see
+        :meth:`GalleryStore.export_archive`); other backends go through a temporary SQLite copy."""
+        if isinstance(self.store, GalleryStore):
+            self.store.export_archive(path)
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="facerec-export-") as tmp, GalleryStore(tmp) as snap:
+            people, samples = self.store.dump()
+            snap.add_dumped(people, samples)
+            snap.export_archive(path)
+
+    def import_archive(self, path: str | os.PathLike) -> int:
+        """Merge an archive into the gallery; returns the samples added (see
+        :meth:`GalleryStore.import_archive` for the rules)."""
+        if isinstance(self.store, GalleryStore):
+            return self.store.import_archive(path)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="facerec-import-") as tmp, GalleryStore(tmp) as snap:
+            snap.import_archive(path)
+            people, samples = snap.dump()
+        conflicts, todo = [], []
+        for d in samples:
+            here = self.store.find_sha256(d.sha256)
+            if any(h.person != d.person for h in here):
+                conflicts.append(f"{d.stem} ({d.person} in the archive, {', '.join(sorted({h.person for h in here}))} here)")
+            elif not here:
+                todo.append(d)
+        if conflicts:
+            raise GalleryError(f"{path}: {len(conflicts)} sample(s) are enrolled under another person here; "
+                               "nothing imported:\n  " + "\n  ".join(conflicts[:20]))
+        return self.store.add_dumped(people, todo)
 
     def __enter__(self) -> GalleryService:
         return self
@@ -541,7 +584,8 @@ class GalleryService:
                     quality = blur_measure(img)
                     src = sources.get(f"{person}/{f.name}", {})
                     if rel in known:
-                        self.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"))
+                        self.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"),
+                                                      png=None if isinstance(self.store, GalleryStore) else f.read_bytes())
                     else:
                         new.append((person, f, crop_sha, src.get("sha256") or crop_sha, quality, src.get("source")))
                     report.done.append(rel)
@@ -573,8 +617,8 @@ class GalleryService:
                 ids, crops = [], []
                 for s in todo[i : i + bs]:
                     try:
-                        img = read_image(s.crop_path)
-                    except ImageReadError as e:
+                        img = decode_image(self.store.crop_png(s.id), s.crop_path)
+                    except (ImageReadError, GalleryError) as e:
                         report.failed.append((s.crop_path, _strip_name(str(e), s.crop_path)))
                         continue
                     if img.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
@@ -608,17 +652,13 @@ class GalleryService:
         from face_embedding.embedding_feat import write_feat_list, write_label_map
 
         out = Path(path)
-        with self.store._snapshot() as c:
-            rows = c.execute(
-                "SELECT p.name, s.crop_path, e.vector, e.norm, e.dim FROM embeddings e JOIN samples s ON s.id = e.sample_id "
-                "JOIN people p ON p.id = s.person_id WHERE e.embedder=?", (str(self.key),)
-            ).fetchall()
+        rows = [(n, c, v, m, len(v)) for n, c, v, m in self.store.raw_vectors(self.key)]
         missing = len(self.store.missing_embeddings(self.key))
         people = sorted({r[0] for r in rows})
         label = {p: i for i, p in enumerate(people)}
         rows.sort(key=lambda r: (label[r[0]], Path(r[1]).name))
         dim = rows[0][4] if rows else self.embedder.dim
-        feats = np.stack([np.frombuffer(r[2], np.float32) * r[3] for r in rows]) if rows else np.zeros((0, dim), np.float32)
+        feats = np.stack([r[2] * r[3] for r in rows]) if rows else np.zeros((0, dim), np.float32)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_feat_list(out, [label[r[0]] for r in rows], feats)
         write_label_map(out.with_name(LABEL_MAP_NAME), people)

@@ -55,13 +55,16 @@ import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
+from facerec.gallery.backend import ChangeSet, DumpedSample
 from facerec.types import ALIGNED_SIZE, EmbedderKey, Embeddings
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
 CROPS_DIR = "preprocessed"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Change-feed entries kept; a reader further behind reloads everything.
+FEED_KEEP = 10_000
 MAX_NAME_LENGTH = 100
 #: Seconds a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -102,6 +105,11 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (sample_id, embedder)
 );
 CREATE INDEX IF NOT EXISTS embeddings_embedder ON embeddings(embedder);
+CREATE TABLE IF NOT EXISTS changes (
+    version    INTEGER PRIMARY KEY,
+    sample_ids TEXT,
+    at         REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending_files (
     path    TEXT PRIMARY KEY,
     owner   TEXT NOT NULL,
@@ -224,6 +232,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 class GalleryStore:
     """People, samples and embeddings of one gallery folder.
 
+    The ``sqlite`` backend of :class:`facerec.gallery.backend.GalleryBackend`.
     Thread-safe (one connection guarded by a lock) and safe to share between processes
     (SQLite locking; writers wait up to ``BUSY_TIMEOUT_S``).
 
@@ -236,7 +245,11 @@ class GalleryStore:
             gallery / cannot be opened.
     """
 
+    kind = "sqlite"
+
     def __init__(self, data_dir: str | os.PathLike, *, readonly: bool = False) -> None:
+        self._tx_ids: set[int] = set()
+        self._tx_full = False
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.db_path = self.data_dir / DB_NAME
         self.readonly = readonly
@@ -288,6 +301,8 @@ class GalleryStore:
                 raise GalleryError(
                     f"{self.db_path} was written by a newer facerec (schema {row[0]} > {SCHEMA_VERSION}); upgrade facerec"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:  # 1 -> 2: the change feed table (created above)
+                c.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _write(self, bump: bool = False) -> Iterator[sqlite3.Cursor]:
@@ -300,10 +315,16 @@ class GalleryStore:
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:
                 raise GalleryError(f"the gallery {self.db_path} is busy or not writable: {e}") from None
+            self._tx_ids, self._tx_full = set(), False
             try:
                 yield cur
                 if bump:
                     cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='version'")
+                    v = int(cur.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0])
+                    ids = None if self._tx_full else json.dumps(sorted(self._tx_ids))
+                    cur.execute("INSERT OR REPLACE INTO changes(version, sample_ids, at) VALUES (?,?,?)", (v, ids, time.time()))
+                    if v % 100 == 0:
+                        cur.execute("DELETE FROM changes WHERE version <= ?", (v - FEED_KEEP,))
                 cur.execute("COMMIT")
             except BaseException as e:
                 try:
@@ -315,6 +336,10 @@ class GalleryStore:
                 raise
             finally:
                 cur.close()
+
+    def _touch(self, ids) -> None:
+        """Inside a write: these samples changed (recorded in the change feed at commit)."""
+        self._tx_ids.update(int(i[0] if isinstance(i, (tuple, list)) else i) for i in ids)
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -447,8 +472,11 @@ class GalleryStore:
             for d in crops_root.iterdir():
                 if d.is_dir():
                     for t in d.glob(f"{_TMP_PREFIX}*"):
-                        if time.time() - t.stat().st_mtime > 3600:
-                            t.unlink(missing_ok=True)
+                        try:  # another writer may rename its temporary file meanwhile
+                            if time.time() - t.stat().st_mtime > 3600:
+                                t.unlink(missing_ok=True)
+                        except FileNotFoundError:
+                            pass
         return removed
 
     # ------------------------------------------------------------------ reading
@@ -457,6 +485,36 @@ class GalleryStore:
         """A counter that increases with every committed change (cheap to poll)."""
         rows = self._read("SELECT value FROM meta WHERE key='version'")
         return int(rows[0][0]) if rows else 0
+
+    def changes_since(self, version: int) -> ChangeSet:
+        """What changed after ``version`` (see :class:`~facerec.gallery.backend.ChangeSet`)."""
+        with self._snapshot() as c:
+            now = int(c.execute("SELECT value FROM meta WHERE key='version'").fetchone()[0])
+            if now <= version:
+                return ChangeSet(now)
+            try:
+                rows = c.execute("SELECT version, sample_ids FROM changes WHERE version > ? ORDER BY version",
+                                 (int(version),)).fetchall()
+            except sqlite3.OperationalError:  # a gallery written before the feed existed
+                return ChangeSet(now, full=True)
+        if len(rows) != now - version or any(r[1] is None for r in rows):
+            return ChangeSet(now, full=True)
+        ids: set[int] = set()
+        for _, text in rows:
+            ids.update(json.loads(text))
+        return ChangeSet(now, frozenset(ids))
+
+    def crop_png(self, sample_id: int) -> bytes:
+        """The PNG bytes of a sample's aligned crop.
+
+        Raises:
+            GalleryError: no such sample, or its file is missing.
+        """
+        s = self.sample(sample_id)
+        try:
+            return Path(s.crop_path).read_bytes()
+        except OSError as e:
+            raise GalleryError(f"the crop of sample {sample_id} is missing: {s.crop_path} ({e.strerror or e})") from None
 
     def people(self) -> list[PersonInfo]:
         """Every person with their sample count, sorted by name."""
@@ -518,21 +576,27 @@ class GalleryStore:
         """Embedder key string -> number of stored vectors."""
         return {k: int(n) for k, n in self._read("SELECT embedder, count(*) FROM embeddings GROUP BY embedder ORDER BY embedder")}
 
-    def vectors(self, key: EmbedderKey) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-        """Every stored vector of one embedder, in one consistent snapshot.
+    def vectors(self, key: EmbedderKey, sample_ids: list[int] | None = None
+                ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """Every stored vector of one embedder (or of ``sample_ids`` only), in one consistent snapshot.
 
         Returns:
             ``(sample_ids (n,) int64, person names (n), vectors (n, d) float32 unit rows,
             quality (n,) float32)``; ``n == 0`` (and ``d == 0``) for an empty gallery or a
             key with no vectors yet. Only ``key``'s vectors: spaces are never mixed.
         """
+        sql = ("SELECT s.id, p.name, e.dim, e.vector, s.quality FROM embeddings e "
+               "JOIN samples s ON s.id = e.sample_id JOIN people p ON p.id = s.person_id WHERE e.embedder=? ")
         with self._snapshot() as c:
-            rows = c.execute(
-                "SELECT s.id, p.name, e.dim, e.vector, s.quality FROM embeddings e "
-                "JOIN samples s ON s.id = e.sample_id JOIN people p ON p.id = s.person_id "
-                "WHERE e.embedder=? ORDER BY s.id",
-                (str(key),),
-            ).fetchall()
+            if sample_ids is None:
+                rows = c.execute(sql + "ORDER BY s.id", (str(key),)).fetchall()
+            else:
+                ids = sorted({int(i) for i in sample_ids})
+                rows = []
+                for i in range(0, len(ids), 500):
+                    part = ids[i : i + 500]
+                    rows += c.execute(sql + f"AND s.id IN ({','.join('?' * len(part))}) ORDER BY s.id",
+                                      (str(key), *part)).fetchall()
         if not rows:
             return np.zeros((0,), np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
         dims = {r[2] for r in rows}
@@ -543,6 +607,64 @@ class GalleryStore:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         quality = np.fromiter((r[4] for r in rows), np.float32, len(rows))
         return ids, [r[1] for r in rows], vec, quality
+
+    def raw_vectors(self, key: EmbedderKey) -> list[tuple[str, str, np.ndarray, float]]:
+        """``(person, crop file name, unit vector, norm)`` of every vector of ``key`` (feature lists)."""
+        with self._snapshot() as c:
+            rows = c.execute(
+                "SELECT p.name, s.crop_path, e.vector, e.norm FROM embeddings e JOIN samples s ON s.id = e.sample_id "
+                "JOIN people p ON p.id = s.person_id WHERE e.embedder=?", (str(key),)).fetchall()
+        return [(n, PurePosixPath(c).name, np.frombuffer(v, np.float32).copy(), float(m)) for n, c, v, m in rows]
+
+    def dump(self) -> tuple[list[tuple[str, float]], list[DumpedSample]]:
+        """Every person ``(name, created)`` and every sample with crop and vectors (``facerec db copy``)."""
+        with self._snapshot() as c:
+            people = [(n, float(t)) for n, t in c.execute("SELECT name, created FROM people ORDER BY id")]
+            rows = c.execute("SELECT s.id, p.name, s.crop_path, s.source_path, s.sha256, s.quality, s.added "
+                             "FROM samples s JOIN people p ON p.id = s.person_id ORDER BY s.id").fetchall()
+            embs = c.execute("SELECT sample_id, embedder, vector, norm FROM embeddings").fetchall()
+        vec: dict[int, dict] = {}
+        for sid, key, blob, norm in embs:
+            vec.setdefault(int(sid), {})[key] = (np.frombuffer(blob, np.float32).copy(), float(norm))
+        out = []
+        for sid, name, crop, src, sha, q, added in rows:
+            try:
+                png = self._abs(crop).read_bytes()
+            except OSError as e:
+                raise GalleryError(f"the crop of sample {sid} is missing: {self._abs(crop)} ({e.strerror or e}); "
+                                   "run facerec embed --prune first") from None
+            out.append(DumpedSample(name, png, PurePosixPath(crop).stem, src, sha, float(q), float(added), vec.get(int(sid), {})))
+        return people, out
+
+    def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample]) -> int:
+        """Add dumped people and samples (crops, vectors, times kept) in one transaction; returns samples added."""
+        taken: set[str] = set()
+        plan = []
+        for d in samples:
+            dst = self._unique_crop_path(validate_name(d.person), d.stem, taken)
+            taken.add(self._rel(dst))
+            plan.append((d, dst))
+        self._stage([self._rel(p) for _, p in plan])
+        try:
+            for d, dst in plan:
+                write_atomic(dst, d.png)
+            with self._write(bump=True) as c:
+                for name, created in people:
+                    if not c.execute("SELECT 1 FROM people WHERE name=?", (validate_name(name),)).fetchone():
+                        c.execute("INSERT INTO people(name, created) VALUES (?, ?)", (validate_name(name), created))
+                for d, dst in plan:
+                    pid = self._person_id(c, validate_name(d.person), create=True)
+                    c.execute("INSERT INTO samples(person_id, source_path, sha256, crop_path, crop_sha256, quality, added) "
+                              "VALUES (?,?,?,?,?,?,?)",
+                              (pid, d.source_path, d.sha256, self._rel(dst), sha256_bytes(d.png), d.quality, d.added))
+                    sid = _rowid(c)
+                    self._touch([sid])
+                    c.executemany("INSERT INTO embeddings(sample_id, embedder, dim, vector, norm) VALUES (?,?,?,?,?)",
+                                  [(sid, k, int(v.shape[0]), np.ascontiguousarray(v, np.float32).tobytes(), n)
+                                   for k, (v, n) in d.vectors.items()])
+        finally:
+            self._cleanup_pending()
+        return len(plan)
 
     def missing_embeddings(self, key: EmbedderKey) -> list[SampleInfo]:
         """Samples without a vector for ``key`` (what ``facerec embed`` still has to do)."""
@@ -588,6 +710,7 @@ class GalleryStore:
             "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM samples WHERE id=?)",
             rows,
         )
+
         return len(rows)
 
     def add_person(self, name: str) -> None:
@@ -635,6 +758,7 @@ class GalleryStore:
                     (pid, source_path, source_sha256, rel, sha256_bytes(data), float(quality), now),
                 )
                 sid = _rowid(c)
+                self._touch([sid])
                 if embeddings is not None:
                     self._insert_embeddings(c, embeddings.key, [sid], embeddings)
         finally:
@@ -668,16 +792,22 @@ class GalleryStore:
                     (pid, src, sha, rel, crop_sha, q, now),
                 )
                 out.append(SampleInfo(_rowid(c), name, src, sha, str(self._abs(rel)), q, now))
+                self._touch([out[-1].id])
         return out
 
-    def update_sample_file(self, sample_id: int, crop_sha256: str, quality: float, source_sha256: str | None = None) -> None:
-        """The crop file of a sample changed in place: new hashes and quality, embeddings dropped."""
+    def update_sample_file(self, sample_id: int, crop_sha256: str, quality: float, source_sha256: str | None = None,
+                           png: bytes | None = None) -> None:
+        """The crop file of a sample changed in place: new hashes and quality, embeddings dropped.
+
+        ``png`` (the new content) is for backends that keep crops in the database; here the
+        file itself is the crop."""
         with self._write(bump=True) as c:
             cur = c.execute("UPDATE samples SET crop_sha256=?, quality=?, sha256=coalesce(?, sha256) WHERE id=?",
                             (crop_sha256, float(quality), source_sha256, int(sample_id)))
             if cur.rowcount == 0:
                 raise GalleryError(f"no sample with id {sample_id}")
             c.execute("DELETE FROM embeddings WHERE sample_id=?", (int(sample_id),))
+            self._touch([sample_id])
 
     def put_embeddings(self, key: EmbedderKey, sample_ids: list[int], emb: Embeddings,
                        quality: np.ndarray | None = None) -> None:
@@ -693,6 +823,7 @@ class GalleryStore:
             return
         with self._write(bump=True) as c:
             self._insert_embeddings(c, key, [int(s) for s in sample_ids], emb)
+            self._touch(sample_ids)
             if quality is not None:
                 c.executemany("UPDATE samples SET quality=? WHERE id=?",
                               [(float(q), int(s)) for q, s in zip(quality, sample_ids)])
@@ -700,10 +831,12 @@ class GalleryStore:
     def delete_embeddings(self, key: EmbedderKey | str) -> int:
         """Drop every vector of one embedder (samples stay); returns how many."""
         with self._write(bump=True) as c:
+            self._tx_full = True
             return c.execute("DELETE FROM embeddings WHERE embedder=?", (str(key),)).rowcount
 
     def _relink(self, c: sqlite3.Cursor, moves: list[tuple[int, str, str]], person_id: int | None) -> None:
         """Point samples at their new crop paths (files already linked) and queue the old files."""
+        self._touch([m[0] for m in moves])
         for sid, old_rel, new_rel in moves:
             if person_id is None:
                 c.execute("UPDATE samples SET crop_path=? WHERE id=?", (new_rel, sid))
@@ -798,6 +931,7 @@ class GalleryStore:
             with self._write(bump=True) as c:
                 pid = self._person_id(c, n, create=False)
                 rows = c.execute("SELECT crop_path FROM samples WHERE person_id=?", (pid,)).fetchall()
+                self._touch(c.execute("SELECT id FROM samples WHERE person_id=?", (pid,)).fetchall())
                 self._queue(c, rows)
                 c.execute("DELETE FROM people WHERE id=?", (pid,))  # cascades to samples, embeddings
         finally:
@@ -817,6 +951,7 @@ class GalleryStore:
                 if row is None:
                     raise GalleryError(f"no sample with id {sample_id}")
                 self._queue(c, [row])
+                self._touch([sample_id])
                 c.execute("DELETE FROM samples WHERE id=?", (int(sample_id),))
         finally:
             self._cleanup_pending()
@@ -824,12 +959,14 @@ class GalleryStore:
     def forget_samples(self, sample_ids: list[int]) -> int:
         """Drop sample records whose crop files are gone (``facerec embed --prune``)."""
         with self._write(bump=True) as c:
+            self._touch(sample_ids)
             return sum(c.execute("DELETE FROM samples WHERE id=?", (int(s),)).rowcount for s in sample_ids)
 
     def clear(self) -> None:
         """Remove everyone: every person, sample, crop file and embedding."""
         try:
             with self._write(bump=True) as c:
+                self._tx_full = True
                 self._queue(c, c.execute("SELECT crop_path FROM samples").fetchall())
                 c.execute("DELETE FROM embeddings")
                 c.execute("DELETE FROM samples")
@@ -846,9 +983,16 @@ class GalleryStore:
                         pass
 
     def integrity_check(self) -> list[str]:
-        """Problems found by SQLite's integrity and foreign-key checks (empty when sound)."""
+        """Problems found by SQLite's integrity and foreign-key checks and by the gallery's own
+        rules (every crop file present and intact); empty when sound."""
         problems = [r[0] for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"foreign key: {r}" for r in self._read("PRAGMA foreign_key_check")]
+        for sid, rel, sha in self._read("SELECT id, crop_path, crop_sha256 FROM samples"):
+            try:
+                if sha256_bytes(self._abs(rel).read_bytes()) != sha:
+                    problems.append(f"sample {sid}: crop {rel} does not match its hash")
+            except OSError:
+                problems.append(f"sample {sid}: crop {rel} is missing")
         return problems
 
     # ------------------------------------------------------------------ archives
@@ -984,6 +1128,7 @@ class GalleryStore:
                         (pid, srcp, sha, self._rel(dst), sha256_bytes(crops[oid]), q, now),
                     )
                     sid = _rowid(c)
+                    self._touch([sid])
                     c.executemany(
                         "INSERT OR REPLACE INTO embeddings(sample_id, embedder, dim, vector, norm) VALUES (?,?,?,?,?)",
                         [(sid, e[1], e[2], e[3], e[4]) for e in by_sample.get(int(oid), [])],

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from facerec import __version__
 from facerec.config import Config
 from facerec.errors import GalleryError, ImageReadError
+from facerec.gallery.backend import GalleryUnavailable
 from facerec.gallery.service import GalleryService
 from facerec.gallery.store import validate_name
 from facerec.serve.auth import BearerGuard, resolve_token, token_dependency
@@ -205,6 +206,8 @@ class _Server:
     def require_sample(self, sample_id: int):
         try:
             return self.store.sample(sample_id)
+        except GalleryUnavailable:
+            raise
         except GalleryError as e:
             raise _gallery_http_error(e, 404) from None
 
@@ -334,6 +337,8 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
 
     @app.exception_handler(GalleryError)
     async def gallery_error(request: Request, exc: GalleryError) -> JSONResponse:
+        if isinstance(exc, GalleryUnavailable):  # the database is away: retry later, nothing was changed
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(ImageReadError)
@@ -367,16 +372,18 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         """Everyone enrolled, with their sample ids and thumbnail URLs (token-guarded)."""
         return await srv.io(srv.people_json)
 
-    @api.get("/samples/{sample_id}/image", tags=["gallery"], response_class=FileResponse,
+    @api.get("/samples/{sample_id}/image", tags=["gallery"], response_class=Response,
              responses={200: {"content": {"image/png": {}}}})
-    async def sample_image(sample_id: int) -> FileResponse:
+    async def sample_image(sample_id: int) -> Response:
         """The aligned 112x112 crop of one sample, as PNG."""
         sample = await srv.io(srv.require_sample, sample_id)
-        path = Path(sample.crop_path).resolve()
-        root = srv.store.data_dir.resolve()
-        if root not in path.parents or not path.is_file():
-            raise HTTPException(404, f"the crop of sample {sample_id} is missing on disk")
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-cache"})
+        try:
+            png = await srv.io(srv.store.crop_png, sample.id)
+        except GalleryUnavailable:
+            raise
+        except GalleryError as e:
+            raise HTTPException(404, str(e)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-cache"})
 
     async def _read_images(files: list[UploadFile]) -> list[ImageUpload]:
         if not files:
@@ -517,7 +524,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         tmpdir = Path(tempfile.mkdtemp(prefix="facerec-serve-export-"))
         name = time.strftime("facerec-gallery-%Y%m%d-%H%M%S.zip")
         try:
-            await srv.io(srv.store.export_archive, tmpdir / name)
+            await srv.io(srv.service.export_archive, tmpdir / name)
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
@@ -534,7 +541,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
             path = Path(tmpdir) / "upload.archive"
             await srv.io(path.write_bytes, data)
             try:
-                n = await srv.io(srv.store.import_archive, path)
+                n = await srv.io(srv.service.import_archive, path)
+            except GalleryUnavailable:
+                raise
             except GalleryError as e:
                 raise HTTPException(400, str(e).replace(str(path), display_name(file))) from None
         return {"imported": n}

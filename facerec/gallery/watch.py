@@ -1,0 +1,266 @@
+"""The live daemon's in-memory gallery index, kept in step with the backend.
+
+:class:`GalleryWatcher` loads the vectors of one embedder once and then applies changes
+incrementally: it asks the backend's change feed which samples changed since its version
+and fetches only those (see :mod:`facerec.gallery.backend`). With PostgreSQL a background
+thread ``LISTEN``\\ s, so a change made on any host is applied within milliseconds; with
+SQLite (or as a safety net) the version is checked every ``poll_s``.
+
+When the database is away the daemon keeps recognising with the last loaded gallery: the
+watcher says so once in the log and in :meth:`GalleryWatcher.status` (the ``--stats``
+JSON), retries with a growing back-off (1 s doubling to 30 s), and on reconnection catches
+up from the change feed (or reloads everything when the feed no longer reaches back).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facerec.config import GalleryConfig
+from facerec.errors import FacerecError
+
+log = logging.getLogger(__name__)
+
+#: Back-off between reconnection attempts, seconds: first and largest.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+
+
+class GalleryWatcher:
+    """The current gallery index for one embedder, updated as the gallery changes.
+
+    The backend is opened read-only. With SQLite and no gallery file yet, everyone is
+    unknown and the folder is checked again at each poll, so the first enrollment is
+    picked up too.
+
+    Args:
+        data_dir: the gallery root (``gallery.data_dir``; SQLite only).
+        key: the embedder's vector space; only its vectors are searched.
+        gallery_cfg: the ``gallery:`` section (backend, DSN, template, index kind).
+        poll_s: seconds between two version checks (SQLite; with PostgreSQL a fallback
+            to the notifications).
+        store: an already open backend to use instead of opening the configured one.
+        listen: with PostgreSQL, apply changes as soon as they are announced (a
+            background thread); False leaves it to :meth:`poll`.
+
+    Attributes:
+        reloads: times the index changed after the first load.
+        full_reloads: of those, how many needed every vector (feed too short, ``clear``).
+        online: False while the database cannot be reached.
+        applied_at: ``time.time()`` of the last index change (latency measurements).
+    """
+
+    def __init__(self, data_dir: str | Path | None, key, gallery_cfg: GalleryConfig | None = None,
+                 poll_s: float = 1.0, store=None, *, listen: bool = True) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.key = key
+        self.cfg = gallery_cfg or GalleryConfig()
+        self.poll_s = float(poll_s)
+        self.reloads = 0
+        self.full_reloads = 0
+        self.online = True
+        self.offline_since: float | None = None
+        self.last_error = ""
+        self.applied_at = 0.0
+        self._store = store
+        self._own_store = store is None
+        self._version: int | None = None
+        self._index = None
+        self._ids = np.zeros((0,), np.int64)
+        self._names: list[str] = []
+        self._vec = np.zeros((0, 0), np.float32)
+        self._quality = np.zeros((0,), np.float32)
+        self._next_poll = 0.0
+        self._backoff = BACKOFF_FIRST_S
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.poll(force=True)
+        if listen and self.cfg.backend == "postgres" and (store is None or getattr(store, "kind", "") == "postgres"):
+            self._thread = threading.Thread(target=self._listen, name="gallery-listen", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ backend
+
+    def _open(self):
+        if self._store is not None:
+            return self._store
+        if self.cfg.backend == "postgres":
+            from facerec.gallery.backend import open_backend
+
+            self._store = open_backend(self.cfg, readonly=True)
+            return self._store
+        if self.data_dir is None:
+            return None
+        from facerec.gallery.store import DB_NAME, GalleryStore
+
+        if not (self.data_dir / DB_NAME).is_file():
+            return None
+        self._store = GalleryStore(self.data_dir, readonly=True)
+        return self._store
+
+    def _drop_store(self) -> None:
+        if self._own_store and self._store is not None:
+            try:
+                self._store.close()
+            except Exception:
+                pass
+            self._store = None
+
+    # ------------------------------------------------------------------ applying changes
+
+    def _rebuild(self) -> None:
+        from facerec.gallery.search import GalleryIndex
+
+        c = self.cfg
+        index = GalleryIndex(self._names, self._vec, self._quality, c.template, c.index, c.index_min_size, key=self.key)
+        index.sample_ids = self._ids
+        self._index = index
+
+    def _refresh(self) -> bool:
+        """Bring the index up to the backend's version; True when it changed. Raises on outage."""
+        with self._lock:
+            store = self._open()
+            if store is None:
+                return False
+            full = self._version is None
+            if not full:
+                ch = store.changes_since(self._version)
+                if ch.version == self._version:
+                    return False
+                full = ch.full
+            if full:
+                version = store.version()
+                ids, names, vec, quality = store.vectors(self.key)
+                self._ids, self._names, self._vec, self._quality = ids, list(names), vec, quality
+                if self._version is not None:
+                    self.full_reloads += 1
+            else:
+                version = ch.version
+                changed = np.fromiter(ch.sample_ids, np.int64, len(ch.sample_ids))
+                ids, names, vec, quality = store.vectors(self.key, changed.tolist()) if len(changed) else (
+                    np.zeros((0,), np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0,), np.float32))
+                keep = ~np.isin(self._ids, changed)
+                old_names = [n for n, k in zip(self._names, keep) if k]
+                if len(ids):
+                    d = vec.shape[1]
+                    old_vec = self._vec[keep] if self._vec.shape[1] == d else np.zeros((0, d), np.float32)
+                    self._vec = np.concatenate([old_vec, vec]) if len(old_vec) else vec
+                else:
+                    self._vec = self._vec[keep]
+                self._ids = np.concatenate([self._ids[keep], ids])
+                self._names = old_names + list(names)
+                self._quality = np.concatenate([self._quality[keep], quality])
+            first = self._index is None
+            self._version = version
+            self._rebuild()
+            self.applied_at = time.time()
+            if not first:
+                self.reloads += 1
+            log.info("gallery %s: %d people (version %d)", "loaded" if first else "updated", len(self._index), version)
+            return True
+
+    def _attempt(self) -> bool:
+        """One refresh with outage handling: logs once when the database goes and comes back."""
+        try:
+            changed = self._refresh()
+        except FacerecError as e:
+            self._went_offline(e)
+            return False
+        except Exception as e:  # a gallery being rewritten or a driver error must not stop the camera
+            self._went_offline(e)
+            return False
+        if not self.online:
+            log.warning("gallery database reachable again after %.0f s; caught up to version %s",
+                        time.time() - (self.offline_since or time.time()), self._version)
+            self.online, self.offline_since, self.last_error = True, None, ""
+        self._backoff = BACKOFF_FIRST_S
+        return changed
+
+    def _went_offline(self, e: BaseException) -> None:
+        from facerec.gallery.backend import GalleryUnavailable
+
+        self.last_error = str(e)
+        if isinstance(e, GalleryUnavailable) or self.cfg.backend == "postgres":
+            self._drop_store()  # reopened on the next attempt
+        if self.online:
+            have = f"{len(self._index)} people, version {self._version}" if self._index is not None else "no gallery yet"
+            log.warning("gallery unavailable, recognising with the last loaded gallery (%s); retrying with back-off: %s",
+                        have, e)
+            self.online, self.offline_since = False, time.time()
+        self._next_poll = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+
+    def _listen(self) -> None:
+        """Background thread: wait for NOTIFY, apply; reconnect with back-off after a drop."""
+        from facerec.gallery.backend import resolve_dsn
+        from facerec.gallery.postgres import ChangeListener
+
+        listener = None
+        backoff = BACKOFF_FIRST_S
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    listener = ChangeListener(resolve_dsn(self.cfg))
+                    backoff = BACKOFF_FIRST_S
+                    self._attempt()  # catch up with what was missed while not listening
+                got = listener.wait(min(self.poll_s, 1.0))
+                if got is not None and (self._version is None or got > self._version):
+                    self._attempt()
+            except Exception as e:
+                if listener is not None:
+                    listener.close()
+                    listener = None
+                self._went_offline(e)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        if listener is not None:
+            listener.close()
+
+    # ------------------------------------------------------------------ public
+
+    def poll(self, force: bool = False) -> bool:
+        """Apply changes if the gallery changed; at most once per ``poll_s``. True if updated.
+
+        With a listening thread (PostgreSQL) the thread applies changes and reconnects, so
+        the caller (the camera loop) never waits on the network here.
+        """
+        if self._thread is not None and not force:
+            return False
+        now = time.monotonic()
+        if not force and now < self._next_poll:
+            return False
+        self._next_poll = now + self.poll_s
+        return self._attempt()
+
+    @property
+    def index(self):
+        """The current :class:`~facerec.gallery.search.GalleryIndex`, or ``None``."""
+        self.poll()
+        return self._index
+
+    @property
+    def version(self) -> int | None:
+        """The gallery version the index reflects (``None`` before the first load)."""
+        return self._version
+
+    def status(self) -> dict:
+        """For the stats JSON: reachability, version, people and update counts."""
+        out = {"backend": self.cfg.backend, "online": self.online, "version": self._version,
+               "people": len(self._index) if self._index is not None else 0,
+               "samples": int(len(self._ids)), "updates": self.reloads, "full_reloads": self.full_reloads}
+        if not self.online:
+            out["offline_s"] = round(time.time() - (self.offline_since or time.time()), 1)
+            out["error"] = self.last_error
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._drop_store()

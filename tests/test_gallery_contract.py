@@ -1,0 +1,229 @@
+"""One contract for every gallery backend: the same behaviour from SQLite and PostgreSQL.
+
+Only the public :class:`facerec.gallery.backend.GalleryBackend` methods are used; the
+PostgreSQL cases run against a real server started by the ``pg_server`` fixture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facerec.config import GalleryConfig
+from facerec.errors import GalleryError
+from facerec.gallery.backend import GalleryBackend, open_backend
+from facerec.gallery.search import GalleryIndex
+from facerec.types import EmbedderKey, Embeddings
+
+KEY_A = EmbedderKey("model-a", "a" * 64)
+KEY_B = EmbedderKey("model-b", "b" * 64)
+
+
+def crop(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+
+
+def emb(key: EmbedderKey, seed: int, n: int = 1, d: int = 8) -> Embeddings:
+    return Embeddings.from_raw(np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32), key)
+
+
+def add(b: GalleryBackend, person: str, seed: int, key: EmbedderKey | None = KEY_A):
+    return b.add_sample(person, crop(seed), source_path=f"/photos/{seed}.jpg", source_sha256=f"{seed:064x}",
+                        quality=float(seed), embeddings=emb(key, seed) if key else None, stem=f"p{seed}")
+
+
+def gallery_cfg(kind: str, tmp_path: Path, dsn: str | None) -> GalleryConfig:
+    return GalleryConfig(backend=kind, dsn=dsn, data_dir=str(tmp_path / "gal"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def cfg(kind: str, tmp_path: Path, request) -> GalleryConfig:
+    dsn = request.getfixturevalue("pg_dsn") if kind == "postgres" else None
+    return gallery_cfg(kind, tmp_path, dsn)
+
+
+@pytest.fixture
+def backend(cfg: GalleryConfig):
+    b = open_backend(cfg)
+    yield b
+    b.close()
+
+
+def test_empty(backend: GalleryBackend):
+    assert isinstance(backend, GalleryBackend)
+    assert backend.people() == [] and backend.samples() == [] and backend.count() == 0
+    ids, names, vec, q = backend.vectors(KEY_A)
+    assert len(ids) == 0 and names == [] and vec.shape[0] == 0
+    assert backend.integrity_check() == []
+
+
+def test_add_read_and_vectors_per_key(backend: GalleryBackend):
+    s1 = add(backend, "Ann", 1)
+    s2 = add(backend, "Ann", 2)
+    s3 = add(backend, "Bob", 3, key=None)
+    assert [(p.name, p.samples) for p in backend.people()] == [("Ann", 2), ("Bob", 1)]
+    assert [s.id for s in backend.samples("Ann")] == [s1.id, s2.id]
+    assert backend.sample(s3.id).person == "Bob"
+    assert [s.id for s in backend.find_sha256(f"{2:064x}")] == [s2.id]
+    assert [s.id for s in backend.missing_embeddings(KEY_A)] == [s3.id]
+    backend.put_embeddings(KEY_B, [s3.id], emb(KEY_B, 9))
+    ids, names, vec, q = backend.vectors(KEY_A)
+    assert ids.tolist() == [s1.id, s2.id] and names == ["Ann", "Ann"]
+    np.testing.assert_allclose(vec[1], emb(KEY_A, 2).vectors[0], rtol=1e-6)
+    assert q.tolist() == [1.0, 2.0]
+    assert backend.embedder_keys() == {str(KEY_A): 2, str(KEY_B): 1}
+    assert backend.count(KEY_B) == 1
+    only = backend.vectors(KEY_A, [s2.id, 12345])
+    assert only[0].tolist() == [s2.id]
+    # the crop comes back bit for bit as a 112x112 PNG
+    import cv2
+
+    png = backend.crop_png(s1.id)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), crop(1))
+    assert backend.integrity_check() == []
+
+
+def test_names_are_checked_and_errors_are_typed(backend: GalleryBackend):
+    for bad in ("", "../x", ".hidden", "a/b"):
+        with pytest.raises(GalleryError):
+            backend.add_person(bad)
+    add(backend, "Ann", 1)
+    add(backend, "Bob", 2)
+    with pytest.raises(GalleryError, match="already enrolled"):
+        backend.rename_person("Ann", "Bob")
+    with pytest.raises(GalleryError, match="no person"):
+        backend.delete_person("Nobody")
+    with pytest.raises(GalleryError, match="no sample"):
+        backend.sample(999999)
+    with pytest.raises(GalleryError, match="never mixed"):
+        backend.put_embeddings(KEY_A, [backend.samples()[0].id], emb(KEY_B, 1))
+    assert backend.count() == 2 and backend.integrity_check() == []
+
+
+def test_rename_merge_move_delete(backend: GalleryBackend):
+    a = add(backend, "Ann", 1)
+    b = add(backend, "Bob", 2)
+    c = add(backend, "Bob", 3)
+    backend.rename_person("Ann", "Anna")
+    assert [p.name for p in backend.people()] == ["Anna", "Bob"]
+    assert backend.vectors(KEY_A)[1] == ["Anna", "Bob", "Bob"]
+    backend.move_sample(c.id, "Cid")
+    assert backend.sample(c.id).person == "Cid"
+    backend.merge_people("Cid", "Anna")
+    assert {p.name: p.samples for p in backend.people()} == {"Anna": 2, "Bob": 1}
+    assert backend.delete_person("Bob") == 1
+    backend.delete_sample(a.id)
+    assert [s.id for s in backend.samples()] == [c.id]
+    assert backend.count(KEY_A) == 1
+    assert np.array_equal(np.frombuffer(backend.crop_png(c.id), np.uint8)[:8], np.frombuffer(b"\x89PNG\r\n\x1a\n", np.uint8))
+    with pytest.raises(GalleryError):
+        backend.sample(b.id)
+    backend.clear()
+    assert backend.people() == [] and backend.count() == 0
+    assert backend.integrity_check() == []
+
+
+def test_version_and_change_feed(backend: GalleryBackend):
+    v0 = backend.version()
+    a = add(backend, "Ann", 1)
+    b = add(backend, "Bob", 2)
+    v1 = backend.version()
+    assert v1 == v0 + 2
+    ch = backend.changes_since(v0)
+    assert ch.version == v1 and not ch.full and ch.sample_ids == {a.id, b.id}
+    assert backend.changes_since(v1).sample_ids == set()
+    backend.rename_person("Ann", "Anna")
+    ch = backend.changes_since(v1)
+    assert ch.sample_ids == {a.id} and not ch.full
+    v2 = backend.version()
+    backend.delete_sample(b.id)
+    assert backend.changes_since(v2).sample_ids == {b.id}
+    v3 = backend.version()
+    backend.clear()
+    assert backend.changes_since(v3).full
+
+
+def test_incremental_fetch_matches_full_load(backend: GalleryBackend):
+    """Applying the feed's sample ids on top of an old load gives the same index as a full load."""
+    for i in range(6):
+        add(backend, f"P{i % 3}", i + 1)
+    ids, names, vec, q = backend.vectors(KEY_A)
+    table = {int(i): (n, v, qq) for i, n, v, qq in zip(ids, names, vec, q)}
+    v = backend.version()
+    backend.rename_person("P0", "Zed")
+    backend.delete_sample(int(ids[1]))
+    new = add(backend, "P2", 40)
+    ch = backend.changes_since(v)
+    part = backend.vectors(KEY_A, sorted(ch.sample_ids))
+    for sid in ch.sample_ids:
+        table.pop(sid, None)
+    for i, n, vv, qq in zip(*part):
+        table[int(i)] = (n, vv, qq)
+    full = backend.vectors(KEY_A)
+    assert sorted(table) == full[0].tolist() and new.id in table
+    assert [table[i][0] for i in sorted(table)] == full[1]
+    inc = GalleryIndex([table[i][0] for i in sorted(table)], np.stack([table[i][1] for i in sorted(table)]))
+    ref = GalleryIndex(full[1], full[2])
+    assert inc.people == ref.people and np.allclose(inc.rows, ref.rows)
+
+
+def test_readonly_refuses_writes(cfg: GalleryConfig, backend: GalleryBackend):
+    add(backend, "Ann", 1)
+    ro = open_backend(cfg, readonly=True)
+    try:
+        assert [p.name for p in ro.people()] == ["Ann"]
+        with pytest.raises(GalleryError):
+            ro.add_person("Bob")
+    finally:
+        ro.close()
+    assert [p.name for p in backend.people()] == ["Ann"]
+
+
+def test_dump_and_add_dumped_are_lossless(backend: GalleryBackend, tmp_path: Path):
+    add(backend, "Ann", 1)
+    s = add(backend, "Bob", 2)
+    backend.put_embeddings(KEY_B, [s.id], emb(KEY_B, 5))
+    backend.add_person("Empty")
+    people, samples = backend.dump()
+    other = open_backend(GalleryConfig(data_dir=str(tmp_path / "copy")))
+    try:
+        assert other.add_dumped(people, samples) == 2
+        assert [(p.name, p.samples) for p in other.people()] == [(p.name, p.samples) for p in backend.people()]
+        for key in (KEY_A, KEY_B):
+            x, y = backend.vectors(key), other.vectors(key)
+            assert x[1] == y[1] and np.array_equal(x[2], y[2]) and np.array_equal(x[3], y[3])
+        assert [other.crop_png(i.id) for i in other.samples()] == [backend.crop_png(i.id) for i in backend.samples()]
+        assert other.integrity_check() == []
+    finally:
+        other.close()
+
+
+def test_postgres_writes_nothing_under_data_dir(pg_dsn: str, tmp_path: Path):
+    cfg = gallery_cfg("postgres", tmp_path, pg_dsn)
+    with open_backend(cfg) as b:  # type: ignore[attr-defined]
+        add(b, "Ann", 1)
+        b.rename_person("Ann", "Anna")
+    assert not (tmp_path / "gal").exists()
+
+
+def test_postgres_unreachable_is_a_clear_error(tmp_path: Path):
+    from pg_server import free_port
+
+    from facerec.gallery.backend import GalleryUnavailable
+
+    cfg = gallery_cfg("postgres", tmp_path, f"postgresql://facerec@127.0.0.1:{free_port()}/x")
+    with pytest.raises(GalleryUnavailable, match="cannot be reached.*gallery.dsn"):
+        open_backend(cfg)
+    from facerec.gallery.backend import resolve_dsn
+
+    with pytest.raises(GalleryError, match="FACEREC_DB_DSN"):
+        resolve_dsn(GalleryConfig(backend="postgres"), env={})
+    assert resolve_dsn(GalleryConfig(backend="postgres"), env={"FACEREC_DB_DSN": "postgresql://x"}) == "postgresql://x"
