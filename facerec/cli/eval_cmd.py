@@ -319,7 +319,10 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
         scores, labels = res.scores, res.labels
         source = f"{args.pairs} ({len(pairs)} pairs)"
     else:  # the gallery at --data-dir, or at gallery.data_dir (default data_recognition)
-        _, names, vec, quality, data_dir, key = _gallery_vectors(cfg)
+        try:
+            _, names, vec, quality, data_dir, key = _gallery_vectors(cfg)
+        except FacerecError as e:
+            raise FacerecError(f"{e}; or calibrate on a pair list: --pairs FILE [--root DIR]") from None
         scores, labels = gallery_comparisons(vec, names, quality, cfg.gallery.template)
         source = f"gallery {data_dir} ({key}, template {cfg.gallery.template})"
     cal = calibrate_scores(scores, labels, far)
