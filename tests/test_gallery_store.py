@@ -225,6 +225,8 @@ def test_files_not_recorded_by_the_store_are_left_alone(tmp_path: Path):
         assert foreign.exists()
         assert s.count() == 1 and s.integrity_check() == []
 
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
 def test_export_import_roundtrip(tmp_path: Path, suffix: str):
     with GalleryStore(tmp_path / "one") as one:
         a = add(one, "Ann", 1)
