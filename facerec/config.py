@@ -74,6 +74,13 @@ class TrackingConfig(_Section):
     vote_window: int = Field(10, ge=1, description="Recent matches a track's name is voted over.")
     switch_margin: float = Field(0.1, ge=0, le=1, description="Hysteresis: a new name must lead by this vote share.")
     min_hits: int = Field(2, ge=2, description="Detections a new track needs before it gets an id and is recognised (at least 2).")
+    identity_check: bool = Field(True, description="Check each embedding of a track against the track's own template and split the track on a drop; false = trust the box tracker (the old behaviour).")
+    identity_drop: float = Field(0.5, ge=-1, le=1, description="Split a track when an embedding's cosine to the track's template falls below this.")
+    template_alpha: float = Field(0.3, gt=0, le=1, description="Weight of a new embedding in the track's running template (EMA).")
+    cut_threshold: float = Field(0.12, gt=0, le=1, description="Scene cut: mean absolute change of a 32x32 grey thumbnail, fraction of 255; every face is re-checked.")
+    jump_threshold: float = Field(0.5, gt=0, description="Box jump: centre moved by this many box sizes (or size changed by 1 + this); the face is re-checked.")
+    min_agree: int = Field(2, ge=1, description="Agreeing matches a track needs before it shows a name (or unknown), unless one match is strong.")
+    strong_margin: float = Field(0.2, ge=0, le=2, description="One match this far above the recognition threshold names a track at once.")
 
 
 class LiveConfig(_Section):

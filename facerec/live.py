@@ -39,7 +39,8 @@ from facerec.config import Config, GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
 from facerec.events import TrackEvents, UnknownCrops
-from facerec.track import FaceTracker, NameVote, face_quality
+from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
+                           touching)
 from facerec.types import Detections, Match, Matches
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ class TrackState:
     embeds: int = 0
     best_crop: np.ndarray | None = None
     best_crop_quality: float = -1.0
+    template: IdentityTemplate | None = None
+    last_run: int = -1
 
 
 @dataclass
@@ -204,6 +207,11 @@ class LivePipeline:
         self._visible: list[int] = []
         self._last_detect = -(10**9)
         self._new_faces = False
+        self._next_id = 1
+        self._runs = 0
+        self.splits = 0
+        self.cuts = 0
+        self._cut = SceneCutDetector(self.tracking.cut_threshold) if self.tracking.identity_check else None
 
     def _index(self):
         g = self.gallery
@@ -215,9 +223,24 @@ class LivePipeline:
             return Matches([Match(None, -1.0, []) for _ in range(len(emb))])
         return index.search(emb, self.threshold, top_k=1)
 
+    def _new_track(self, frame: Frame, xyxy: np.ndarray, score: float) -> TrackState:
+        """A fresh track state (new id, empty vote and template)."""
+        tc = self.tracking
+        if tc.identity_check:
+            vote = NameVote(self.threshold, tc.vote_window, tc.switch_margin, tc.min_agree,
+                            self.threshold + tc.strong_margin)
+            template: IdentityTemplate | None = IdentityTemplate(tc.template_alpha)
+        else:
+            vote, template = NameVote(self.threshold, tc.vote_window, tc.switch_margin), None
+        tid, self._next_id = self._next_id, self._next_id + 1
+        self.tracks_started += 1
+        return TrackState(tid, vote, xyxy.copy(), score, frame.t, frame.t, template=template)
+
     def _wants_embedding(self, st: TrackState, quality: float) -> bool:
         if st.embeds == 0:
             return True
+        if st.template is not None and not st.vote.decided:
+            return True  # gathering the agreeing matches a name needs: every detection counts
         if self.frames - st.last_embed >= self.tracking.reembed_every:
             return True
         return quality >= st.embedded_quality * self.tracking.quality_gain
@@ -234,44 +257,62 @@ class LivePipeline:
         t = self.timer
         left: list[TrackState] = []
         embedded = 0
-        detect_now = self._new_faces or self.frames - self._last_detect >= self.detect_every
+        check = self.tracking.identity_check
+        cut = self._cut is not None and self._cut(frame.image)
+        if cut:
+            self.cuts += 1
+        detect_now = cut or self._new_faces or self.frames - self._last_detect >= self.detect_every
         if detect_now:
             self._last_detect = self.frames
             with t.time("detect"):
                 det = self.detector(frame.image)
             with t.time("track"):
                 asg = self.tracker.update(det)
-                for tid in [k for k in self.tracks if k not in asg.alive]:
-                    left.append(self.tracks.pop(tid))
+                for key in [k for k in self.tracks if k not in asg.alive]:
+                    left.append(self.tracks.pop(key))
                 quality = face_quality(det.xyxy, det.score)
-                todo: list[tuple[TrackState, int]] = []
+                crowded = touching(det.xyxy) if check else np.zeros(len(det), bool)
+                todo: list[tuple[int, TrackState, int]] = []
                 self._visible = []
-                for tid, row in zip(asg.track_ids.tolist(), asg.det_index.tolist()):
-                    st = self.tracks.get(tid)
+                for key, row in zip(asg.track_ids.tolist(), asg.det_index.tolist()):
+                    st = self.tracks.get(key)
+                    box = det.xyxy[row]
                     if st is None:
-                        st = self.tracks[tid] = TrackState(
-                            tid, NameVote(self.threshold, self.tracking.vote_window, self.tracking.switch_margin),
-                            det.xyxy[row].copy(), float(det.score[row]), frame.t, frame.t,
-                        )
-                        self.tracks_started += 1
-                    st.xyxy, st.score, st.last_t = det.xyxy[row].copy(), float(det.score[row]), frame.t
-                    self._visible.append(tid)
-                    if self._wants_embedding(st, float(quality[row])):
-                        todo.append((st, row))
+                        st = self.tracks[key] = self._new_track(frame, box, float(det.score[row]))
+                    # the box tracker may have handed this track to another person: a cut,
+                    # a jump, a face crossing another, or a track found again after a gap
+                    # is checked against the track's template on this very frame
+                    recheck = check and st.embeds > 0 and (
+                        cut or bool(crowded[row]) or st.last_run != self._runs - 1
+                        or box_jumped(st.xyxy, box, self.tracking.jump_threshold))
+                    st.xyxy, st.score, st.last_t, st.last_run = box.copy(), float(det.score[row]), frame.t, self._runs
+                    self._visible.append(key)
+                    if recheck or self._wants_embedding(st, float(quality[row])):
+                        todo.append((key, st, row))
+                self._runs += 1
                 # a face not yet confirmed as a track is confirmed on the very next frame,
                 # not after another ``detect_every`` frames
                 tracked = np.zeros(len(det), bool)
                 tracked[asg.det_index] = True
                 self._new_faces = bool(np.any(~tracked & (det.score >= self.tracking.track_thresh)))
             if todo:
-                rows = [r for _, r in todo]
+                rows = [r for _, _, r in todo]
                 with t.time("embed"):
                     crops = align(frame.image, det.landmarks[rows])
                     emb = self.embedder.embed(crops, flip=self.flip)
                 with t.time("match"):
                     matches = self._match(emb)
-                for (st, row), m, crop in zip(todo, matches, crops.images):
+                for (key, st, row), m, crop, vec in zip(todo, matches, crops.images, emb.vectors):
                     q = float(quality[row])
+                    if st.template is not None:
+                        if st.template.similarity(vec) < self.tracking.identity_drop:
+                            # a different person: the old track ends here ("left"), and
+                            # this face starts a new one with no name and no votes
+                            left.append(st)
+                            st = self.tracks[key] = self._new_track(frame, det.xyxy[row], float(det.score[row]))
+                            st.last_run = self._runs - 1
+                            self.splits += 1
+                        st.template.update(vec)
                     st.vote.add(m.name, m.similarity, q)
                     st.last_embed, st.embeds = self.frames, st.embeds + 1
                     st.embedded_quality = max(st.embedded_quality, q)
@@ -286,11 +327,11 @@ class LivePipeline:
             for stage in ("detect", "track", "embed", "match"):
                 t.add(stage, 0.0)
         faces = []
-        for tid in self._visible:
-            st = self.tracks.get(tid)
+        for key in self._visible:
+            st = self.tracks.get(key)
             if st is None:
                 continue
-            faces.append(TrackedFace(tid, st.xyxy, st.score, st.vote.name, st.vote.similarity,
+            faces.append(TrackedFace(st.track_id, st.xyxy, st.score, st.vote.name, st.vote.similarity,
                                      st.vote.decided, detect_now))
         self.frames += 1
         self.faces_seen += len(faces)
