@@ -21,6 +21,7 @@ _MODULES = (
     "facerec.cli.weights_cmd",
     "facerec.cli.core",
     "facerec.cli.gallery_cmd",
+    "facerec.cli.db_cmd",
     "facerec.cli.eval_cmd",
     "facerec.cli.live_cmd",
     "facerec.cli.serve_cmd",
