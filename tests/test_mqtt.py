@@ -199,3 +199,27 @@ def test_sigkilled_process_leaves_offline_through_the_last_will(broker: Broker, 
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_run_command_publishes_a_clip_over_mqtt(broker: Broker, sub: Subscriber, tmp_path: Path, data_dir: Path,
+                                                 photo) -> None:
+    """``facerec run`` with ``mqtt.enabled``: an enrolled person gets a presence entity before
+    any sighting, the clip's face leaves as events, and ``offline`` follows the clean exit."""
+    from facerec.cli import run
+
+    gallery = tmp_path / "gallery"
+    assert run(["enroll", "add", "Obama", str(photo("face_recognition_examples/obama/obama.jpg")),
+                "--data-dir", str(gallery), "--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]) == 0
+    conf = tmp_path / "mqtt.yaml"
+    conf.write_text(f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n", encoding="utf-8")
+    clip = data_dir / "video" / "lp_driving_d0.mp4"
+    rc = run(["run", "--source", str(clip), "--max-frames", "30", "--config", str(conf), "--data-dir", str(gallery),
+              "--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"])
+    assert rc == 0
+    presence = f"homeassistant/binary_sensor/facerec/{object_id('person', 'Obama')}_presence/config"
+    assert sub.wait(lambda: bool(sub.json(presence)))
+    assert sub.wait(lambda: {e["event"] for e in sub.json("facerec/events")} >= {"appeared", "left"})
+    events = sub.json("facerec/events")
+    assert all(e["camera"] == str(clip) for e in events)
+    assert not any(e["name"] == "Obama" for e in events)  # the driver of this clip is not Obama
+    assert sub.wait(lambda: sub.payloads("facerec/available")[-1:] == [b"offline"])

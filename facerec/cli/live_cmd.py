@@ -181,6 +181,26 @@ def _quiet_opencv(verbose: int) -> None:
         pass
 
 
+def _mqtt_sink(cfg: Config, camera: str):
+    """The MQTT sink for one camera, with a Home Assistant entity for everyone enrolled now
+    (people enrolled while the daemon runs get theirs at their first sighting)."""
+    from facerec import __version__
+    from facerec.errors import GalleryError
+    from facerec.gallery.backend import open_backend
+    from facerec.mqtt import MqttSink
+
+    people: list[str] = []
+    try:
+        backend = open_backend(cfg.gallery, readonly=True)
+        try:
+            people = [p.name for p in backend.people()]
+        finally:
+            backend.close()
+    except GalleryError as e:  # no gallery yet, or the database is away: entities come with sightings
+        log.info("mqtt: no enrolled people to announce yet (%s)", e)
+    return MqttSink(cfg.mqtt, cameras=[camera], people=people, version=__version__)
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.capture import open_source
     from facerec.events import JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
@@ -221,6 +241,8 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
             sinks.append(JsonLinesSink(args.events))
         if cfg.events.webhook_url:
             sinks.append(WebhookSink(cfg.events.webhook_url, cfg.events.queue_size, cfg.events.webhook_timeout_s))
+        if cfg.mqtt.enabled:
+            sinks.append(_mqtt_sink(cfg, camera))
         events = TrackEvents(sinks, camera, cfg.events.cooldown_s) if sinks else None
         if events is not None:
             closers.append(events.close)
