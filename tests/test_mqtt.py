@@ -61,8 +61,10 @@ def test_topics_payloads_discovery_presence_and_left(broker: Broker, sub: Subscr
         assert cfg["unique_id"] == f"facerec_facerec_{oid}_presence" and "alice" in cfg["name"]
         assert cfg["availability_topic"] == "facerec/available" and cfg["state_topic"] == "facerec/people/alice"
         assert cfg["device"]["identifiers"] == ["facerec_facerec"] and cfg["device"]["sw_version"] == "t"
+        # per person 2 entities, per camera 3; they arrive one by one, so wait for all of them
+        sub.wait(lambda: len(sub.all(prefix="homeassistant/")) >= 2 * 2 + 3)
         disc = [t for t, _, _ in sub.all(prefix="homeassistant/")]
-        assert len(disc) == 2 * 2 + 3, disc  # per person 2 entities, per camera 3
+        assert len(disc) == 2 * 2 + 3, disc
         cam_oid = object_id("camera", "door")
         event_cfg = sub.json(f"homeassistant/event/facerec/{cam_oid}_face/config")[-1]
         assert event_cfg["event_types"] == ["appeared", "recognized", "unknown", "left"]
