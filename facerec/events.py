@@ -49,6 +49,27 @@ def iso_time(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def put_dropping_oldest(q: queue.Queue, item: Any) -> int:
+    """Queue ``item`` without ever blocking: when ``q`` is full, the oldest waiting items
+    make room (each marked done, so ``q.join()`` does not wait for them).
+
+    Returns:
+        How many items were dropped.
+    """
+    dropped = 0
+    while True:
+        try:
+            q.put_nowait(item)
+            return dropped
+        except queue.Full:
+            try:
+                q.get_nowait()
+                q.task_done()
+                dropped += 1
+            except queue.Empty:
+                pass
+
+
 @dataclass(frozen=True)
 class Event:
     """Something happened to a face track in front of a camera.
@@ -164,16 +185,7 @@ class WebhookSink:
         """Queue ``event`` without ever blocking the caller."""
         if self._closing.is_set():
             return
-        while True:
-            try:
-                self._queue.put_nowait(event)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()  # drop the oldest waiting event
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        self.dropped += put_dropping_oldest(self._queue, event)
 
     def _post(self, event: Event) -> None:
         body = json.dumps(event.to_json(), ensure_ascii=False).encode("utf-8")
@@ -255,17 +267,7 @@ class EventBus:
         if self._closed:
             return
         self.published += 1
-        while True:
-            try:
-                self._queue.put_nowait(event)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self._queue.task_done()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        self.dropped += put_dropping_oldest(self._queue, event)
 
     def _work(self) -> None:
         while True:

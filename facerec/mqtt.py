@@ -41,7 +41,7 @@ from typing import Any
 
 from facerec.config import MqttConfig
 from facerec.errors import ConfigError
-from facerec.events import EVENT_KINDS, Event, iso_time
+from facerec.events import EVENT_KINDS, Event, iso_time, put_dropping_oldest
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +194,7 @@ class MqttSink:
     def _put(self, item: Any) -> None:
         if self._closed:
             return
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self.stats.queue_dropped += 1
-                except queue.Empty:
-                    pass
+        self.stats.queue_dropped += put_dropping_oldest(self._queue, item)
 
     def _wake(self) -> None:
         try:
