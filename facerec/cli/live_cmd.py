@@ -24,7 +24,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "run", parents=[common], help="live recognition on a webcam, video file, image folder or stream",
-        description="Recognise faces live. SOURCE is a webcam index (0), a video file, an image folder or an "
+        description="Recognise faces live on --source, or on every enabled camera of cameras: in --config (one "
+                    "process, shared models; it exits once every file source has ended). SOURCE is a webcam index (0), a video file, an image folder or an "
                     "rtsp:// / http:// URL. Headless unless --view-img; a file is processed as fast as possible "
                     "(or at its own pace with --realtime) and the program exits at its end. Ctrl-C or SIGTERM "
                     "stop cleanly.",
@@ -36,8 +37,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``facerec run``; ``rec_cam.py`` uses the same."""
     g = p.add_argument_group("live options")
-    g.add_argument("--source", default="0", metavar="SRC",
-                   help="webcam index, video file, image folder, or rtsp:// / http:// URL (default: 0)")
+    g.add_argument("--source", metavar="SRC",
+                   help="webcam index, video file, image folder, or rtsp:// / http:// URL (default: every enabled "
+                        "camera of cameras: in --config, else 0)")
     g.add_argument("--view-img", action="store_true", help="show the annotated frames in a window (q or Esc quits)")
     g.add_argument("--save-img", nargs="?", const="", default=None, metavar="PATH",
                    help=f"write the annotated video (mp4v) or, for folder sources, annotated images; "
@@ -181,31 +183,47 @@ def _quiet_opencv(verbose: int) -> None:
         pass
 
 
-def _mqtt_sink(cfg: Config, camera: str):
-    """The MQTT sink for one camera, with a Home Assistant entity for everyone enrolled now
-    (people enrolled while the daemon runs get theirs at their first sighting)."""
-    from facerec import __version__
-    from facerec.errors import GalleryError
-    from facerec.gallery.backend import open_backend
-    from facerec.mqtt import MqttSink
+def _outputs(args: argparse.Namespace, many: bool):
+    """The frame outputs of one camera for ``--save-img`` / ``--view-img``.
 
-    people: list[str] = []
-    try:
-        backend = open_backend(cfg.gallery, readonly=True)
-        try:
-            people = [p.name for p in backend.people()]
-        finally:
-            backend.close()
-    except GalleryError as e:  # no gallery yet, or the database is away: entities come with sightings
-        log.info("mqtt: no enrolled people to announce yet (%s)", e)
-    return MqttSink(cfg.mqtt, cameras=[camera], people=people, version=__version__)
+    With several cameras ``--save-img PATH`` is a folder holding one video (or image
+    folder) per camera, named after the camera.
+    """
+    from facerec.live import ImageFolderOutput, VideoFileOutput, WindowOutput
+
+    def make(spec, capture) -> list:
+        outputs: list = []
+        if args.save_img is not None:
+            if many:
+                base = Path(args.save_img) if args.save_img else DEFAULT_SAVE_DIR
+                kind, path = save_target(str(base / spec.name), capture)
+                if kind == "video" and path.suffix.lower() not in VIDEO_SUFFIXES:
+                    path = path.with_suffix(".mp4")
+            else:
+                kind, path = save_target(args.save_img, capture)
+            outputs.append(ImageFolderOutput(path) if kind == "images" else VideoFileOutput(path, capture.fps))
+            print(f"[{spec.name}] saving annotated {'images to' if kind == 'images' else 'video to'} {path}",
+                  file=sys.stderr)
+        if args.view_img:
+            outputs.append(WindowOutput(f"facerec: {spec.name}"))
+        return outputs
+
+    return make
+
+
+def cameras_for(args: argparse.Namespace, cfg: Config):
+    """``--source`` as one camera; without it every enabled camera of ``cameras:``
+    (webcam 0 when the config lists none)."""
+    from facerec.daemon import CameraSpec, cameras_from_config
+
+    if args.source is None and cfg.cameras:
+        return cameras_from_config(cfg)
+    return [CameraSpec.single(args.source if args.source is not None else "0", cfg,
+                              realtime=args.realtime, loop=args.loop)]
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
-    from facerec.capture import open_source
-    from facerec.events import JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
-    from facerec.live import (ImageFolderOutput, RunOptions, VideoFileOutput, WindowOutput, build_pipeline,
-                              run_live, stats_line)
+    from facerec.daemon import Daemon, stats_lines
 
     _quiet_opencv(getattr(args, "verbose", 0))
     _apply_overrides(args, cfg)
@@ -214,56 +232,16 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     if getattr(args, "verbose", 0) == 0 and cfg.live.stats_every_s:
         logging.getLogger("facerec.live").setLevel(logging.INFO)
 
-    live = cfg.live
-    capture = open_source(args.source, realtime=args.realtime, loop=args.loop,
-                          reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
-    closers = [capture.close]
-    stop = threading.Event()
-    try:
-        from facerec.capture import SourceKind
-
-        stills = capture.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not args.sequence
-        pipeline = build_pipeline(cfg, stills=stills)
-        if hasattr(pipeline.gallery, "close"):
-            closers.append(pipeline.gallery.close)
-        camera = live.camera_name or str(args.source)
-
-        outputs = []
-        if args.save_img is not None:
-            kind, path = save_target(args.save_img, capture)
-            outputs.append(ImageFolderOutput(path) if kind == "images" else VideoFileOutput(path, capture.fps))
-            print(f"saving annotated {'images to' if kind == 'images' else 'video to'} {path}", file=sys.stderr)
-        if args.view_img:
-            outputs.append(WindowOutput(f"facerec: {camera}"))
-
-        sinks = []
-        if args.events:
-            sinks.append(JsonLinesSink(args.events))
-        if cfg.events.webhook_url:
-            sinks.append(WebhookSink(cfg.events.webhook_url, cfg.events.queue_size, cfg.events.webhook_timeout_s))
-        if cfg.mqtt.enabled:
-            sinks.append(_mqtt_sink(cfg, camera))
-        events = TrackEvents(sinks, camera, cfg.events.cooldown_s) if sinks else None
-        if events is not None:
-            closers.append(events.close)
-        unknown = None
-        if cfg.events.keep_unknown_crops:
-            unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
-                                   cfg.events.unknown_max_files, camera)
-
-        opts = RunOptions(max_frames=args.max_frames, stats_every_s=live.stats_every_s)
-        with _StopOnSignal(stop) as sig:
-            w, h = capture.size
-            pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
-            stats = run_live(capture, pipeline, events=events, outputs=outputs, unknown_crops=unknown,
-                             stop=stop, options=opts)
-            capture.close()
-    finally:
-        for close in reversed(closers):
-            try:
-                close()
-            except Exception as e:  # shutting down: report, keep closing the rest
-                log.warning("shutdown: %s", e)
+    cameras = cameras_for(args, cfg)
+    daemon = Daemon(cfg, cameras, events_path=args.events, outputs=_outputs(args, len(cameras) > 1),
+                    max_frames=args.max_frames, sequence=args.sequence)
+    with _StopOnSignal(daemon.stop_event) as sig:
+        try:
+            daemon.start()
+            daemon.wait()
+        finally:
+            daemon.close()
+    stats = daemon.stats()
 
     if args.stats:
         try:
@@ -271,9 +249,12 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
             Path(args.stats).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             raise FacerecError(f"cannot write --stats file {args.stats}: {e.strerror or e}") from None
-    print(f"facerec run: {stats_line(stats)}", file=sys.stderr)
-    if capture.error:
-        print(f"facerec run: warning: {capture.error}", file=sys.stderr)
+    for line in stats_lines(stats):
+        print(f"facerec run: {line}", file=sys.stderr)
+    errors = daemon.errors
+    for name, msg in errors.items():
+        print(f"facerec run: warning: {name}: {msg}" if len(cameras) > 1 else f"facerec run: warning: {msg}",
+              file=sys.stderr)
     if sig.received == signal.SIGINT:
         return 130
-    return 1 if capture.error and not stop.is_set() else 0
+    return 1 if errors and not sig.received else 0

@@ -1,0 +1,522 @@
+"""The recognition daemon: every camera of the config in one process, sharing the models.
+
+``facerec run`` and ``facerec serve`` both start a :class:`Daemon`; nothing else wires
+capture, models, gallery and sinks together. One daemon holds:
+
+* one detector and one embedder (:class:`SharedModels`), used by every camera under one
+  inference lock. On a CPU two concurrent model calls only split the same cores between
+  them, so serialising them costs no throughput and keeps each call's latency low; the
+  per-camera settings (input size, minimum face, region of interest) live in a thin view
+  of the shared detector (:class:`CameraDetector`), never in a second copy of the weights;
+* one gallery watcher (:class:`~facerec.gallery.watch.GalleryWatcher`) whose index every
+  camera searches;
+* one :class:`~facerec.events.EventBus` in front of every sink (JSON lines, webhook,
+  MQTT, the web page), so a slow sink never stalls a camera;
+* per camera: a capture thread (a live source's newest frame wins), a
+  :class:`~facerec.live.LivePipeline` with its own tracker and its own
+  :class:`~facerec.events.TrackEvents`, and a loop thread running
+  :func:`~facerec.live.run_live`.
+
+Cameras come from ``cameras:`` in config.yaml (:meth:`CameraSpec.from_config` applies the
+per-camera overrides) or, for ``--source``, from one synthesized camera
+(:meth:`CameraSpec.single`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facerec.capture import Capture, SourceKind, open_source
+from facerec.config import CameraConfig, Config
+from facerec.errors import ConfigError, FacerecError
+from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
+from facerec.live import FrameOutput, LivePipeline, RunOptions, make_stats, run_live
+from facerec.types import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera with every override resolved against the global sections.
+
+    Attributes:
+        name: the camera's name in events, topics and stats.
+        source: webcam index, video file, image folder or stream URL.
+        realtime: play a file at its own frame rate, dropping frames like a live camera.
+        loop: restart a file or folder at its end.
+        detect_every: run the detector on every Nth frame.
+        input_size: detector input long side, px.
+        min_face: faces whose shorter box side is below this are ignored, px.
+        roi: ``(x1, y1, x2, y2)`` frame pixels; only this part of the frame is searched
+            for faces. ``None`` = the whole frame.
+    """
+
+    name: str
+    source: str
+    realtime: bool
+    loop: bool
+    detect_every: int
+    input_size: int
+    min_face: int
+    roi: tuple[int, int, int, int] | None = None
+
+    @classmethod
+    def from_config(cls, cam: CameraConfig, cfg: Config) -> CameraSpec:
+        """A ``cameras:`` entry; unset overrides take ``live.*`` / ``detection.*``."""
+        if cam.roi is not None and (cam.roi[2] <= cam.roi[0] or cam.roi[3] <= cam.roi[1]):
+            raise ConfigError(f"cameras: {cam.name}: roi {list(cam.roi)} must be [x1, y1, x2, y2] with x2 > x1 "
+                              f"and y2 > y1 (frame pixels)")
+        return cls(
+            name=cam.name, source=cam.source, realtime=cam.realtime, loop=cam.loop,
+            detect_every=cam.detect_every or cfg.live.detect_every,
+            input_size=cam.input_size or cfg.detection.input_size,
+            min_face=cfg.detection.min_face if cam.min_face is None else cam.min_face,
+            roi=cam.roi,
+        )
+
+    @classmethod
+    def single(cls, source: str, cfg: Config, *, realtime: bool = False, loop: bool = False) -> CameraSpec:
+        """The one camera of ``--source``: named ``live.camera_name`` or the source itself."""
+        return cls(name=cfg.live.camera_name or str(source), source=str(source), realtime=realtime, loop=loop,
+                   detect_every=cfg.live.detect_every, input_size=cfg.detection.input_size,
+                   min_face=cfg.detection.min_face)
+
+
+def cameras_from_config(cfg: Config) -> list[CameraSpec]:
+    """The enabled cameras of ``cameras:``.
+
+    Raises:
+        ConfigError: no camera is enabled, or two share a name.
+    """
+    specs = [CameraSpec.from_config(c, cfg) for c in cfg.cameras if c.enabled]
+    if not specs:
+        raise ConfigError("cameras: no camera is enabled; set enabled: true on one, or pass --source")
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"cameras: the name {dup[0]!r} is used twice; every camera needs its own name")
+    return specs
+
+
+class ModelUse:
+    """Counters of the shared models (read at any time).
+
+    Attributes:
+        detect_calls: detector calls, all cameras.
+        embed_calls: embedder calls, all cameras.
+        faces_embedded: face crops embedded, all cameras.
+        wait_ms: total time callers waited for the inference lock, ms (how much the
+            cameras got in each other's way).
+        busy_ms: total time the lock was held, ms.
+    """
+
+    def __init__(self) -> None:
+        self.detect_calls = 0
+        self.embed_calls = 0
+        self.faces_embedded = 0
+        self.wait_ms = 0.0
+        self.busy_ms = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {"detect_calls": self.detect_calls, "embed_calls": self.embed_calls,
+                "faces_embedded": self.faces_embedded, "lock_wait_ms": round(self.wait_ms, 1),
+                "busy_ms": round(self.busy_ms, 1)}
+
+
+class SharedModels:
+    """One detector and one embedder for every camera, called under one lock.
+
+    Args:
+        detector: a detector (``__call__(image) -> Detections``, ``input_size`` and
+            ``min_face`` attributes as :class:`~facerec.detect.yolov5_face.YoloV5FaceDetector`).
+        embedder: an :class:`~face_embedding.Embedder`.
+    """
+
+    def __init__(self, detector: Any, embedder: Any) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.lock = threading.Lock()
+        self.use = ModelUse()
+        self.locked_embedder = LockedEmbedder(self)
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` under the inference lock, timing the wait and the call."""
+        t0 = time.perf_counter()
+        with self.lock:
+            t1 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.use.wait_ms += (t1 - t0) * 1000.0
+                self.use.busy_ms += (time.perf_counter() - t1) * 1000.0
+
+    def detector_for(self, spec: CameraSpec) -> CameraDetector:
+        """A view of the shared detector with ``spec``'s input size, minimum face and ROI."""
+        return CameraDetector(self, spec.input_size, spec.min_face, spec.roi)
+
+
+def build_models(cfg: Config) -> SharedModels:
+    """The configured detector and embedder (weights found and verified), built once."""
+    from facerec.live import fast_detector, with_precision
+    from facerec.models import build_detector, build_embedder
+
+    embedder = with_precision(build_embedder(cfg), cfg.live.precision)
+    detector = fast_detector(build_detector(cfg), cfg.live.precision)
+    return SharedModels(detector, embedder)
+
+
+class CameraDetector:
+    """The shared detector as one camera uses it.
+
+    A shallow copy of the detector carries this camera's ``input_size`` and ``min_face``
+    (the network and its weights are the same object). With a region of interest only
+    that part of the frame is letterboxed and searched, and the boxes and landmarks are
+    shifted back to frame pixels, so the tracker and the overlay never see ROI
+    coordinates.
+    """
+
+    def __init__(self, models: SharedModels, input_size: int, min_face: int,
+                 roi: tuple[int, int, int, int] | None = None) -> None:
+        self.models = models
+        det = copy.copy(models.detector)
+        if hasattr(det, "input_size"):
+            det.input_size = input_size
+        if hasattr(det, "min_face"):
+            det.min_face = min_face
+        self._det = det
+        self.roi = roi
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        self.models.use.detect_calls += 1
+        if self.roi is None:
+            return self.models.run(self._det, image)
+        h, w = image.shape[:2]
+        x1, y1 = max(0, int(self.roi[0])), max(0, int(self.roi[1]))
+        x2, y2 = min(w, int(self.roi[2])), min(h, int(self.roi[3]))
+        if x2 <= x1 or y2 <= y1:  # the ROI lies outside this frame: nothing to search
+            return Detections.empty()
+        det = self.models.run(self._det, np.ascontiguousarray(image[y1:y2, x1:x2]))
+        if len(det) == 0:
+            return det
+        off = np.array([x1, y1], np.float32)
+        return Detections(det.xyxy + np.tile(off, 2), det.score, det.landmarks + off)
+
+
+class LockedEmbedder:
+    """The shared embedder behind the inference lock (every other attribute is the
+    embedder's own: ``key``, ``dim``, ``default_threshold``...)."""
+
+    def __init__(self, models: SharedModels) -> None:
+        self._models = models
+
+    def embed(self, images: Any, flip: bool = False):
+        use = self._models.use
+        use.embed_calls += 1
+        use.faces_embedded += len(images)
+        return self._models.run(self._models.embedder.embed, images, flip=flip)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._models.embedder, name)
+
+
+#: ``outputs(camera, capture) -> frame outputs`` for one camera (video file, window, JPEG).
+OutputFactory = Callable[[CameraSpec, Capture], Sequence[FrameOutput]]
+
+
+@dataclass
+class CameraRun:
+    """One camera while the daemon runs.
+
+    Attributes:
+        spec: the camera.
+        capture: its source, read on its own thread.
+        pipeline: detection, tracking and recognition for this camera.
+        events: turns its tracks into events on the daemon's bus.
+        outputs: where its annotated frames go.
+        unknown: keeps crops of its unknown faces, when configured.
+        stats: the final stats of :func:`~facerec.live.run_live`, once it returned.
+        started: ``time.perf_counter()`` when its loop started.
+    """
+
+    spec: CameraSpec
+    capture: Capture
+    pipeline: LivePipeline
+    events: TrackEvents
+    outputs: list[FrameOutput] = field(default_factory=list)
+    unknown: UnknownCrops | None = None
+    stats: dict | None = None
+    started: float | None = None
+    thread: threading.Thread | None = None
+    failed: str | None = None
+
+    def current_stats(self) -> dict:
+        """The final stats after the loop ended, else a snapshot of the running one."""
+        if self.stats is not None:
+            return self.stats
+        return make_stats(self.pipeline, self.capture, self.started, self.events)
+
+
+class Daemon:
+    """Every camera in one process: shared models, one gallery watcher, one event bus.
+
+    Args:
+        cfg: the configuration (models, detection, tracking, live, events, mqtt, gallery).
+        cameras: the cameras to run (:func:`cameras_from_config` or
+            :meth:`CameraSpec.single`).
+        sinks: extra event sinks behind the bus (the web page's recent events, tests).
+        events_path: also append events as JSON lines here (``"-"`` = stdout).
+        outputs: frame outputs per camera (``None``: headless).
+        max_frames: stop each camera after this many processed frames.
+        sequence: image folders hold consecutive frames (tracked) rather than unrelated
+            photos (each face recognised on its own).
+        models: already built models to share (``None``: built from ``cfg``).
+
+    Call :meth:`start` (opens every source and builds everything; failures raise there,
+    before any thread runs), then :meth:`wait` and :meth:`close`.
+    """
+
+    def __init__(self, cfg: Config, cameras: Sequence[CameraSpec], *, sinks: Iterable[EventSink] = (),
+                 events_path: str | None = None, outputs: OutputFactory | None = None,
+                 max_frames: int | None = None, sequence: bool = False, models: SharedModels | None = None) -> None:
+        if not cameras:
+            raise ConfigError("no camera to run: pass --source or list cameras: in the config")
+        names = [c.name for c in cameras]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two cameras share a name in {names}; every camera needs its own name")
+        self.cfg = cfg
+        self.specs = list(cameras)
+        self._extra_sinks = list(sinks)
+        self._events_path = events_path
+        self._outputs = outputs
+        self.max_frames = max_frames
+        self.sequence = sequence
+        self.models = models
+        self.stop_event = threading.Event()
+        self.cameras: dict[str, CameraRun] = {}
+        self.bus: EventBus | None = None
+        self.mqtt: Any = None
+        self.gallery: Any = None
+        self._closers: list[Callable[[], Any]] = []
+        self._monitor: threading.Thread | None = None
+        self._people_version: int | None = None
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> Daemon:
+        """Open every source, build the models, the gallery watcher and the sinks, warm
+        the models up, then start one loop thread per camera.
+
+        Raises:
+            SourceError: a source cannot be opened (nothing is left running).
+            FacerecError: missing weights, an unwritable events file, a bad config.
+        """
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        for run in self.cameras.values():
+            run.thread = threading.Thread(target=self._run_camera, args=(run,), name=f"camera-{run.spec.name}",
+                                          daemon=True)
+            run.started = time.perf_counter()
+            run.thread.start()
+        if self.mqtt is not None and self.gallery is not None:
+            self._monitor = threading.Thread(target=self._watch_people, name="daemon-people", daemon=True)
+            self._monitor.start()
+        return self
+
+    def _build(self) -> None:
+        cfg, live = self.cfg, self.cfg.live
+        captures: dict[str, Capture] = {}
+        for spec in self.specs:
+            cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop,
+                              reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
+            self._closers.append(cap.close)
+            captures[spec.name] = cap
+        if self.models is None:
+            self.models = build_models(cfg)
+        models = self.models
+        from facerec.gallery.watch import GalleryWatcher
+        from facerec.models import threshold_for
+
+        self.gallery = GalleryWatcher(cfg.gallery.data_dir, models.embedder.key, cfg.gallery, live.gallery_poll_s)
+        self._closers.append(self.gallery.close)
+        sinks: list[EventSink] = list(self._extra_sinks)
+        if self._events_path:
+            try:
+                sinks.append(JsonLinesSink(self._events_path))
+            except OSError as e:
+                raise FacerecError(f"cannot open the events file {self._events_path}: {e.strerror or e}") from None
+        if cfg.events.webhook_url:
+            sinks.append(WebhookSink(cfg.events.webhook_url, cfg.events.queue_size, cfg.events.webhook_timeout_s))
+        if cfg.mqtt.enabled:
+            self.mqtt = _mqtt_sink(cfg, [s.name for s in self.specs])
+            sinks.append(self.mqtt)
+        self.bus = EventBus(sinks, queue_size=max(cfg.events.queue_size, 64))
+        self._closers.append(self.bus.close)
+        threshold = threshold_for(cfg, models.embedder)
+        for spec in self.specs:
+            cap = captures[spec.name]
+            stills = cap.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not self.sequence
+            pipeline = LivePipeline(
+                models.detector_for(spec), models.locked_embedder, threshold=threshold, tracking=cfg.tracking,
+                detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
+                keep_crops=cfg.events.keep_unknown_crops, stills=stills,
+            )
+            events = TrackEvents([self.bus], spec.name, cfg.events.cooldown_s)
+            unknown = None
+            if cfg.events.keep_unknown_crops:
+                unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
+                                       cfg.events.unknown_max_files, spec.name)
+            outputs = list(self._outputs(spec, cap)) if self._outputs is not None else []
+            w, h = cap.size
+            pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
+            self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, outputs, unknown)
+
+    def _run_camera(self, run: CameraRun) -> None:
+        opts = RunOptions(max_frames=self.max_frames, stats_every_s=self.cfg.live.stats_every_s)
+        try:
+            run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
+                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts)
+        except Exception as e:  # one broken camera must not take the others down
+            run.failed = f"{type(e).__name__}: {e}"
+            log.exception("camera %s stopped", run.spec.name)
+        finally:
+            run.capture.close()
+            log.info("camera %s ended%s", run.spec.name, f": {run.capture.error}" if run.capture.error else "")
+
+    def _watch_people(self) -> None:
+        """Keeps the MQTT entities in step with the gallery (enrolment creates a person's
+        entities, deletion removes them, a rename does both)."""
+        poll = self.cfg.live.gallery_poll_s
+        self._people_version = self.gallery.version
+        while not self.stop_event.wait(poll):
+            index = self.gallery.index
+            version = self.gallery.version
+            if version != self._people_version and index is not None:
+                self._people_version = version
+                self.mqtt.set_people(index.people)
+
+    # ------------------------------------------------------------------ run and stop
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every camera's loop ended (file sources at their end, or after
+        :meth:`stop`); True when they all did within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for run in self.cameras.values():
+            while run.thread is not None and run.thread.is_alive():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                run.thread.join(0.1 if left is None else min(0.1, left))
+        return True
+
+    @property
+    def running(self) -> bool:
+        return any(r.thread is not None and r.thread.is_alive() for r in self.cameras.values())
+
+    def stop(self) -> None:
+        """Ask every camera to stop (returns at once; :meth:`wait` for them)."""
+        self.stop_event.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the cameras, then release sources, the gallery watcher and the sinks
+        (queued events are delivered first, for a few seconds at most)."""
+        self.stop_event.set()
+        self.wait(timeout)
+        if self._monitor is not None:
+            self._monitor.join(2.0)
+            self._monitor = None
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception as e:  # shutting down: report, keep closing the rest
+                log.warning("shutdown: %s", e)
+        self._closers.clear()
+
+    # ------------------------------------------------------------------ stats
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """``{camera: message}`` for every camera whose source or loop failed."""
+        out = {}
+        for name, run in self.cameras.items():
+            msg = run.failed or run.capture.error
+            if msg:
+                out[name] = msg
+        return out
+
+    def stats(self) -> dict:
+        """The ``--stats`` JSON.
+
+        ``cameras`` holds each camera's own stats (:func:`~facerec.live.make_stats`);
+        ``fps`` is the sum over cameras (frames processed per second by the daemon) and
+        the counters are totals. With one camera its stats are at the top level as well,
+        as a single-camera run always wrote them. ``models`` counts the shared model
+        calls and the time cameras waited for each other; ``mqtt`` the broker messages
+        sent and dropped.
+        """
+        per = {name: run.current_stats() for name, run in self.cameras.items()}
+        out: dict[str, Any] = {}
+        if len(per) == 1:
+            out.update(next(iter(per.values())))
+        else:
+            for key in ("frames", "dropped", "skipped", "reconnects", "faces_seen", "faces_embedded", "tracks"):
+                out[key] = sum(int(s.get(key, 0)) for s in per.values())
+            out["fps"] = round(sum(float(s.get("fps", 0.0)) for s in per.values()), 2)
+            out["seconds"] = max((float(s.get("seconds", 0.0)) for s in per.values()), default=0.0)
+            if self.gallery is not None:
+                out["gallery"] = self.gallery.status()
+        out["cameras"] = per
+        if self.bus is not None:
+            out["events"] = self.bus.published
+            out["events_dropped"] = self.bus.dropped
+        if self.models is not None:
+            out["models"] = self.models.use.to_json()
+        if self.mqtt is not None:
+            out["mqtt"] = self.mqtt.stats.to_json()
+        return out
+
+
+def stats_lines(stats: dict) -> list[str]:
+    """One log line per camera (frames, FPS, drops, ms per stage), then the MQTT counters."""
+    from facerec.live import stats_line
+
+    cams = stats.get("cameras") or {}
+    lines = [stats_line(s) if len(cams) == 1 else f"[{name}] {stats_line(s)}" for name, s in cams.items()]
+    if len(cams) > 1:
+        lines.append(f"all cameras: frames={stats['frames']} fps={stats['fps']:.1f}")
+    if "mqtt" in stats:
+        m = stats["mqtt"]
+        lines.append(f"mqtt: sent={m['sent']} dropped={m['dropped']} reconnects={m['reconnects']}")
+    return lines
+
+
+def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
+    """The MQTT sink for every camera, with a Home Assistant entity for everyone enrolled
+    now (people enrolled later get theirs when the gallery watcher sees them)."""
+    from facerec import __version__
+    from facerec.errors import GalleryError
+    from facerec.gallery.backend import open_backend
+    from facerec.mqtt import MqttSink
+
+    people: list[str] = []
+    try:
+        backend = open_backend(cfg.gallery, readonly=True)
+        try:
+            people = [p.name for p in backend.people()]
+        finally:
+            backend.close()
+    except GalleryError as e:  # no gallery yet, or the database is away: entities come with sightings
+        log.info("mqtt: no enrolled people to announce yet (%s)", e)
+    return MqttSink(cfg.mqtt, cameras=list(cameras), people=people, version=__version__)
