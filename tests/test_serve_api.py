@@ -368,14 +368,20 @@ class StubFeed:
     def __init__(self, jpeg: bytes) -> None:
         self.jpeg = jpeg
 
-    def recent_events(self, n: int) -> list[dict]:
+    def cameras(self) -> list[str]:
+        return ["cam"]
+
+    def recent_events(self, n: int, camera: str | None = None) -> list[dict]:
         from facerec.events import Event
 
         return [Event("recognized", "Obama", 0.7, i, float(i), "cam", ts=1.0 + i).to_json() for i in range(3)][-n:]
 
-    def latest_jpeg(self) -> bytes | None:
+    def latest_jpeg(self, camera: str | None = None) -> bytes | None:
         self.jpeg = self.jpeg[:1] + self.jpeg[1:]  # a new object: a new frame each time
         return self.jpeg
+
+    def camera_stats(self) -> dict[str, dict]:
+        return {"cam": {"frames": 3, "fps": 1.5, "running": True}}
 
 
 def test_live_routes(client, service):
@@ -389,6 +395,13 @@ def test_live_routes(client, service):
     with TestClient(app) as c:
         events = c.get("/api/events?n=2", headers=AUTH).json()["events"]
         assert [e["ts"] for e in events] == [2.0, 3.0]
+        assert c.get("/api/events?n=2&camera=cam", headers=AUTH).json()["events"] == events
+        for path in ("/api/events?camera=nope", "/api/stream?camera=nope"):
+            r = c.get(path, headers=AUTH)
+            assert r.status_code == 404 and "'cam'" in r.json()["detail"]
+        assert c.get("/api/cameras", headers=AUTH).json()["cameras"] == [
+            {"name": "cam", "stats": {"frames": 3, "fps": 1.5, "running": True}}]
+        assert c.get("/api/info", headers=AUTH).json()["cameras"] == ["cam"]
         r = c.get("/api/stream?frames=2&fps=30", headers=AUTH)
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("multipart/x-mixed-replace; boundary=frame")
@@ -452,9 +465,11 @@ def test_serve_source_runs_the_live_daemon(analyzer, tmp_path, ex):
                 events = c.get("/api/events", headers=AUTH).json()["events"]
             assert any(e["event"] == "appeared" and e["name"] == "Obama" and e["camera"] == str(frames)
                        for e in events), events
-            r = c.get("/api/stream?frames=1", headers=AUTH)
+            r = c.get(f"/api/stream?frames=1&camera={frames}", headers=AUTH)
             _, _, body = r.content.partition(b"\r\n\r\n")
             assert r.status_code == 200 and body[:2] == b"\xff\xd8"  # a JPEG frame
+            cams = c.get("/api/cameras", headers=AUTH).json()["cameras"]
+            assert [cam["name"] for cam in cams] == [str(frames)] and cams[0]["stats"]["frames"] > 0
     finally:
         feed.close()
         svc.close()

@@ -238,25 +238,40 @@ def test_enroll_identify_rename_delete_through_the_page(server, page, photo, tmp
 
 
 class MovingFeed:
-    """A live feed stub: a new JPEG (a moving bar) per call, and two events."""
+    """A live feed stub with two cameras: a new JPEG (a moving bar) per call, 160 px wide
+    for "door" and 200 px for "yard", and two events on each."""
+
+    WIDTH = {"door": 160, "yard": 200}
 
     def __init__(self) -> None:
         self.n = 0
 
-    def recent_events(self, n: int) -> list[dict]:
+    def cameras(self) -> list[str]:
+        return list(self.WIDTH)
+
+    def recent_events(self, n: int, camera: str | None = None) -> list[dict]:
         from facerec.events import Event
 
-        return [Event("recognized", "Alice", 0.71, 1, 0.0, "door", ts=time.time() - 5).to_json(),
-                Event("unknown", None, 0.12, 2, 5.0, "door").to_json()][-n:]
+        out = []
+        for cam, who in (("door", "Alice"), ("yard", "Bob")):
+            if camera in (None, cam):
+                out += [Event("recognized", who, 0.71, 1, 0.0, cam, ts=time.time() - 5).to_json(),
+                        Event("unknown", None, 0.12, 2, 5.0, cam).to_json()]
+        return out[-n:]
 
-    def latest_jpeg(self) -> bytes | None:
+    def latest_jpeg(self, camera: str | None = None) -> bytes | None:
         import cv2
         import numpy as np
 
         self.n += 1
-        img = np.full((120, 160, 3), 60, np.uint8)
-        img[:, (self.n * 7) % 160:][:, :10] = (0, 200, 255)
+        w = self.WIDTH[camera or "door"]
+        img = np.full((120, w, 3), 60, np.uint8)
+        img[:, (self.n * 7) % w:][:, :10] = (0, 200, 255)
         return cv2.imencode(".jpg", img)[1].tobytes()
+
+    def camera_stats(self) -> dict[str, dict]:
+        return {cam: {"frames": 10 * (i + 1), "fps": 5.0, "faces_seen": 3, "tracks": 2, "events": 2,
+                      "dropped": 0, "running": True} for i, cam in enumerate(self.WIDTH)}
 
 
 def test_live_view_shows_frames_and_events(service, page, tmp_path):
@@ -276,6 +291,11 @@ def test_live_view_shows_frames_and_events(service, page, tmp_path):
             page.wait_for_function("img => img.complete && img.naturalWidth === 160", arg=live.element_handle())
             first = live.get_attribute("src")
             expect(live).not_to_have_attribute("src", first)  # the stream keeps delivering frames
+            expect(page.get_by_test_id("camera-stats")).to_contain_text("door: 10 frames")
+            page.get_by_test_id("camera-picker").select_option("yard")  # the other camera's view
+            page.wait_for_function("img => img.complete && img.naturalWidth === 200", arg=live.element_handle())
+            expect(events.last).to_contain_text("Bob")
+            expect(page.get_by_test_id("camera-stats")).to_contain_text("yard: 20 frames")
             page.get_by_test_id("live").scroll_into_view_if_needed()
             shot("live")
             page.get_by_test_id("logout").click()  # stops the stream before the server goes

@@ -8,8 +8,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -36,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--host", help="bind address (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
     p.add_argument("--source", metavar="SRC",
-                   help="live source shown on the page: webcam index, video file, image folder or stream URL")
+                   help="live source shown on the page: webcam index, video file, image folder or stream URL "
+                        "(default: the enabled cameras of cameras: in --config, if any)")
     p.add_argument("--fps", type=float, metavar="N",
                    help="process at most N frames per second of --source (default: as many as the CPU allows)")
     p.add_argument("--loop", action="store_true", help="replay a --source file or folder at its end")
@@ -46,20 +45,27 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 class _RecentEvents:
-    """Event sink keeping the last events as v1 records (docs/events.md)."""
+    """Event sink keeping the last events as v1 records (docs/events.md), per camera too."""
 
     def __init__(self, keep: int) -> None:
+        self.keep = keep
         self._events: collections.deque[dict] = collections.deque(maxlen=keep)
+        self._by_camera: dict[str, collections.deque[dict]] = {}
         self._lock = threading.Lock()
 
     def publish(self, event: Any) -> None:
         record = event.to_json()
         with self._lock:
             self._events.append(record)
+            cam = self._by_camera.get(record["camera"])
+            if cam is None:
+                cam = self._by_camera[record["camera"]] = collections.deque(maxlen=self.keep)
+            cam.append(record)
 
-    def last(self, n: int) -> list[dict]:
+    def last(self, n: int, camera: str | None = None) -> list[dict]:
         with self._lock:
-            return list(self._events)[-n:] if n > 0 else []
+            events = self._events if camera is None else self._by_camera.get(camera, ())
+            return list(events)[-n:] if n > 0 else []
 
     def close(self) -> None:
         pass
@@ -101,96 +107,72 @@ class _JpegOutput:
 
 
 class DaemonFeed:
-    """The live daemon (:func:`facerec.live.run_live`) on a thread, as a :class:`~facerec.serve.app.LiveFeed`.
+    """The recognition daemon (:class:`facerec.daemon.Daemon`) as the page's
+    :class:`~facerec.serve.app.LiveFeed`: every camera's newest annotated frame as JPEG,
+    the recent events (all cameras or one) and each camera's stats.
 
-    It runs what ``facerec run --source SRC`` runs: capture, detection, tracking, voting,
-    events (also to ``events.webhook_url`` when set) and unknown crops when configured,
-    with its own copy of the models, so live frames and page requests never share a
-    model. The gallery is watched: people enrolled or renamed on the page are recognised
-    within ``live.gallery_poll_s``. The page gets the newest annotated frame as JPEG and
-    the recent events.
+    It runs what ``facerec run`` runs (one daemon, shared models, every sink of the
+    config, MQTT included), with its own copy of the models, so live frames and page
+    requests never share a model. The gallery is watched: people enrolled or renamed on
+    the page are recognised within ``live.gallery_poll_s``.
 
     Args:
-        source: ``--source`` as given.
-        cfg: configuration (models, ``live``, ``events``, ``gallery``).
-        realtime: play a file at its own frame rate (as a camera would deliver it).
-        loop: replay a file or folder at its end.
-        fps: at most this many frames per second are processed (``None``: as fast as the
-            source and the CPU allow).
-        keep: events kept for :meth:`recent_events`.
+        source: ``--source`` as given (one camera); ``None`` runs the enabled cameras of
+            ``cameras:``.
+        cfg: configuration (models, ``live``, ``events``, ``gallery``, ``mqtt``, ``cameras``).
+        realtime: play a ``--source`` file at its own frame rate (as a camera would).
+        loop: replay a ``--source`` file or folder at its end.
+        fps: at most this many frames per second are processed per camera (``None``: as
+            fast as the source and the CPU allow).
+        keep: events kept for :meth:`recent_events`, per camera and in all.
     """
 
-    def __init__(self, source: str, cfg: Config, *, realtime: bool = True, loop: bool = False,
+    def __init__(self, source: str | None, cfg: Config, *, realtime: bool = True, loop: bool = False,
                  fps: float | None = None, keep: int = 500) -> None:
+        from facerec.daemon import CameraSpec, Daemon, cameras_from_config
+
         self.source = source
         self.cfg = cfg
-        self.realtime = realtime
-        self.loop = loop
-        self.camera = cfg.live.camera_name or source
-        self._stop = threading.Event()
+        specs = ([CameraSpec.single(source, cfg, realtime=realtime, loop=loop)] if source is not None
+                 else cameras_from_config(cfg))
+        self.camera = specs[0].name
         self._events = _RecentEvents(keep)
-        self._output = _JpegOutput(self._stop, fps)
-        self._thread: threading.Thread | None = None
-        self._closers: list[Callable[[], Any]] = []
+        self._outputs: dict[str, _JpegOutput] = {}
+        self.daemon = Daemon(cfg, specs, sinks=[self._events], outputs=self._output_for)
+        self._fps = fps
         self.stats: dict | None = None
 
-    def recent_events(self, n: int) -> list[dict]:
-        return self._events.last(n)
+    def _output_for(self, spec: Any, capture: Any) -> list[_JpegOutput]:
+        out = self._outputs[spec.name] = _JpegOutput(self.daemon.stop_event, self._fps)
+        return [out]
 
-    def latest_jpeg(self) -> bytes | None:
-        return self._output.jpeg
+    def cameras(self) -> list[str]:
+        return [s.name for s in self.daemon.specs]
+
+    def recent_events(self, n: int, camera: str | None = None) -> list[dict]:
+        return self._events.last(n, camera)
+
+    def latest_jpeg(self, camera: str | None = None) -> bytes | None:
+        out = self._outputs.get(camera or self.camera)
+        return out.jpeg if out is not None else None
+
+    def camera_stats(self) -> dict[str, dict]:
+        """``{camera: {frames, fps, faces_seen, tracks, events, dropped, running}}``."""
+        out = {}
+        for name, run in self.daemon.cameras.items():
+            s = run.current_stats()
+            out[name] = {k: s.get(k) for k in ("frames", "fps", "faces_seen", "tracks", "events", "dropped")}
+            out[name]["running"] = bool(run.thread is not None and run.thread.is_alive())
+        return out
 
     def start(self) -> None:
-        """Open the source and build the pipeline (failures raise here), then run it on a thread."""
-        from facerec.capture import open_source
-        from facerec.events import TrackEvents, UnknownCrops, WebhookSink
-        from facerec.live import RunOptions, build_pipeline, run_live
-
-        cfg, live = self.cfg, self.cfg.live
-        capture = open_source(self.source, realtime=self.realtime, loop=self.loop,
-                              reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
-        self._closers.append(capture.close)
-        try:
-            pipeline = build_pipeline(cfg)
-            if hasattr(pipeline.gallery, "close"):
-                self._closers.append(pipeline.gallery.close)
-            sinks: list[Any] = [self._events]
-            if cfg.events.webhook_url:
-                sinks.append(WebhookSink(cfg.events.webhook_url, cfg.events.queue_size, cfg.events.webhook_timeout_s))
-            events = TrackEvents(sinks, self.camera, cfg.events.cooldown_s)
-            self._closers.append(events.close)
-            unknown = None
-            if cfg.events.keep_unknown_crops:
-                unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
-                                       cfg.events.unknown_max_files, self.camera)
-            w, h = capture.size
-            pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
-        except BaseException:
-            self.close()
-            raise
-
-        def run() -> None:
-            try:
-                self.stats = run_live(capture, pipeline, events=events, outputs=[self._output], unknown_crops=unknown,
-                                      stop=self._stop, options=RunOptions(stats_every_s=live.stats_every_s))
-                log.info("live source %s ended%s", self.source, f": {capture.error}" if capture.error else "")
-            except Exception:  # the page keeps working without the live view
-                log.exception("the live loop on %s stopped", self.source)
-
-        self._thread = threading.Thread(target=run, name="serve-live", daemon=True)
-        self._thread.start()
+        """Open the sources and build the daemon (failures raise here), then run it."""
+        self.daemon.start()
 
     def close(self) -> None:
-        """Stop the loop, then release the source, the gallery watcher and the event sinks."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        for close in reversed(self._closers):
-            try:
-                close()
-            except Exception as e:  # shutting down: report, keep closing the rest
-                log.warning("live feed shutdown: %s", e)
-        self._closers.clear()
+        """Stop every camera, then release the sources, the gallery watcher and the sinks."""
+        self.daemon.close()
+        self.stats = self.daemon.stats() if self.daemon.cameras else None
 
 
 def run_serve(args: argparse.Namespace, cfg: Config) -> int:
@@ -217,8 +199,9 @@ def run_serve(args: argparse.Namespace, cfg: Config) -> int:
     service = GalleryService(cfg)
     _ = service.analyzer  # load the models now: missing weights fail at start, not on the first request
     feed = None
-    if args.source:
-        feed = DaemonFeed(args.source, cfg, realtime=not args.as_fast_as_possible, loop=args.loop, fps=args.fps)
+    if args.source or cfg.cameras:
+        feed = DaemonFeed(args.source or None, cfg, realtime=not args.as_fast_as_possible, loop=args.loop,
+                          fps=args.fps)
         feed.start()
     try:
         app = create_app(cfg, service, token=token, feed=feed)

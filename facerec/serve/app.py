@@ -67,22 +67,33 @@ T = TypeVar("T")
 
 @runtime_checkable
 class LiveFeed(Protocol):
-    """What the web page needs from a running live loop.
+    """What the web page needs from the running daemon (one or several cameras).
 
-    ``facerec serve --source SRC`` fills this from the live daemon; tests pass a stub.
-    Both methods are called from the event loop and must return quickly.
+    ``facerec serve`` fills this from :class:`facerec.cli.serve_cmd.DaemonFeed`; tests pass
+    a stub. Every method is called from the event loop and must return quickly.
     """
 
-    def recent_events(self, n: int) -> list[dict]:
-        """The last ``n`` events, oldest first, as JSON-ready dicts."""
+    def cameras(self) -> list[str]:
+        """The camera names, in config order (the first is the default view)."""
         ...
 
-    def latest_jpeg(self) -> bytes | None:
-        """The newest annotated frame as JPEG bytes, or ``None`` before the first one.
+    def recent_events(self, n: int, camera: str | None = None) -> list[dict]:
+        """The last ``n`` events (of ``camera``, or of every camera), oldest first, as
+        JSON-ready v1 records."""
+        ...
+
+    def latest_jpeg(self, camera: str | None = None) -> bytes | None:
+        """The newest annotated frame of ``camera`` (default: the first) as JPEG bytes,
+        or ``None`` before the first one.
 
         Return the same object until a new frame is ready: the stream sends a frame only
         when the object changes.
         """
+        ...
+
+    def camera_stats(self) -> dict[str, dict]:
+        """Per camera: ``frames``, ``fps``, ``faces_seen``, ``tracks``, ``events``,
+        ``dropped`` and ``running``."""
         ...
 
 
@@ -250,6 +261,7 @@ class _Server:
             "threshold": _round(self.service.threshold),
             "top_k": self.cfg.recognition.top_k,
             "live": self.feed is not None,
+            "cameras": self.feed.cameras() if self.feed is not None else [],
             "people": len(people),
             "samples": sum(p.samples for p in people),
             "max_upload_mb": self.cfg.serve.max_upload_mb,
@@ -548,24 +560,39 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
                 raise HTTPException(400, str(e).replace(str(path), display_name(file))) from None
         return {"imported": n}
 
-    @api.get("/events", tags=["live"], responses={503: {"description": "No live source attached."}})
-    async def events(n: Annotated[int, Query(ge=1, le=MAX_EVENTS, description="How many recent events.")] = 50) -> dict:
-        """Recent events of the live source, oldest first."""
+    def require_camera(feed: LiveFeed, camera: str | None) -> str | None:
+        if camera is not None and camera not in feed.cameras():
+            raise HTTPException(404, f"no camera named {camera!r}; the cameras are {feed.cameras()}")
+        return camera
+
+    @api.get("/cameras", tags=["live"], responses={503: {"description": "No live source attached."}})
+    async def cameras() -> dict:
+        """Every camera of the daemon with its stats (frames, fps, faces, tracks, events)."""
         feed = srv.require_feed()
-        return {"events": feed.recent_events(n)}
+        stats = feed.camera_stats()
+        return {"cameras": [{"name": name, "stats": stats.get(name, {})} for name in feed.cameras()]}
+
+    @api.get("/events", tags=["live"], responses={503: {"description": "No live source attached."},
+                                                  404: {"description": "No such camera."}})
+    async def events(n: Annotated[int, Query(ge=1, le=MAX_EVENTS, description="How many recent events.")] = 50,
+                     camera: Annotated[str | None, Query(description="Only this camera's events.")] = None) -> dict:
+        """Recent events of the live cameras (or of one), oldest first."""
+        feed = srv.require_feed()
+        return {"events": feed.recent_events(n, require_camera(feed, camera))}
 
     @api.get("/stream", tags=["live"], response_class=StreamingResponse,
              responses={200: {"content": {"multipart/x-mixed-replace; boundary=frame": {}}},
-                        503: {"description": "No live source attached."}})
+                        503: {"description": "No live source attached."}, 404: {"description": "No such camera."}})
     async def stream(
         request: Request,
         fps: Annotated[float, Query(gt=0, le=30, description="Most frames per second sent.")] = 10.0,
         frames: Annotated[int | None, Query(ge=1, description="Stop after this many frames (default: never).")] = None,
+        camera: Annotated[str | None, Query(description="The camera shown (default: the first).")] = None,
     ) -> StreamingResponse:
         """The annotated live frames as MJPEG (``multipart/x-mixed-replace``); each part
         carries ``Content-Length`` so a script can cut the stream without scanning."""
         feed = srv.require_feed()
-        return StreamingResponse(_mjpeg(feed, request, 1.0 / fps, frames),
+        return StreamingResponse(_mjpeg(feed, request, 1.0 / fps, frames, require_camera(feed, camera)),
                                  media_type="multipart/x-mixed-replace; boundary=frame",
                                  headers={"Cache-Control": "no-store"})
 
@@ -582,13 +609,14 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     return app
 
 
-async def _mjpeg(feed: LiveFeed, request: Request, interval: float, frames: int | None) -> AsyncIterator[bytes]:
+async def _mjpeg(feed: LiveFeed, request: Request, interval: float, frames: int | None,
+                 camera: str | None = None) -> AsyncIterator[bytes]:
     last: bytes | None = None
     sent = 0
     while frames is None or sent < frames:
         if await request.is_disconnected():
             return
-        jpg = feed.latest_jpeg()
+        jpg = feed.latest_jpeg(camera)
         if jpg is not None and jpg is not last:
             last = jpg
             sent += 1

@@ -133,7 +133,11 @@ async function connect(candidate) {
   $("nav-live").hidden = !info.live;
   $("live").hidden = !info.live;
   await loadPeople();
-  if (info.live) startLive();
+  if (info.live) {
+    const picker = $("camera-picker");
+    picker.replaceChildren(...(info.cameras || []).map((name) => el("option", { value: name, text: name })));
+    startLive();
+  }
 }
 
 // ------------------------------------------------------------------ threshold
@@ -601,10 +605,14 @@ function startLive() {
   stopLive();
   const controller = new AbortController();
   state.liveAbort = controller;
-  readStream(controller.signal).catch(() => { /* stopped or lost; the events poll still reports */ });
+  const camera = $("camera-picker").value;
+  const query = camera ? `&camera=${encodeURIComponent(camera)}` : "";
+  readStream(controller.signal, query).catch(() => { /* stopped or lost; the events poll still reports */ });
   const poll = async () => {
-    const data = await guarded("Loading events", () => api("/api/events?n=20"));
+    const data = await guarded("Loading events", () => api(`/api/events?n=20${query}`));
     if (data) renderEvents(data.events);
+    const cams = await guarded("Loading camera stats", () => api("/api/cameras"));
+    if (cams) renderCameraStats(cams.cameras, camera);
   };
   poll();
   state.eventsTimer = setInterval(poll, 2000);
@@ -626,8 +634,8 @@ function indexOf(haystack, needle, from) {
 }
 
 // Cut the multipart/x-mixed-replace stream into JPEG parts (each part has Content-Length).
-async function readStream(signal) {
-  const response = await api("/api/stream?fps=5", { raw: true, signal });
+async function readStream(signal, query) {
+  const response = await api(`/api/stream?fps=5${query}`, { raw: true, signal });
   const reader = response.body.getReader();
   const headerEnd = new TextEncoder().encode("\r\n\r\n");
   let buffer = new Uint8Array(0);
@@ -655,6 +663,17 @@ async function readStream(signal) {
       previous = url;
     }
   }
+}
+
+// Per-camera stats of the daemon: frames, frame rate, faces and events of the chosen camera.
+function renderCameraStats(cameras, chosen) {
+  const cam = cameras.find((c) => c.name === chosen) || cameras[0];
+  if (!cam) return;
+  const s = cam.stats || {};
+  const fps = typeof s.fps === "number" ? s.fps.toFixed(1) : "?";
+  $("camera-stats").textContent =
+    `${cam.name}: ${s.frames ?? 0} frames, ${fps} fps, ${s.faces_seen ?? 0} faces, ${s.events ?? 0} events` +
+    (s.running === false ? " (ended)" : "");
 }
 
 function renderEvents(events) {
@@ -704,6 +723,7 @@ function wire() {
   $("export").addEventListener("click", exportGallery);
   $("import-file").addEventListener("change", (ev) => importGallery(ev.target.files[0]));
   $("compare-form").addEventListener("submit", compare);
+  $("camera-picker").addEventListener("change", startLive);
   const saved = token();
   if (saved) connect(saved);
   else showLogin();
