@@ -16,6 +16,11 @@ Parts:
     each detector call executes the random YOLOv5s forward pass for its cost and returns
     the replayed boxes.
 
+``--cameras 1,2,4`` instead compares, for each N, one daemon running N cameras (N clips,
+shared models under one inference lock) with N separate one-camera processes started
+together: per-camera and aggregate FPS and resident memory (peak RSS, summed over the
+processes), plus whether batching model calls across cameras would be faster.
+
 ``--soak N`` instead loops the clip through the daemon (headless, real weights) for N
 frames and samples the resident memory (``/proc/self/statm``).
 
@@ -25,6 +30,7 @@ decoding is not part of either figure. Run from the repository root::
     python bench/live.py                 # parts a and b, 200 frames each
     python bench/live.py --quick         # 60 frames (smoke test)
     python bench/live.py --soak 50000    # memory over a long run
+    python bench/live.py --cameras 1,2,4 # one daemon for N cameras vs N processes
 """
 
 from __future__ import annotations
@@ -321,6 +327,128 @@ def soak(args) -> None:
     print("stats:", json.dumps({k: stats[k] for k in ("frames", "fps", "faces_seen", "faces_embedded", "tracks")}))
 
 
+#: Clips the ``--cameras`` bench gives its cameras, in order (one person each).
+CAMERA_CLIPS = ("lp_driving_d0.mp4", "lp_driving_d3.mp4", "lp_driving_d6.mp4", "lp_driving_d9.mp4",
+                "lp_driving_d10.mp4", "lp_driving_d11.mp4", "lp_driving_d12.mp4", "lp_driving_d13.mp4")
+
+
+def _camera_child(args) -> None:
+    """One process of the ``--cameras`` bench: a daemon for the cameras in
+    ``args.camera_child`` (clip indices). Builds and warms up, prints ``ready``, waits for a
+    line on stdin, runs every camera for ``--frames`` frames, prints its stats as JSON."""
+    import resource
+
+    from facerec.daemon import CameraSpec, Daemon
+
+    cfg = Config()
+    cfg.models.detector, cfg.models.embedder = "yolov5n-0.5-face", "mobilefacenet"
+    cfg.detection.input_size = args.input_size
+    cfg.live.detect_every, cfg.live.precision, cfg.live.stats_every_s = args.detect_every, args.precision, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.gallery.data_dir = tmp
+        specs = [CameraSpec(f"cam{i}", str(SHARED / "data" / "video" / CAMERA_CLIPS[i]), False, False,
+                            args.detect_every, args.input_size, cfg.detection.min_face)
+                 for i in (int(x) for x in args.camera_child.split(","))]
+        daemon = Daemon(cfg, specs, max_frames=args.frames)
+        daemon.prepare()  # sources open, models built and warmed up: not part of the timing
+        print("ready", flush=True)
+        sys.stdin.readline()
+        t0 = time.perf_counter()
+        daemon.start()
+        daemon.wait()
+        wall = time.perf_counter() - t0
+        stats = daemon.stats()
+        daemon.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "rss_mb": peak_mb, "models": stats["models"],
+                      "cameras": {n: {"frames": c["frames"], "fps": c["fps"]} for n, c in stats["cameras"].items()}}),
+          flush=True)
+
+
+def _spawn(cameras: list[int], args) -> list[dict]:
+    """Start one child per entry of ``cameras`` (a comma list of clip indices each), let
+    them all build, then start them at the same moment; their results."""
+    import subprocess
+
+    base = [sys.executable, str(Path(__file__).resolve()), "--frames", str(args.frames), "--input-size",
+            str(args.input_size), "--detect-every", str(args.detect_every), "--precision", args.precision,
+            "--threads", str(args.threads)]
+    procs = [subprocess.Popen(base + ["--camera-child", c], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=REPO) for c in cameras]
+    for p in procs:
+        line = p.stdout.readline()
+        assert line.strip() == "ready", f"a bench child failed to start: {line!r}"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    out = []
+    for p in procs:
+        lines = [ln for ln in p.stdout.read().splitlines() if ln.startswith("{")]
+        p.wait()
+        assert lines, "a bench child printed no result"
+        out.append(json.loads(lines[-1]))
+    return out
+
+
+def _batching(args) -> None:
+    """Is one model call for several cameras faster than one call each? Detector: N
+    frames of N clips in one ``detect_batch`` vs N calls; embedder: N face crops in one
+    call vs N calls (what a batching model worker would gain)."""
+    from face_embedding import create_embedder
+
+    from facerec.detect import create_detector
+
+    det = fast_detector(create_detector("yolov5n-0.5-face", input_size=args.input_size), args.precision)
+    emb = with_precision(create_embedder("mobilefacenet"), args.precision)
+    print(f"\nbatching across cameras (median of 7, ms; {args.precision}, input {args.input_size}):")
+    print(f"{'N':>3} {'detect: N calls':>16} {'1 batch':>9} {'ratio':>6} {'embed: N calls':>15} {'1 batch':>9} {'ratio':>6}")
+    frame = cv2.resize(load_frames(SHARED / "data" / "video" / CAMERA_CLIPS[0], 1)[0], (640, 480))
+    crop = np.ascontiguousarray(cv2.resize(frame[100:400, 200:500], (112, 112)))
+
+    def median_ms(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1000)
+        return float(np.median(ts))
+
+    for n in args._cameras:
+        frames = [frame] * n
+        crops = np.stack([crop] * n)
+        d_each = median_ms(lambda: [det(f) for f in frames])
+        d_batch = median_ms(lambda: det.detect_batch(frames))
+        e_each = median_ms(lambda: [emb.embed(crops[i:i + 1]) for i in range(n)])
+        e_batch = median_ms(lambda: emb.embed(crops))
+        print(f"{n:>3} {d_each:>16.1f} {d_batch:>9.1f} {d_each / d_batch:>6.2f} {e_each:>15.1f} {e_batch:>9.1f} "
+              f"{e_each / e_batch:>6.2f}")
+
+
+def cameras_bench(args) -> None:
+    """``--cameras 1,2,4``: one daemon with N cameras against N one-camera processes."""
+    print(f"\ncameras: {args.frames} frames per camera, clips {', '.join(CAMERA_CLIPS[:max(args._cameras)])}, "
+          f"yolov5n-0.5-face + MobileFaceNet, detect 1/{args.detect_every} @{args.input_size}, {args.precision}, "
+          f"{args.threads} torch thread(s) per process, empty gallery, files read as fast as processed")
+    print(f"{'N':>3} {'mode':<12} {'agg FPS':>8} {'per-camera FPS':<32} {'RSS MB':>8} {'lock wait ms':>12}")
+    for n in args._cameras:
+        one = _spawn([",".join(str(i) for i in range(n))], args)[0]
+        sep = _spawn([str(i) for i in range(n)], args)
+        rows = []
+        for mode, results in (("one daemon", [one]), ("N processes", sep)):
+            cams = {k: v for r in results for k, v in r["cameras"].items()}
+            frames = sum(c["frames"] for c in cams.values())
+            agg = frames / max(r["wall_s"] for r in results)
+            rss = sum(r["rss_mb"] for r in results)
+            wait = sum(r["models"]["lock_wait_ms"] for r in results)
+            per = " ".join(f"{c['fps']:.1f}" for c in cams.values())
+            rows.append((agg, rss))
+            print(f"{n:>3} {mode:<12} {agg:>8.1f} {per:<32} {rss:>8.0f} {wait:>12.0f}")
+        print(f"{'':>3} {'ratio':<12} {rows[0][0] / rows[1][0]:>8.2f}x {'(one daemon / N processes)':<32} "
+              f"{rows[0][1] / rows[1][1]:>7.2f}x")
+    _batching(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="video with 1-3 faces (default: %(default)s)")
@@ -335,10 +463,16 @@ def main(argv: list[str] | None = None) -> int:
                          "and both loops slow down several-fold)")
     ap.add_argument("--soak", type=int, metavar="N", help="loop the clip through the daemon for N frames, sample RSS")
     ap.add_argument("--sample-s", type=float, default=5.0, help="soak: seconds between RSS samples")
+    ap.add_argument("--cameras", metavar="N,N,...",
+                    help="one daemon with N cameras vs N separate processes, for each N (e.g. 1,2,4)")
+    ap.add_argument("--camera-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.precision = resolve_precision(args.precision)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.camera_child:
+        _camera_child(args)
+        return 0
     cap = cv2.VideoCapture(str(args.clip))
     args._fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     args._shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), 3)
@@ -349,6 +483,17 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f} at start")
     if args.soak:
         soak(args)
+        return 0
+    if args.cameras:
+        try:
+            args._cameras = [int(x) for x in args.cameras.split(",")]
+        except ValueError:
+            ap.error(f"--cameras wants numbers separated by commas, like 1,2,4; got {args.cameras!r}")
+        if not all(1 <= n <= len(CAMERA_CLIPS) for n in args._cameras):
+            ap.error(f"--cameras: each N must be 1 to {len(CAMERA_CLIPS)} (one clip per camera)")
+        if args.quick:
+            args.frames = 30
+        cameras_bench(args)
         return 0
     n = 60 if args.quick else args.frames
     frames = load_frames(args.clip, n)

@@ -312,19 +312,31 @@ class Daemon:
 
     # ------------------------------------------------------------------ start
 
-    def start(self) -> Daemon:
-        """Open every source, build the models, the gallery watcher and the sinks, warm
-        the models up, then start one loop thread per camera.
+    def prepare(self) -> Daemon:
+        """Open every source, build the models, the gallery watcher and the sinks, and
+        warm the models up; no camera runs yet (:meth:`start` does both).
 
         Raises:
             SourceError: a source cannot be opened (nothing is left running).
             FacerecError: missing weights, an unwritable events file, a bad config.
         """
+        if self.cameras:
+            return self
         try:
             self._build()
         except BaseException:
             self.close()
             raise
+        return self
+
+    def start(self) -> Daemon:
+        """:meth:`prepare` if not done yet, then start one loop thread per camera.
+
+        Raises:
+            SourceError: a source cannot be opened (nothing is left running).
+            FacerecError: missing weights, an unwritable events file, a bad config.
+        """
+        self.prepare()
         for run in self.cameras.values():
             run.thread = threading.Thread(target=self._run_camera, args=(run,), name=f"camera-{run.spec.name}",
                                           daemon=True)
