@@ -44,6 +44,9 @@ from facerec.types import Detections
 
 log = logging.getLogger(__name__)
 
+#: Longest wait at start for the MQTT broker's first answer, s (the cameras never wait later).
+MQTT_START_WAIT_S = 2.0
+
 
 @dataclass(frozen=True)
 class CameraSpec:
@@ -327,6 +330,12 @@ class Daemon:
         except BaseException:
             self.close()
             raise
+        if self.mqtt is not None:
+            # the broker is usually up by now; a short wait keeps the first events of a
+            # healthy start from being dropped, and a broker that is away costs only this
+            deadline = time.monotonic() + MQTT_START_WAIT_S
+            while not self.mqtt.stats.connected and time.monotonic() < deadline:
+                time.sleep(0.02)
         return self
 
     def start(self) -> Daemon:

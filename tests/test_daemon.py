@@ -3,6 +3,7 @@ broker and a real subscriber (tests/mqtt_broker.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,13 +56,20 @@ def _enroll_from_clips(tmp_path: Path, data_dir: Path, gallery: Path) -> None:
         assert run(["enroll", "add", person, str(still), "--data-dir", str(gallery), *MODELS]) == 0
 
 
-def _config(tmp_path: Path, data_dir: Path, gallery: Path, port: int, cameras: dict[str, str], **mqtt) -> Path:
+def _config(tmp_path: Path, data_dir: Path, gallery: Path, port: int, cameras: dict[str, object], **mqtt) -> Path:
+    """A config file with the small models, MQTT on ``port`` and ``cameras`` (name ->
+    source, or name -> ``{source: ..., other keys}``)."""
     lines = ["models:\n  detector: yolov5n-0.5-face\n  embedder: mobilefacenet",
              "detection:\n  input_size: 320", "live:\n  stats_every_s: 0",
              f"gallery:\n  data_dir: {gallery}",
              "mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: %d\n  keepalive_s: 5\n  reconnect_max_s: 1" % port]
     lines[-1] += "".join(f"\n  {k}: {v}" for k, v in mqtt.items())
-    lines.append("cameras:" + "".join(f"\n  - name: {name}\n    source: {src}" for name, src in cameras.items()))
+    entries = []
+    for name, cam in cameras.items():
+        keys = cam if isinstance(cam, dict) else {"source": cam}
+        entries.append(f"\n  - name: {name}" + "".join(f"\n    {k}: {str(v).lower() if isinstance(v, bool) else v}"
+                                                       for k, v in keys.items()))
+    lines.append("cameras:" + "".join(entries))
     conf = tmp_path / "config.yaml"
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return conf
@@ -140,8 +148,9 @@ def test_three_cameras_one_daemon_over_mqtt(tmp_path: Path, data_dir: Path, brok
         retained = Subscriber(broker.port, "facerec/people/+")
         try:
             assert retained.wait(lambda: len(retained.all()) == 3)
-            assert all(r and not p.get("present") for (_, _, r), p in
-                       zip(retained.all(), (retained.json(t)[-1] for t, _, _ in retained.all())))
+            msgs = retained.all()
+            assert all(r for _, _, r in msgs), "presence is retained"
+            assert {json.loads(p)["name"]: json.loads(p)["present"] for _, p, _ in msgs} == dict.fromkeys(owner.values(), False)
         finally:
             retained.close()
     finally:
@@ -168,9 +177,8 @@ def test_broker_outage_and_last_will(tmp_path: Path, data_dir: Path, photo, brok
     dropped. Then ``facerec run --config`` is SIGKILLed: the Last Will says ``offline``."""
     gallery = tmp_path / "gallery"
     stills = _still_folder(tmp_path, photo)
-    conf = _config(tmp_path, data_dir, gallery, broker.port, {"desk": stills})
+    conf = _config(tmp_path, data_dir, gallery, broker.port, {"desk": {"source": stills, "loop": True}})
     cfg = load_config(conf)
-    cfg.cameras[0].loop = True
     sub = Subscriber(broker.port)
     daemon = Daemon(cfg, cameras_from_config(cfg))
     try:
@@ -225,8 +233,6 @@ def test_broker_outage_and_last_will(tmp_path: Path, data_dir: Path, photo, brok
 def test_run_config_runs_every_camera_and_exits_at_the_end(tmp_path: Path, data_dir: Path) -> None:
     """``facerec run --config FILE --data-dir DIR``: every enabled camera (a disabled one is
     not opened), exit 0 once both files ended, per-camera stats and events."""
-    import json
-
     from facerec.cli import run
 
     conf = tmp_path / "cams.yaml"
@@ -235,7 +241,7 @@ def test_run_config_runs_every_camera_and_exits_at_the_end(tmp_path: Path, data_
                     f"  - {{name: a, source: {video / 'lp_driving_d0.mp4'}}}\n"
                     f"  - {{name: b, source: {video / 'lp_source_s13.mp4'}, detect_every: 3, "
                     "roi: [0, 0, 4000, 4000]}\n"
-                    f"  - {{name: off, source: {tmp_path / 'missing.mp4'}, enabled: false}}\n", encoding="utf-8")
+                    f"  - {{name: spare, source: {tmp_path / 'missing.mp4'}, enabled: false}}\n", encoding="utf-8")
     stats, events = tmp_path / "stats.json", tmp_path / "events.jsonl"
     rc = run(["run", "--config", str(conf), "--data-dir", str(tmp_path / "g"), *MODELS, "--max-frames", "12",
               "--stats", str(stats), "--events", str(events)])
