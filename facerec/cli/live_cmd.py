@@ -51,7 +51,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     g.add_argument("--detect-every", type=int, metavar="N", help="run the detector on every Nth frame (live.detect_every)")
     g.add_argument("--input-size", "--img-size", dest="input_size", type=int, metavar="PX",
-                   help="detector input size, a multiple of 32 (detection.input_size)")
+                   help="detector input size, a multiple of 32 (live.input_size)")
     g.add_argument("--events", metavar="FILE", help="append events as JSON lines to FILE ('-' = stdout)")
     g.add_argument("--webhook", metavar="URL", help="POST each event as JSON to URL (events.webhook_url)")
     g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
@@ -113,6 +113,7 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
             cfg.live.detect_every = args.detect_every
         if args.input_size is not None:
             cfg.detection.input_size = args.input_size
+            cfg.live.input_size = args.input_size
         if args.webhook is not None:
             cfg.events.webhook_url = args.webhook
         if args.camera is not None:
@@ -251,7 +252,8 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
             unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
                                    cfg.events.unknown_max_files, camera)
 
-        opts = RunOptions(max_frames=args.max_frames, stats_every_s=live.stats_every_s)
+        opts = RunOptions(max_frames=args.max_frames, stats_every_s=live.stats_every_s,
+                          overlay_stats=live.overlay_stats)
         with _StopOnSignal(stop) as sig:
             w, h = capture.size
             pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))

@@ -172,7 +172,8 @@ class DaemonFeed:
         def run() -> None:
             try:
                 self.stats = run_live(capture, pipeline, events=events, outputs=[self._output], unknown_crops=unknown,
-                                      stop=self._stop, options=RunOptions(stats_every_s=live.stats_every_s))
+                                      stop=self._stop, options=RunOptions(stats_every_s=live.stats_every_s,
+                                                                           overlay_stats=live.overlay_stats))
                 log.info("live source %s ended%s", self.source, f": {capture.error}" if capture.error else "")
             except Exception:  # the page keeps working without the live view
                 log.exception("the live loop on %s stopped", self.source)
