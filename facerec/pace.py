@@ -174,7 +174,9 @@ class Pacer:
         self._entered_t = 0.0
         self._hold: dict[PaceSetting, float] = {}
         self._blocked: dict[PaceSetting, float] = {}
-        self._skip_detect = 0
+        self._await = 1
+        self._last_now: float | None = None
+        self._sizes_used = {bounds.max_size}
         self._period_s = 1.0 / bounds.target_fps
 
     @classmethod
@@ -193,7 +195,8 @@ class Pacer:
         self._period_s = 1.0 / self.bounds.target_fps
         self._window = None
         self._t0 = None
-        self._skip_detect = 0
+        self._last_now = None
+        self._await = 1
         self._entered_up = False
 
     @property
@@ -221,17 +224,36 @@ class Pacer:
             now: a monotonic clock, s (``time.perf_counter()``).
         """
         self._frames_at[self.setting.label] += 1
-        if self._window is None:
-            self._t0 = now - work_ms / 1000.0
-            self._window = _Window(self._t0)
-        if detect_ms is not None and self._skip_detect:
-            self._skip_detect -= 1  # the first run at a new input size prepares its kernels
+        prev, self._last_now = self._last_now, now
+        if prev is None:
+            prev = self._t0 = now - work_ms / 1000.0
+        if self._await:
+            # windows hold whole detect cycles: one starts at a detector run (after a change,
+            # at the first run with the new setting; a never used input size skips one more,
+            # which prepares its kernels)
+            if detect_ms is not None:
+                self._await -= 1
+                if not self._await:
+                    self._window = _Window(prev)
+                    self._window.add(work_ms, detect_ms)
             return None
         w = self._window
-        w.add(work_ms, detect_ms)
-        elapsed = now - w.start
-        if elapsed < self.window_s or w.det_frames < 1 or w.frames < self.setting.detect_every:
+        if w is None:  # not reached: a window exists whenever nothing is awaited
             return None
+        elapsed = prev - w.start
+        if detect_ms is None or elapsed < self.window_s:
+            w.add(work_ms, detect_ms)
+            return None
+        choice, up = self._decide(w, elapsed, now)
+        if choice is None:
+            self._window = _Window(prev)
+            self._window.add(work_ms, detect_ms)
+            return None
+        return self._move(choice, up, now, w.mean)
+
+    def _decide(self, w: _Window, elapsed: float, now: float) -> tuple[PaceSetting | None, bool]:
+        """The setting after a window of whole detect cycles (``None`` = keep), and whether
+        it is a step back up."""
         self._period_s = elapsed / w.frames
         levels = self.levels()
         cur = self.setting
@@ -256,10 +278,7 @@ class Pacer:
         if self._entered_up and now - self._entered_t >= self.max_hold_s:
             self._hold.pop(self.setting, None)  # it held long enough: the next failure starts short again
             self._entered_up = False
-        self._window = _Window(now)
-        if choice is None or choice == self.setting:
-            return None
-        return self._move(choice, up, now, mean)
+        return (None, False) if choice is None or choice == self.setting else (choice, up)
 
     def _predict(self, w: _Window, s: PaceSetting) -> float:
         """Expected ms per frame at setting ``s``, from the window measured at the current one."""
@@ -278,8 +297,9 @@ class Pacer:
         self._blocked[left] = now + hold
 
     def _move(self, to: PaceSetting, up: bool, now: float, mean_ms: float) -> PaceSetting:
-        if to.input_size != self.setting.input_size:
-            self._skip_detect = 1
+        self._await = 1 if to.input_size in self._sizes_used else 2
+        self._sizes_used.add(to.input_size)
+        self._window = None
         self.setting = to
         self.changes += 1
         self._entered_up, self._entered_t = up, now
