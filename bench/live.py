@@ -24,6 +24,15 @@ processes), plus whether batching model calls across cameras would be faster.
 ``--soak N`` instead loops the clip through the daemon (headless, real weights) for N
 frames and samples the resident memory (``/proc/self/statm``).
 
+``--contention N`` instead runs the daemon exactly as shipped (``config.yaml``: its
+models, detect interval, input size, threads and the pacer, through ``run_live``) and the
+naive loop of ``bench/peer_ort_naive.py`` (plain ONNX Runtime, detect and embed every face
+of every frame, the same threads) on the clip, first on the idle machine, then with N
+CPU-burning processes that the bench starts and stops itself (each also ends on its own
+after ``--burn-limit-s``). Names are checked against the reference loop (detect and embed
+every face at 640, fp32, with facerec's models). Printed: FPS of each, the ratios the
+issue sets targets for, and what the pacer chose.
+
 Frames are decoded into memory before timing, so both loops see identical frames and
 decoding is not part of either figure. Run from the repository root::
 
@@ -31,6 +40,7 @@ decoding is not part of either figure. Run from the repository root::
     python bench/live.py --quick         # 60 frames (smoke test)
     python bench/live.py --soak 50000    # memory over a long run
     python bench/live.py --cameras 1,2,4 # one daemon for N cameras vs N processes
+    python bench/live.py --contention 2  # shipped defaults vs the naive loop, idle and on a busy CPU
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import copy
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +70,7 @@ import torch  # noqa: E402
 
 from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
-from facerec.config import Config, TrackingConfig  # noqa: E402
+from facerec.config import Config, TrackingConfig, load_config  # noqa: E402
 from facerec.live import LivePipeline, RunOptions, fast_detector, resolve_precision, run_live, with_precision  # noqa: E402
 from facerec.types import Detections  # noqa: E402
 
@@ -447,6 +458,170 @@ def cameras_bench(args) -> None:
         print(f"{'':>3} {'ratio':<12} {rows[0][0] / rows[1][0]:>8.2f}x {'(one daemon / N processes)':<32} "
               f"{rows[0][1] / rows[1][1]:>7.2f}x")
     _batching(args)
+# ----------------------------------------------------------------------------- contention
+
+#: A CPU burner: spins until killed or until its time limit (argv[1], s) is up.
+BURNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+class Burners:
+    """``n`` CPU-burning processes for the duration of a ``with`` block (each also stops
+    on its own after ``limit_s``, should this process die first)."""
+
+    def __init__(self, n: int, limit_s: float) -> None:
+        self.n, self.limit_s = n, limit_s
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Burners:
+        self.procs = [subprocess.Popen([sys.executable, "-c", BURNER, str(self.limit_s)]) for _ in range(self.n)]
+        time.sleep(1.0)  # let the scheduler see them
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+class MemoryCapture:
+    """Frames decoded beforehand, served to :func:`run_live` as a file source would."""
+
+    def __init__(self, images: list[np.ndarray], fps: float, spec: str) -> None:
+        from facerec.capture import CaptureStats
+
+        self.images, self.fps, self.spec = images, fps, spec
+        self.size = (images[0].shape[1], images[0].shape[0])
+        self.stats = CaptureStats()
+        self.error = None
+        self._next = 0
+
+    @property
+    def ended(self) -> bool:
+        return self._next >= len(self.images)
+
+    def read(self, timeout: float | None = None):
+        from facerec.capture import Frame
+
+        if self.ended:
+            return None
+        i, self._next = self._next, self._next + 1
+        return Frame(self.images[i], i, i / self.fps)
+
+    def close(self) -> None:
+        pass
+
+
+class NameLog:
+    """Takes the place of the event publisher: records each frame's faces and names."""
+
+    def __init__(self) -> None:
+        self.frames: list[list[tuple[np.ndarray, str | None]]] = []
+        self.published = 0
+        self.sinks: list = []
+
+    def update(self, t: float, faces, left) -> None:
+        self.frames.append([(f.xyxy, f.name if f.decided else "\0undecided") for f in faces])
+
+
+def shipped_daemon(frames, cfg: Config, detector, embedder, index, fps: float, spec: str) -> tuple[LoopResult, dict]:
+    """The daemon as ``rec_cam.py`` runs it with the shipped config: build_pipeline, the
+    pacer, run_live (no outputs, names recorded per frame)."""
+    from facerec.live import build_pipeline
+
+    pipe = build_pipeline(cfg, detector, embedder, gallery=index)
+    pipe.warmup(frames[0].shape)
+    log = NameLog()
+    t0 = time.perf_counter()
+    stats = run_live(MemoryCapture(frames, fps, spec), pipe, events=log, options=RunOptions(stats_every_s=0))
+    seconds = time.perf_counter() - t0
+    names = log.frames[:len(frames)]
+    return LoopResult(seconds, stats["frames"], stats["faces_seen"], stats["faces_embedded"], names), stats
+
+
+def ort_naive(frames, threads: int) -> LoopResult:
+    """bench/peer_ort_naive.py's loop: plain ONNX Runtime, every face of every frame."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from peer_ort_naive import Pipeline
+
+    pipe = Pipeline(SHARED / "models", threads)
+
+    def frame(img: np.ndarray) -> int:
+        _, lms = pipe.detect(img)
+        for lm in lms:
+            pipe.embed(img, lm)
+        return len(lms)
+
+    frame(frames[0])  # warm-up, not timed
+    faces = 0
+    t0 = time.perf_counter()
+    for img in frames:
+        faces += frame(img)
+    return LoopResult(time.perf_counter() - t0, len(frames), faces, faces, [])
+
+
+def contention(frames, args) -> int:
+    from facerec.analyze import FaceAnalyzer
+    from facerec.models import build_detector, build_embedder, threshold_for
+
+    cfg = load_config(REPO / "config.yaml")
+    threads = args.threads or cfg.live.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    detector, embedder = build_detector(cfg), build_embedder(cfg)
+    # the reference: the same models at detection.input_size (640), fp32 (build_pipeline
+    # runs copies of them at the live settings)
+    ref_det, ref_emb = detector, embedder
+    with tempfile.TemporaryDirectory() as tmp:
+        index, added = enroll(load_frames(args.clip, int(args._fps * 3)),
+                              FaceAnalyzer(ref_det, ref_emb, threshold=ref_emb.default_threshold), Path(tmp) / "g")
+    thr = threshold_for(cfg, embedder)
+    live = cfg.live
+    print(f"shipped config: {getattr(detector, 'name', detector)} + {embedder.key}, detect 1/{live.detect_every} "
+          f"@{live.live_input_size(cfg.detection)}, adapt={live.adapt} (interval <= {live.max_detect_every} frames "
+          f"and {live.max_detect_interval_s} s, input >= {live.min_input_size}), precision {live.precision}, "
+          f"{threads} thread(s); naive: ONNX Runtime, {threads} thread(s); {added} enrollment samples")
+    warm(ref_det, ref_emb, args._shape)
+    ref = naive_loop(frames, ref_det, ref_emb, index, thr)
+    res: dict[str, dict] = {}
+    for cond in ("idle", f"{args.contention} burners"):
+        burn = Burners(args.contention if cond != "idle" else 0, args.burn_limit_s)
+        with burn:
+            load0 = os.getloadavg()[0]
+            daemon, stats = shipped_daemon(frames, cfg, detector, embedder, index, args._fps, args.clip.name)
+            naive = ort_naive(frames, threads)
+        agree, face_frames = agreement(ref, daemon)
+        res[cond] = {"daemon": daemon, "naive": naive, "stats": stats, "agree": agree, "face_frames": face_frames,
+                     "load": load0}
+    print(f"\n{'condition':<12} {'loop':<8} {'FPS':>7} {'ms/frame':>9} {'faces/frame':>12} {'embedded':>9}  "
+          f"pacer / names")
+    print(f"{'idle':<12} {'ref':<8} {ref.fps:>7.1f} {1000 / ref.fps:>9.1f} {ref.faces / ref.frames:>12.2f} "
+          f"{ref.embedded:>9d}  detect+embed every face @640 fp32 (names reference)")
+    for cond, r in res.items():
+        d, n, pace = r["daemon"], r["naive"], r["stats"]["pace"]
+        chosen = ", ".join(f"{k}: {v}" for k, v in pace.get("frames_at", {}).items())
+        print(f"{cond:<12} {'daemon':<8} {d.fps:>7.1f} {1000 / d.fps:>9.1f} {d.faces / d.frames:>12.2f} "
+              f"{d.embedded:>9d}  target {pace.get('target_fps')} fps, {pace.get('changes')} changes, frames at "
+              f"{chosen}; same names as ref on {100 * r['agree']:.1f}% of {r['face_frames']} face-frames")
+        print(f"{cond:<12} {'naive':<8} {n.fps:>7.1f} {1000 / n.fps:>9.1f} {n.faces / n.frames:>12.2f} "
+              f"{n.embedded:>9d}  (load average {r['load']:.1f} when it started)")
+    idle, busy = res["idle"], res[f"{args.contention} burners"]
+    checks = [
+        ("daemon under contention / daemon idle", busy["daemon"].fps / idle["daemon"].fps, 0.5),
+        ("daemon / naive under contention", busy["daemon"].fps / busy["naive"].fps, 4.0),
+        ("daemon / naive idle", idle["daemon"].fps / idle["naive"].fps, 8.0),
+        ("same names as the reference, idle (share of face-frames)", idle["agree"], 0.98),
+    ]
+    print()
+    for label, value, target in checks:
+        print(f"{label:<58} {value:>6.2f}  target >= {target:<5} {'met' if value >= target else 'NOT met'}")
+    print("pace history under contention:", json.dumps(busy["stats"]["pace"].get("history", [])))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,9 +633,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect-every", type=int, default=3, help="the daemon's live.detect_every")
     ap.add_argument("--input-size", type=int, default=320, help="the daemon's detection.input_size")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the daemon's live.precision")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: with 2 threads on 2 shared cores OpenMP waits on busy cores "
-                         "and both loops slow down several-fold)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default 1, or the shipped live.threads with --contention: with 2 threads on "
+                         "2 shared cores OpenMP waits on busy cores and both loops slow down several-fold)")
+    ap.add_argument("--contention", type=int, metavar="N",
+                    help="the shipped defaults and the naive ONNX Runtime loop, idle and with N CPU burners")
+    ap.add_argument("--burn-limit-s", type=float, default=300.0,
+                    help="--contention: a burner ends on its own after this many seconds")
     ap.add_argument("--soak", type=int, metavar="N", help="loop the clip through the daemon for N frames, sample RSS")
     ap.add_argument("--sample-s", type=float, default=5.0, help="soak: seconds between RSS samples")
     ap.add_argument("--cameras", metavar="N,N,...",
@@ -473,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.camera_child:
         _camera_child(args)
         return 0
+    if args.contention is None:
+        torch.set_num_threads(args.threads or 1)
     cap = cv2.VideoCapture(str(args.clip))
     args._fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     args._shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), 3)
@@ -498,6 +679,10 @@ def main(argv: list[str] | None = None) -> int:
     n = 60 if args.quick else args.frames
     frames = load_frames(args.clip, n)
     print(f"clip: {args.clip.name}, {len(frames)} frames of {args._shape[1]}x{args._shape[0]} (decoded before timing)")
+    if args.contention is not None:
+        if args.contention < 1:
+            raise SystemExit("--contention N needs N >= 1 burners")
+        return contention(frames, args)
     daemon_cfg = (f"track, detect 1/{args.detect_every} @{args.input_size}, embed new/better/every "
                   f"{TrackingConfig().reembed_every}, {args.precision}")
     if args.part in ("a", "both"):

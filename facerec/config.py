@@ -84,14 +84,25 @@ class TrackingConfig(_Section):
 
 
 class LiveConfig(_Section):
-    detect_every: int = Field(1, ge=1, description="Run the detector on every Nth frame.")
+    detect_every: int = Field(3, ge=1, description="Run the detector on every Nth frame; with adapt, the narrowest interval the loop returns to.")
+    input_size: int | None = Field(320, ge=64, le=4096, multiple_of=32, description="Detector input in the live loop, px; with adapt, the largest it uses; null = detection.input_size.")
+    adapt: bool = Field(True, description="Hold the frame rate: widen the detect interval and lower the detector input when frames take longer than the frame interval, go back when the CPU frees up.")
+    target_fps: float | None = Field(None, gt=0, le=1000, description="Frame rate adapt holds; null = the source's own rate.")
+    max_detect_every: int = Field(8, ge=1, le=100, description="Widest detect interval adapt may choose, frames.")
+    max_detect_interval_s: float = Field(0.2, gt=0, le=5, description="Widest detect interval adapt may choose, s (a new face is named within about 2x this).")
+    min_input_size: int = Field(192, ge=64, le=4096, multiple_of=32, description="Smallest detector input adapt may choose, px.")
+    overlay_stats: bool = Field(False, description="Draw FPS, detect interval, input size and ms per stage on shown and saved frames.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Maximum backoff between stream reconnects, s.")
     read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is reconnected, s.")
     camera_name: str | None = Field(None, description="Name in events; default: the source.")
-    threads: int | None = Field(None, ge=1, description="Torch/ORT intra-op threads; null = library default.")
+    threads: int | None = Field(1, ge=1, description="Torch/ORT intra-op threads; null = library default (all cores).")
     stats_every_s: float = Field(10.0, ge=0, description="Log a stats line this often, s; 0 = never.")
     gallery_poll_s: float = Field(1.0, gt=0, description="How often the gallery is checked for changes, s.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="PyTorch model precision in the live loop; auto = bf16 where the CPU has it.")
+
+    def live_input_size(self, detection: DetectionConfig) -> int:
+        """The detector input the live loop starts at (and, with adapt, its largest), px."""
+        return self.input_size if self.input_size is not None else detection.input_size
 
 
 class EventsConfig(_Section):

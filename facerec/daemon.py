@@ -40,6 +40,7 @@ from facerec.config import CameraConfig, Config
 from facerec.errors import ConfigError, FacerecError
 from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
 from facerec.live import FrameOutput, LivePipeline, RunOptions, make_stats, run_live
+from facerec.pace import Pacer, can_resize
 from facerec.types import Detections
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class CameraSpec:
         return cls(
             name=cam.name, source=cam.source, realtime=cam.realtime, loop=cam.loop,
             detect_every=cam.detect_every or cfg.live.detect_every,
-            input_size=cam.input_size or cfg.detection.input_size,
+            input_size=cam.input_size or cfg.live.live_input_size(cfg.detection),
             min_face=cfg.detection.min_face if cam.min_face is None else cam.min_face,
             roi=cam.roi,
         )
@@ -91,7 +92,7 @@ class CameraSpec:
     def single(cls, source: str, cfg: Config, *, realtime: bool = False, loop: bool = False) -> CameraSpec:
         """The one camera of ``--source``: named ``live.camera_name`` or the source itself."""
         return cls(name=cfg.live.camera_name or str(source), source=str(source), realtime=realtime, loop=loop,
-                   detect_every=cfg.live.detect_every, input_size=cfg.detection.input_size,
+                   detect_every=cfg.live.detect_every, input_size=cfg.live.live_input_size(cfg.detection),
                    min_face=cfg.detection.min_face)
 
 
@@ -198,6 +199,20 @@ class CameraDetector:
             det.min_face = min_face
         self._det = det
         self.roi = roi
+
+    @property
+    def input_size(self):
+        """This camera's detector input, px (the pacer changes it between frames)."""
+        return getattr(self._det, "input_size", None)
+
+    @input_size.setter
+    def input_size(self, size: int) -> None:
+        self._det.input_size = size
+
+    @property
+    def runner(self):
+        """The detector's runner (tells the pacer whether the input size can change)."""
+        return getattr(self._det, "runner", None)
 
     def __call__(self, image: np.ndarray) -> Detections:
         self.models.use.detect_calls += 1
@@ -389,10 +404,14 @@ class Daemon:
         for spec in self.specs:
             cap = captures[spec.name]
             stills = cap.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not self.sequence
+            detector = models.detector_for(spec)
+            pacer = None
+            if live.adapt and not stills:  # each camera holds its own frame rate
+                pacer = Pacer.from_config(live, spec.input_size, None, can_resize(detector))
             pipeline = LivePipeline(
-                models.detector_for(spec), models.locked_embedder, threshold=threshold, tracking=cfg.tracking,
+                detector, models.locked_embedder, threshold=threshold, tracking=cfg.tracking,
                 detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
-                keep_crops=cfg.events.keep_unknown_crops, stills=stills,
+                keep_crops=cfg.events.keep_unknown_crops, stills=stills, pacer=pacer,
             )
             events = TrackEvents([self.bus], spec.name, cfg.events.cooldown_s)
             unknown = None
@@ -405,7 +424,8 @@ class Daemon:
             self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, outputs, unknown)
 
     def _run_camera(self, run: CameraRun) -> None:
-        opts = RunOptions(max_frames=self.max_frames, stats_every_s=self.cfg.live.stats_every_s)
+        opts = RunOptions(max_frames=self.max_frames, stats_every_s=self.cfg.live.stats_every_s,
+                          overlay_stats=self.cfg.live.overlay_stats)
         try:
             run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
                                  unknown_crops=run.unknown, stop=self.stop_event, options=opts)

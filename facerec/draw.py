@@ -80,6 +80,7 @@ def annotate(
     stats: Mapping[str, float] | None = None,
     fps: float | None = None,
     copy: bool = True,
+    info: str | None = None,
 ) -> np.ndarray:
     """Draw boxes and labels for ``faces`` and, optionally, FPS and per-stage times.
 
@@ -89,8 +90,11 @@ def annotate(
             ``similarity``; ``track_id`` and ``decided`` (False = not recognised yet)
             are used when present.
         stats: milliseconds per stage to print in the corner.
-        fps: frames per second to print above the stage times.
+        fps: frames per second to print above the stage times (``None`` with ``stats``
+            or ``info`` given: not measured yet, shown as ``FPS -``).
         copy: draw on a copy (the default) rather than on ``frame`` itself.
+        info: text after the FPS on the title line, e.g. the detect interval and input
+            size in use (``"detect 1/3 @320"``).
 
     Returns:
         The annotated image.
@@ -106,6 +110,7 @@ def annotate(
         label = face_label(name, float(f.similarity) if decided else None, getattr(f, "track_id", None), decided)
         if label:
             _text_box(img, label, (x1, y1), color, scale, thick)
-    if stats is not None or fps is not None:
-        draw_stats(img, stats or {}, f"FPS {fps:.1f}" if fps is not None else None)
+    if stats is not None or fps is not None or info is not None:
+        title = f"FPS {fps:.1f}" if fps is not None else "FPS -"
+        draw_stats(img, stats or {}, f"{title}  {info}" if info else title)
     return img

@@ -6,8 +6,10 @@ milliseconds are drawn on the frame, logged periodically and written to ``--stat
 
 What makes it real-time on a CPU:
 
-* the detector runs every ``live.detect_every`` frames at ``detection.input_size`` (and
-  on the next frame when a new face still waits for its track to be confirmed);
+* the detector runs every ``live.detect_every`` frames at ``live.input_size`` (and
+  on the next frame when a new face still waits for its track to be confirmed); with
+  ``live.adapt`` a :class:`~facerec.pace.Pacer` widens that interval and lowers the input
+  when frames take longer than the frame interval, and goes back when the CPU frees up;
 * faces are tracked (:class:`~facerec.track.FaceTracker`, ByteTrack) and a face is
   embedded only when its track is new, when its quality (box area x score) improved by
   ``tracking.quality_gain``, or every ``tracking.reembed_every`` frames;
@@ -39,6 +41,7 @@ from facerec.config import Config, GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
 from facerec.events import TrackEvents, UnknownCrops
+from facerec.pace import Pacer, PaceSetting, can_resize, detector_input_size, set_input_size
 from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
                            touching)
 from facerec.types import Detections, Match, Matches
@@ -82,6 +85,10 @@ class StageTimer:
             yield
         finally:
             self.add(stage, (time.perf_counter() - t0) * 1000.0)
+
+    def last(self, stage: str) -> float:
+        """The latest sample of ``stage``, ms."""
+        return self._last[stage]
 
     def mean(self, stage: str) -> float:
         n = self._count[stage]
@@ -182,11 +189,14 @@ class LivePipeline:
         stills: the frames are unrelated photos (an image folder): every face of every
             frame is embedded and named on its own, without tracking or voting; each face
             gets a new id and "leaves" with the next frame.
+        pacer: adapts ``detect_every`` and the detector input to hold the frame rate
+            (:func:`run_live` feeds it); ``None`` = fixed settings.
     """
 
     def __init__(self, detector: Callable[[np.ndarray], Detections], embedder, *, threshold: float,
                  tracking: TrackingConfig | None = None, detect_every: int = 1, gallery=None, flip: bool = False,
-                 keep_crops: bool = False, timer: StageTimer | None = None, stills: bool = False) -> None:
+                 keep_crops: bool = False, timer: StageTimer | None = None, stills: bool = False,
+                 pacer: Pacer | None = None) -> None:
         self.detector = detector
         self.stills = stills
         self._next_still_id = 0
@@ -198,6 +208,7 @@ class LivePipeline:
         self.flip = flip
         self.keep_crops = keep_crops
         self.timer = timer or StageTimer()
+        self.pacer = None if stills else pacer
         self.tracker = FaceTracker(self.tracking, self.detect_every)
         self.tracks: dict[int, TrackState] = {}
         self.frames = 0
@@ -370,6 +381,16 @@ class LivePipeline:
         self.frames += 1
         self.faces_seen += len(faces)
         return FrameResult(frame, faces, left, True, len(faces))
+
+    def apply(self, setting: PaceSetting) -> None:
+        """Run with a new detect interval and detector input size (chosen by the pacer)."""
+        self.detect_every = max(1, int(setting.detect_every))
+        set_input_size(self.detector, setting.input_size)
+
+    @property
+    def input_size(self) -> int | None:
+        """The detector input in use, px (``None`` for a detector without one)."""
+        return detector_input_size(self.detector)
 
     def warmup(self, shape: tuple[int, int, int] = (480, 640, 3)) -> None:
         """Run each model once on a blank input so the first real frame is not slow
@@ -580,7 +601,8 @@ class RunOptions:
 
     max_frames: int | None = None
     stats_every_s: float = 10.0
-    overlay_stats: bool = True
+    #: draw FPS, the pacer's setting and ms per stage on the frames (``live.overlay_stats``)
+    overlay_stats: bool = False
 
 
 def run_live(
@@ -596,6 +618,9 @@ def run_live(
     """Run the loop until the source ends, ``max_frames`` were processed, an output asks
     to stop, or ``stop`` is set; returns the stats (see :func:`make_stats`).
 
+    With a pacer on the pipeline, each frame's cost (everything but the wait for the frame)
+    is fed to it and the setting it chooses is applied before the next frame.
+
     Nothing here raises for a source that drops or stalls: the capture thread reconnects,
     and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
     """
@@ -606,7 +631,12 @@ def run_live(
     started: float | None = None
     last_log = time.monotonic()
     last_t = 0.0
-    fps_window: deque[float] = deque()
+    # FPS over the last frames, however long they took (a time window reads 0 on slow runs)
+    fps_window: deque[float] = deque(maxlen=30)
+    pacer = pipeline.pacer
+    if pacer is not None:
+        pacer.start(getattr(capture, "fps", None))
+        pipeline.apply(pacer.setting)
     try:
         while not stop.is_set():
             if opts.max_frames is not None and pipeline.frames >= opts.max_frames:
@@ -621,19 +651,22 @@ def run_live(
                 started = time.perf_counter()
             else:
                 timer.add("capture", (time.perf_counter() - t0) * 1000.0)
+            t_work = time.perf_counter()
             result = pipeline.step(frame)
             last_t = frame.t
 
             with timer.time("draw"):
                 image = None
                 if outputs:
-                    now = time.perf_counter()
-                    fps_window.append(now)
-                    while fps_window and now - fps_window[0] > 2.0:
-                        fps_window.popleft()
-                    fps = (len(fps_window) - 1) / (now - fps_window[0]) if len(fps_window) > 1 else 0.0
-                    stage_ms = {s: timer.recent(s) for s in STAGES} if opts.overlay_stats else None
-                    image = annotate(frame.image, result.faces, stage_ms, fps if opts.overlay_stats else None)
+                    if opts.overlay_stats:
+                        now = time.perf_counter()
+                        fps_window.append(now)
+                        span = now - fps_window[0]
+                        fps = (len(fps_window) - 1) / span if len(fps_window) > 1 and span > 0 else None
+                        stage_ms = {s: timer.recent(s) for s in STAGES}
+                        image = annotate(frame.image, result.faces, stage_ms, fps, info=setting_label(pipeline))
+                    else:
+                        image = annotate(frame.image, result.faces)
             with timer.time("sinks"):
                 if events is not None:
                     events.update(frame.t, result.faces, [s.track_id for s in result.left])
@@ -642,6 +675,14 @@ def run_live(
                 for out in outputs:
                     if not out.write(frame, image):
                         stop.set()
+            if pacer is not None:
+                done = time.perf_counter()
+                detect_ms = timer.last("detect") if result.detected else None
+                setting = pacer.update((done - t_work) * 1000.0, detect_ms, done)
+                if setting is not None:
+                    pipeline.apply(setting)
+                    log.info("pace: %s (frames took %.1f ms, %.1f ms allowed)", setting.label,
+                             pacer.history[-1]["frame_ms"], pacer.budget_ms)
             if opts.stats_every_s and time.monotonic() - last_log >= opts.stats_every_s:
                 last_log = time.monotonic()
                 log.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
@@ -682,6 +723,8 @@ def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float |
         "faces_embedded": pipeline.faces_embedded,
         "tracks": pipeline.tracks_started,
         "detect_every": pipeline.detect_every,
+        "input_size": pipeline.input_size,
+        "pace": pipeline.pacer.summary() if pipeline.pacer is not None else {"enabled": False},
         "stages": pipeline.timer.summary(),
     }
     if isinstance(pipeline.gallery, GalleryWatcher):
@@ -696,11 +739,22 @@ def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float |
     return out
 
 
+def setting_label(pipeline: LivePipeline) -> str:
+    """``"detect 1/3 @320"``: the detect interval and input in use (overlay text)."""
+    size = pipeline.input_size
+    return f"detect 1/{pipeline.detect_every}" + (f" @{size}" if size else "")
+
+
 def stats_line(stats: dict) -> str:
-    """One log line: frames, FPS, drops and mean ms per stage."""
+    """One log line: frames, FPS, drops, the detect interval and input in use (and whether
+    the pacer chose them), and mean ms per stage."""
     stages = " ".join(f"{k}={v['mean_ms']:.1f}" for k, v in stats.get("stages", {}).items())
+    pace = stats.get("pace") or {}
+    detect = f"1/{stats.get('detect_every', 1)}@{stats.get('input_size') or '-'}"
+    if pace.get("enabled"):
+        detect += f" (adapt, target {pace['target_fps']:g} fps, {pace['changes']} changes)"
     return (f"frames={stats['frames']} fps={stats['fps']:.1f} dropped={stats['dropped']} "
-            f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} ms: {stages}")
+            f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} detect={detect} ms: {stages}")
 
 
 def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, stills: bool = False) -> LivePipeline:
@@ -708,14 +762,26 @@ def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, s
 
     The gallery defaults to a :class:`GalleryWatcher` on ``gallery.data_dir``.
     """
+    import copy
+
     from facerec.models import build_detector, build_embedder, threshold_for
 
     embedder = with_precision(embedder if embedder is not None else build_embedder(cfg), cfg.live.precision)
+    given = detector
     detector = fast_detector(detector if detector is not None else build_detector(cfg), cfg.live.precision)
+    if detector is given:
+        detector = copy.copy(detector)  # the live input size below must not change the caller's detector
+    size = cfg.live.live_input_size(cfg.detection)
+    if not stills:
+        set_input_size(detector, size)
     if gallery is None:
         gallery = GalleryWatcher(cfg.gallery.data_dir, embedder.key, cfg.gallery, cfg.live.gallery_poll_s)
+    pacer = None
+    if cfg.live.adapt and not stills:
+        # the source's frame rate is known when the loop starts (run_live calls pacer.start)
+        pacer = Pacer.from_config(cfg.live, detector_input_size(detector) or size, None, can_resize(detector))
     return LivePipeline(
         detector, embedder, threshold=threshold_for(cfg, embedder), tracking=cfg.tracking,
         detect_every=cfg.live.detect_every, gallery=gallery, flip=cfg.recognition.flip_tta,
-        keep_crops=cfg.events.keep_unknown_crops, stills=stills,
+        keep_crops=cfg.events.keep_unknown_crops, stills=stills, pacer=pacer,
     )
