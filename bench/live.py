@@ -592,12 +592,12 @@ def contention(frames, args) -> int:
     for cond in ("idle", f"{args.contention} burners"):
         burn = Burners(args.contention if cond != "idle" else 0, args.burn_limit_s)
         with burn:
-            load0 = os.getloadavg()[0]
             daemon, stats = shipped_daemon(frames, cfg, detector, embedder, index, args._fps, args.clip.name)
             naive = ort_naive(frames, threads)
+            alive = sum(p.poll() is None for p in burn.procs)
         agree, face_frames = agreement(ref, daemon)
         res[cond] = {"daemon": daemon, "naive": naive, "stats": stats, "agree": agree, "face_frames": face_frames,
-                     "load": load0}
+                     "alive": alive}
     print(f"\n{'condition':<12} {'loop':<8} {'FPS':>7} {'ms/frame':>9} {'faces/frame':>12} {'embedded':>9}  "
           f"pacer / names")
     print(f"{'idle':<12} {'ref':<8} {ref.fps:>7.1f} {1000 / ref.fps:>9.1f} {ref.faces / ref.frames:>12.2f} "
@@ -609,7 +609,9 @@ def contention(frames, args) -> int:
               f"{d.embedded:>9d}  target {pace.get('target_fps')} fps, {pace.get('changes')} changes, frames at "
               f"{chosen}; same names as ref on {100 * r['agree']:.1f}% of {r['face_frames']} face-frames")
         print(f"{cond:<12} {'naive':<8} {n.fps:>7.1f} {1000 / n.fps:>9.1f} {n.faces / n.frames:>12.2f} "
-              f"{n.embedded:>9d}  (load average {r['load']:.1f} when it started)")
+              f"{n.embedded:>9d}  ({r['alive']} burners still running at its end)")
+        print(f"{'':<12} daemon ms per frame by stage: "
+              + " ".join(f"{k}={v['mean_ms']:.1f}" for k, v in r["stats"]["stages"].items()))
     idle, busy = res["idle"], res[f"{args.contention} burners"]
     checks = [
         ("daemon under contention / daemon idle", busy["daemon"].fps / idle["daemon"].fps, 0.5),
@@ -682,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.contention is not None:
         if args.contention < 1:
             raise SystemExit("--contention N needs N >= 1 burners")
+        if len(frames) < n:  # a short clip (the GIFs with several faces) is played again
+            frames = (frames * -(-n // len(frames)))[:n]
+            print(f"clip repeated to {n} frames")
         return contention(frames, args)
     daemon_cfg = (f"track, detect 1/{args.detect_every} @{args.input_size}, embed new/better/every "
                   f"{TrackingConfig().reembed_every}, {args.precision}")

@@ -305,3 +305,37 @@ def test_a_real_run_reports_what_the_pacer_chose(tmp_path: Path, data_dir: Path,
         assert pace["target_fps"] == 1000.0 and pace["changes"] >= 1
         assert stats["input_size"] < 320 or stats["detect_every"] > 3
         assert pace["history"][0]["frame_ms"] > pace["history"][0]["budget_ms"]
+
+
+class Recorder:
+    """A frame output keeping the annotated images."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.raw: list[np.ndarray] = []
+
+    def write(self, frame, image: np.ndarray) -> bool:
+        self.raw.append(frame.image)
+        self.images.append(image)
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_timing_overlay_only_when_asked(tmp_path: Path, data_dir: Path, detector, embedder, overlay: bool) -> None:
+    """Saved and served frames carry no timing figures unless ``live.overlay_stats``; with it,
+    the first frame (no FPS measured yet) already shows the title line."""
+    from facerec.capture import open_source
+    from facerec.live import RunOptions, build_pipeline, run_live
+
+    cfg = Config()
+    cfg.gallery.data_dir = str(tmp_path / "gallery")
+    pipe = build_pipeline(cfg, detector, embedder)
+    rec = Recorder()
+    with open_source(data_dir / CLIP) as cap:
+        run_live(cap, pipe, outputs=[rec], options=RunOptions(max_frames=3, stats_every_s=0, overlay_stats=overlay))
+    corner = (slice(0, 40), slice(0, 120))
+    changed = [bool((img[corner] != raw[corner]).any()) for img, raw in zip(rec.images, rec.raw)]
+    assert len(changed) == 3 and changed == [overlay] * 3
