@@ -57,6 +57,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
     g.add_argument("--keep-unknown", action="store_true", default=None,
                    help="keep face crops of unknown tracks under DATA_DIR/unknown/ (events.keep_unknown_crops)")
+    g.add_argument("--tracks", metavar="FILE",
+                   help="write one JSON line per processed frame to FILE ('-' = stdout): frame index, stream "
+                        "seconds, and each face's box, track id, name (null until named) and score")
     g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
     g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
 
@@ -227,6 +230,12 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         if hasattr(pipeline.gallery, "close"):
             closers.append(pipeline.gallery.close)
         camera = live.camera_name or str(args.source)
+        if getattr(args, "tracks", None):
+            from facerec.tracklog import TrackLog
+
+            tracklog = TrackLog(args.tracks)
+            closers.append(tracklog.close)
+            pipeline.observers.append(tracklog)
 
         outputs = []
         if args.save_img is not None:
