@@ -2,7 +2,7 @@
 """Live face recognition: ``python rec_cam.py --source 0 --view-img``.
 
 The seed-compatible entry point: the same program and options as ``facerec run``
-(``--source``, ``--view-img``, ``--save-img [PATH]``, ``--events``, ``--stats``, ...).
+(``--source``, ``--view-img``, ``--save-img [PATH]``, ``--events``, ``--tracks``, ``--stats``, ...).
 """
 
 import sys

@@ -199,6 +199,9 @@ class Capture:
         self._slot: Frame | None = None
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=max(1, queue_size))
         self._error: str | None = None
+        # a file played in real time starts its clock at the first read: models that load
+        # after the source opened must not make the first seconds of the file drop away
+        self._first_read = threading.Event()
 
     # ------------------------------------------------------------------ opening
     @property
@@ -287,6 +290,7 @@ class Capture:
 
         Check :attr:`ended` to tell the two apart.
         """
+        self._first_read.set()
         if self.live:
             with self._cond:
                 self._cond.wait_for(lambda: self._slot is not None or self._ended.is_set(), timeout)
@@ -324,6 +328,7 @@ class Capture:
         daemon thread and is abandoned after ``timeout`` (it releases its handle when the
         read returns).
         """
+        self._first_read.set()
         self._stop.set()
         self._ended.set()
         with self._cond:
@@ -385,6 +390,11 @@ class Capture:
             self._release()
             self._finish()
 
+    def _wait_first_read(self) -> None:
+        """Block until the consumer asks for its first frame (or the capture is closed)."""
+        while not self._first_read.wait(0.1) and not self._stop.is_set():
+            pass
+
     def _pace(self, t: float, wall0: float) -> bool:
         """Sleep until ``t`` seconds after ``wall0`` (``realtime`` playback); False on stop."""
         delay = wall0 + t - time.monotonic()
@@ -397,6 +407,8 @@ class Capture:
         index = 0
         offset_t = 0.0  # time added per completed loop so ``t`` keeps increasing
         in_pass = 0
+        if self.realtime:
+            self._wait_first_read()
         wall0 = time.monotonic()
         img: np.ndarray | None = self._first
         self._first = None
@@ -435,6 +447,8 @@ class Capture:
 
     def _run_images(self) -> None:
         index = 0
+        if self.realtime:
+            self._wait_first_read()
         wall0 = time.monotonic()
         while not self._stop.is_set():
             delivered_this_pass = 0

@@ -305,7 +305,8 @@ class Daemon:
 
     def __init__(self, cfg: Config, cameras: Sequence[CameraSpec], *, sinks: Iterable[EventSink] = (),
                  events_path: str | None = None, outputs: OutputFactory | None = None,
-                 max_frames: int | None = None, sequence: bool = False, models: SharedModels | None = None) -> None:
+                 max_frames: int | None = None, sequence: bool = False, models: SharedModels | None = None,
+                 tracks_path: str | None = None) -> None:
         if not cameras:
             raise ConfigError("no camera to run: pass --source or list cameras: in the config")
         names = [c.name for c in cameras]
@@ -315,6 +316,7 @@ class Daemon:
         self.specs = list(cameras)
         self._extra_sinks = list(sinks)
         self._events_path = events_path
+        self._tracks_path = tracks_path
         self._outputs = outputs
         self.max_frames = max_frames
         self.sequence = sequence
@@ -400,6 +402,12 @@ class Daemon:
             sinks.append(self.mqtt)
         self.bus = EventBus(sinks, queue_size=max(cfg.events.queue_size, 64))
         self._closers.append(self.bus.close)
+        tracklog = None
+        if self._tracks_path:
+            from facerec.tracklog import TrackLog
+
+            tracklog = TrackLog(self._tracks_path, with_camera=len(self.specs) > 1)
+            self._closers.append(tracklog.close)
         threshold = threshold_for(cfg, models.embedder)
         for spec in self.specs:
             cap = captures[spec.name]
@@ -413,6 +421,8 @@ class Daemon:
                 detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
                 keep_crops=cfg.events.keep_unknown_crops, stills=stills, pacer=pacer,
             )
+            if tracklog is not None:
+                pipeline.observers.append(tracklog.for_camera(spec.name))
             events = TrackEvents([self.bus], spec.name, cfg.events.cooldown_s)
             unknown = None
             if cfg.events.keep_unknown_crops:

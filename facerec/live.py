@@ -223,6 +223,8 @@ class LivePipeline:
         self.splits = 0
         self.cuts = 0
         self._cut = SceneCutDetector(self.tracking.cut_threshold) if self.tracking.identity_check else None
+        #: called with every :class:`FrameResult` (e.g. :class:`~facerec.tracklog.TrackLog`)
+        self.observers: list[Callable[[FrameResult], None]] = []
 
     def _index(self):
         g = self.gallery
@@ -263,8 +265,12 @@ class LivePipeline:
         on the frame right after a new face appeared (so its track is confirmed and the
         face named at once); in between, tracks keep their last boxes.
         """
-        if self.stills:
-            return self._step_still(frame)
+        result = self._step_still(frame) if self.stills else self._step_tracked(frame)
+        for observe in self.observers:
+            observe(result)
+        return result
+
+    def _step_tracked(self, frame: Frame) -> FrameResult:
         t = self.timer
         left: list[TrackState] = []
         embedded = 0

@@ -247,7 +247,10 @@ class SceneCutDetector:
     absolute difference to the previous thumbnail above ``threshold`` (a fraction of the
     full 0..255 range). Talking heads and small camera motion change little; what gets
     flagged costs one re-check of every face, so a false alarm is cheap and a missed cut
-    is still caught by the template check at the next embedding.
+    is still caught by the template check at the next embedding. On the 17 talking-head
+    clips of the test data, consecutive frames change by 0.078 at most (0.116 with four
+    frames dropped in between) and hard cuts between two clips by 0.062 to 0.55 (median
+    0.245, 99.3% above 0.08); ``bench/identity.py --cuts`` measures it.
 
     Args:
         threshold: ``tracking.cut_threshold``.

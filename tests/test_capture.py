@@ -195,6 +195,21 @@ def test_loop_keeps_index_and_time_increasing(tmp_path: Path) -> None:
     assert all(b > a for a, b in zip(ts, ts[1:]))
 
 
+def test_realtime_file_starts_its_clock_at_the_first_read(clip: Path) -> None:
+    """Models load after the source opened (a second here): the file's first frames
+    are still shown, not dropped while nobody was reading."""
+    cap = open_source(clip, realtime=True)
+    try:
+        time.sleep(1.0)
+        first = cap.read(timeout=1.0)
+        time.sleep(0.1)
+        second = cap.read(timeout=1.0)
+    finally:
+        cap.close()
+    assert first is not None and first.index == 0
+    assert second is not None and second.index <= 5 and cap.stats.dropped <= 5
+
+
 def test_realtime_file_newest_frame_wins(clip: Path) -> None:
     """A consumer 3x slower than the clip: frames are dropped, and what it gets is fresh."""
     cap = open_source(clip, realtime=True)

@@ -175,3 +175,180 @@ def test_flicker_rate_on_a_noisy_sequence(rng) -> None:
     voted_switches = sum(a != b for a, b in itertools.pairwise(names))
     assert raw_switches > 50
     assert voted_switches == 0 and names[-1] == "alice"
+
+
+# ----------------------------------------------------------------------------- identity inside a track
+#
+# Real frames of three talking-head clips, one person each (cosine between their faces at
+# most 0.24 with MobileFaceNet): A and B are enrolled, C is a stranger. Frames are resized
+# to one size so that the next person's face sits where the last one's was, as behind a
+# door or at a hard cut: the box tracker keeps the track, the identity check must not.
+
+A_CLIP, B_CLIP, C_CLIP = "lp_driving_d3.mp4", "lp_driving_d19.mp4", "lp_driving_d0.mp4"
+SIDE = 480
+
+
+def _read(path, indices, side: int = SIDE) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out, i = [], 0
+    try:
+        want = sorted(indices)
+        while want:
+            ok, img = cap.read()
+            assert ok, f"{path}: frame {i} unreadable"
+            if i == want[0]:
+                out.append(cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
+                want.pop(0)
+            i += 1
+    finally:
+        cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def faces(data_dir, one_torch_thread) -> dict[str, list[np.ndarray]]:
+    """The first 24 frames of each clip, plus frames 40-60 of A and B for the gallery."""
+    video = data_dir / "video"
+    return {
+        "A": _read(video / A_CLIP, range(24)), "B": _read(video / B_CLIP, range(24)),
+        "C": _read(video / C_CLIP, range(24)),
+        "A_enroll": _read(video / A_CLIP, (40, 50, 60)), "B_enroll": _read(video / B_CLIP, (40, 50, 60)),
+    }
+
+
+def _embed_one(detector, embedder, img) -> np.ndarray:
+    from facerec.align import align
+
+    det = detector(img)
+    assert len(det), "no face in a gallery frame"
+    best = int(np.argmax(det.score))
+    return embedder.embed(align(img, det.landmarks[[best]])).vectors[0]
+
+
+@pytest.fixture(scope="module")
+def gallery(faces, detector320, embedder):
+    from facerec.gallery.search import GalleryIndex
+
+    names, vecs = [], []
+    for who in ("A", "B"):
+        for img in faces[f"{who}_enroll"]:
+            names.append(who)
+            vecs.append(_embed_one(detector320, embedder, img))
+    return GalleryIndex(names, np.stack(vecs), index="exact")
+
+
+def _pipe(detector, embedder, gallery, **tracking):
+    from facerec.live import LivePipeline
+
+    return LivePipeline(detector, embedder, threshold=embedder.default_threshold,
+                        tracking=TrackingConfig(**tracking), gallery=gallery)
+
+
+def _play(pipe, images, step: int = 1) -> list:
+    """Run ``images[::step]`` (``step`` > 1: the frames between were dropped, as a slow
+    consumer of a live camera sees them); returns each frame's result."""
+    from facerec.capture import Frame
+
+    return [pipe.step(Frame(img, i, i / 30.0)) for i, img in enumerate(images) if i % step == 0]
+
+
+def _labels(results) -> list[list[tuple[int, str | None, bool]]]:
+    return [[(f.track_id, f.name, f.decided) for f in r.faces] for r in results]
+
+
+@pytest.mark.parametrize("step", [1, 4], ids=["every-frame", "frames-dropped"])
+def test_a_person_replaced_in_place_splits_the_track(faces, detector320, embedder, gallery, step) -> None:
+    """A, then the stranger C, then B, then A again, at hard cuts: each change ends the
+    track ("left"), the new face gets a new id, and no frame after a change carries the
+    previous person's name."""
+    pipe = _pipe(detector320, embedder, gallery)
+    seq = [("A", faces["A"][:12]), ("C", faces["C"][:12]), ("B", faces["B"][:12]), ("A", faces["A"][12:24])]
+    ids_by_segment: list[set[int]] = []
+    left_at_start: list[set[int]] = []
+    for who, images in seq:
+        res = _play(pipe, images, step)
+        left_at_start.append({st.track_id for st in res[0].left})
+        labels = _labels(res)
+        assert all(len(f) <= 1 for f in labels), labels
+        shown = [f[0] for f in labels if f]
+        assert len(shown) >= len(res) - 2, f"{who}: face not tracked: {labels}"
+        wrong = [(tid, name) for tid, name, _ in shown if name is not None and name != who]
+        assert not wrong, f"{who} shown with another person's name: {wrong}"
+        named = [name for _, name, decided in shown if decided]
+        assert named and named[-1] == (who if who != "C" else None), f"{who}: never named right: {labels}"
+        ids_by_segment.append({tid for tid, _, _ in shown})
+    for k in range(1, len(seq)):
+        assert ids_by_segment[k].isdisjoint(ids_by_segment[k - 1]), ids_by_segment
+        assert ids_by_segment[k - 1] & left_at_start[k], f"no 'left' for segment {k - 1} at the cut"
+    assert pipe.cuts >= 3
+
+
+def test_without_identity_check_the_old_name_outlives_its_face(faces, detector320, embedder, gallery) -> None:
+    """The old behaviour, for contrast (and to show the clip really fools a box tracker):
+    the stranger inherits A's track and name."""
+    pipe = _pipe(detector320, embedder, gallery, identity_check=False)
+    res_a = _play(pipe, faces["A"][:12])
+    res_c = _play(pipe, faces["C"][:6])
+    (tid_a, name_a, _), = res_a[-1].faces and [(f.track_id, f.name, f.decided) for f in res_a[-1].faces]
+    assert name_a == "A"
+    first_c = _labels(res_c)[0]
+    assert first_c == [(tid_a, "A", True)], first_c
+
+
+def test_scene_cut_rechecks_on_the_cut_frame_even_between_detections(faces, detector320, embedder, gallery) -> None:
+    """The detector runs every 5th frame and A's name would not be re-embedded for 1000
+    frames: the cut still forces a detection, an embedding and the split on its own frame."""
+    from facerec.live import LivePipeline
+
+    pipe = LivePipeline(detector320, embedder, threshold=embedder.default_threshold,
+                        tracking=TrackingConfig(reembed_every=1000), detect_every=5, gallery=gallery)
+    _play(pipe, faces["A"][:12])
+    (res,) = _play(pipe, faces["B"][:1])
+    assert res.detected and res.embedded == 1 and pipe.cuts == 1 and pipe.splits == 1
+    assert [st.vote.name for st in res.left] == ["A"]
+    assert [f.name for f in res.faces] in ([None], ["B"])
+
+
+def _pasted(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` shrunk to ``side`` px and centred on a 640x480 grey canvas."""
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    small = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    y, x = (480 - side) // 2, (640 - side) // 2
+    canvas[y:y + side, x:x + side] = small
+    return canvas
+
+
+@pytest.mark.parametrize("second", ["A", "B"])
+def test_box_jump_rechecks_the_face(faces, detector320, embedder, gallery, second) -> None:
+    """The face shrinks at once to 0.6x in the same place (no scene cut seen, no re-embed
+    due): the jump alone forces a re-check on that frame; a new person is split off, the
+    same person keeps track and name."""
+    pipe = _pipe(detector320, embedder, gallery, cut_threshold=1.0, reembed_every=1000)
+    res = _play(pipe, [_pasted(img, 400) for img in faces["A"][:10]])
+    assert res[-1].faces[0].name == "A"
+    tid = res[-1].faces[0].track_id
+    (jump,) = _play(pipe, [_pasted(faces[second][12], 240)])
+    assert pipe.cuts == 0 and jump.embedded == 1, "the jump did not force an embedding"
+    (face,) = jump.faces
+    if second == "A":
+        assert pipe.splits == 0 and (face.track_id, face.name) == (tid, "A")
+    else:
+        assert pipe.splits == 1 and face.track_id != tid and face.name != "A"
+        assert [st.track_id for st in jump.left] == [tid]
+
+
+def test_unsure_track_shows_question_mark_until_matches_agree(faces, detector320, embedder, gallery) -> None:
+    """No single match is strong enough (strong_margin 2): the first embedded frame is
+    undecided ("?"), the second agreeing match names the face."""
+    pipe = _pipe(detector320, embedder, gallery, strong_margin=2.0)
+    labels = [f for f in _labels(_play(pipe, faces["A"][:6])) if f]
+    assert labels[0][0][1:] == (None, False), labels
+    assert labels[1][0][1:] == ("A", True), labels
+
+
+def test_strong_match_names_at_once(faces, detector320, embedder, gallery) -> None:
+    pipe = _pipe(detector320, embedder, gallery)
+    labels = [f for f in _labels(_play(pipe, faces["A"][:4])) if f]
+    sim = gallery.search(_embed_one(detector320, embedder, faces["A"][1])[None], 0.0, top_k=1)[0].similarity
+    assert sim >= embedder.default_threshold + TrackingConfig().strong_margin, f"A's match is not strong: {sim}"
+    assert labels[0][0][1:] == ("A", True), labels

@@ -59,6 +59,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
     g.add_argument("--keep-unknown", action="store_true", default=None,
                    help="keep face crops of unknown tracks under DATA_DIR/unknown/ (events.keep_unknown_crops)")
+    g.add_argument("--tracks", metavar="FILE",
+                   help="write one JSON line per processed frame to FILE ('-' = stdout): frame index, stream "
+                        "seconds, and each face's box, track id, name (null until named) and score")
     g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
     g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
 
@@ -234,7 +237,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
     cameras = cameras_for(args, cfg)
     daemon = Daemon(cfg, cameras, events_path=args.events, outputs=_outputs(args, len(cameras) > 1),
-                    max_frames=args.max_frames, sequence=args.sequence)
+                    max_frames=args.max_frames, sequence=args.sequence, tracks_path=args.tracks)
     with _StopOnSignal(daemon.stop_event) as sig:
         try:
             daemon.start()
