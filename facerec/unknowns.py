@@ -215,3 +215,292 @@ def cluster_density(vectors: np.ndarray, params: ClusterParams) -> np.ndarray:
     dc.add_many(range(len(vec)), vec)
     lab = dc.labels()
     return np.array([lab[i] for i in range(len(vec))], np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# the daemon's side: unknown tracks become stored sightings
+
+
+def sighting_vector(vectors: np.ndarray) -> np.ndarray:
+    """One unit vector for a track: the renormalised mean of its best faces' vectors."""
+    m = np.asarray(vectors, np.float32).reshape(len(vectors), -1).mean(0)
+    n = float(np.linalg.norm(m))
+    return m / n if n > 0 else m
+
+
+def encode_jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes of a uint8 BGR crop (the kept sighting crops)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"cannot encode a crop of shape {crop.shape} as JPEG")
+    return buf.tobytes()
+
+
+class SightingSink:
+    """Stores the unknown tracks the live loop reports as ended, off the camera thread.
+
+    :func:`facerec.live.run_live` calls :meth:`tracks_ended` with every track that ended;
+    a track that was decided *unknown* and kept faces (``LivePipeline(keep_crops=True)``)
+    becomes one sighting: its best ``crops_per_sighting`` crops, camera, times and track
+    id. The writes happen on a worker thread behind a bounded queue (a slow database never
+    stalls the camera; overflow drops the oldest and is counted), and retention is applied
+    after each write at most once a minute.
+
+    Args:
+        store: a :class:`~facerec.gallery.sightings.SightingStore`.
+        cfg: the ``unknowns:`` section.
+        camera: camera name stored with each sighting.
+        embedder: key string of the vectors.
+        queue_size: sightings waiting to be written.
+    """
+
+    PRUNE_EVERY_S = 60.0
+
+    def __init__(self, store, cfg, camera: str, embedder: str, queue_size: int = 256) -> None:
+        import queue
+        import threading
+
+        self.store = store
+        self.cfg = cfg
+        self.camera = camera
+        self.embedder = embedder
+        self.saved = 0
+        self.dropped = 0
+        self.failed = 0
+        self.pruned = 0
+        self._last_prune = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
+        self._thread.start()
+
+    def tracks_ended(self, tracks) -> None:
+        """Queue the unknown tracks among ``tracks`` (never blocks)."""
+        import time
+
+        from facerec.events import put_dropping_oldest
+
+        now = time.time()
+        for st in tracks:
+            if not (st.vote.decided and st.vote.name is None and st.best_faces):
+                continue
+            item = (st.track_id, now - max(0.0, st.last_t - st.first_t), now,
+                    [(q, c) for q, c, _ in st.best_faces[: self.cfg.crops_per_sighting]],
+                    sighting_vector(np.stack([v for _, _, v in st.best_faces[: self.cfg.crops_per_sighting]])))
+            self.dropped += put_dropping_oldest(self._queue, item)
+
+    def _run(self) -> None:
+        import logging
+        import time
+
+        log = logging.getLogger(__name__)
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                track_id, first, last, faces, vec = item
+                try:
+                    crops = [(encode_jpeg(c), q) for q, c in faces]
+                    self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
+                    self.saved += 1
+                    if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
+                        self.prune()
+                except Exception as e:  # a lost database must not end the camera
+                    self.failed += 1
+                    log.warning("unknown sighting of track %s not stored: %s", track_id, e)
+            finally:
+                self._queue.task_done()
+
+    def prune(self) -> list[int]:
+        """Apply ``unknowns`` retention now; returns the deleted sighting ids."""
+        import time
+
+        self._last_prune = time.monotonic()
+        c = self.cfg
+        gone = self.store.prune(c.retention_s, c.max_sightings, int(c.max_mb * 1e6))
+        self.pruned += len(gone)
+        return gone
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued sighting is written (or ``timeout`` s passed)."""
+        import time
+
+        end = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the worker."""
+        self.flush(timeout)
+        from facerec.events import put_dropping_oldest
+
+        put_dropping_oldest(self._queue, None)
+        self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------------------
+# candidate people: what `facerec unknowns`, the API and the page show and act on
+
+
+@dataclass
+class Candidate:
+    """A group of sightings that looks like one person.
+
+    Attributes:
+        id: the candidate id (its oldest core sighting).
+        sightings: its sightings, oldest first.
+    """
+
+    id: int
+    sightings: list
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted({s.camera for s in self.sightings})
+
+    @property
+    def first_seen(self) -> float:
+        return min(s.first_seen for s in self.sightings)
+
+    @property
+    def last_seen(self) -> float:
+        return max(s.last_seen for s in self.sightings)
+
+    def best_crops(self, n: int = 4) -> list[int]:
+        """Crop ids of the ``n`` best sightings (by face quality), their best crop each."""
+        ranked = sorted(self.sightings, key=lambda s: (-s.quality, s.id))
+        return [s.crop_ids[0] for s in ranked if s.crop_ids][:n]
+
+    def to_json(self, details: bool = False) -> dict:
+        d = {"id": self.id, "sightings": len(self.sightings), "cameras": self.cameras,
+             "first_seen": self.first_seen, "last_seen": self.last_seen, "crops": self.best_crops()}
+        if details:
+            d["items"] = [s.to_json() for s in self.sightings]
+        return d
+
+
+class Strangers:
+    """Candidate people from the stored sightings, kept up to date incrementally.
+
+    :meth:`refresh` adds the sightings stored since the last call and forgets the deleted
+    ones (one similarity row per new sighting); the candidate ids are the same in every
+    process that looks at the same sightings.
+
+    Args:
+        store: a :class:`~facerec.gallery.sightings.SightingStore`.
+        params: the density parameters (``unknowns.min_faces``, ``unknowns.max_distance``).
+        embedder: key string of the embedder whose sightings are grouped.
+    """
+
+    def __init__(self, store, params: ClusterParams, embedder: str) -> None:
+        import threading
+
+        self.store = store
+        self.params = params
+        self.embedder = embedder
+        self.clusters = DensityClusters(params)
+        self._last_id = 0
+        self._lock = threading.RLock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            ids, vec = self.store.vectors(self.embedder, after=self._last_id)
+            stored = set(self.store.ids())
+            gone = [k for k in self.clusters.labels() if k not in stored]
+            self.clusters.remove(gone)
+            self.clusters.add_many(ids, vec)
+            if ids:
+                self._last_id = max(ids)
+
+    def candidates(self, include_noise: bool = False) -> list[Candidate]:
+        """Candidates, the most sighted first (ties: the most recently seen first).
+
+        Args:
+            include_noise: also return each ungrouped sighting as a candidate of its own
+                (id = the sighting id), for review.
+        """
+        with self._lock:
+            self.refresh()
+            groups = self.clusters.clusters()
+            if include_noise:
+                for k, lab in self.clusters.labels().items():
+                    if lab == NOISE:
+                        groups[k] = [k]
+        found = {s.id: s for s in self.store.sightings(ids=[k for m in groups.values() for k in m])}
+        out = [Candidate(c, [found[k] for k in members if k in found]) for c, members in groups.items()]
+        out = [c for c in out if c.sightings]
+        return sorted(out, key=lambda c: (-len(c.sightings), -c.last_seen, c.id))
+
+    def candidate(self, cid: int) -> Candidate:
+        """One candidate (or an ungrouped sighting by its id).
+
+        Raises:
+            GalleryError: no such candidate now (named, dismissed, expired, or merged
+                into another: the ids come from ``list``).
+        """
+        from facerec.errors import GalleryError
+
+        for c in self.candidates(include_noise=True):
+            if c.id == int(cid):
+                return c
+        raise GalleryError(f"no unknown candidate {cid}: it was named, dismissed or expired, or merged "
+                           "into another candidate; see `facerec unknowns list`")
+
+    def enroll(self, cid: int, person: str, service, *, new: bool, interface: str) -> dict:
+        """Enroll every kept crop of a candidate as samples of ``person``, then forget it.
+
+        Args:
+            new: ``person`` must not exist yet (``name``) or must exist (``merge``).
+            service: a :class:`~facerec.gallery.service.GalleryService`.
+            interface: for the audit log (``cli``, ``api``).
+
+        Returns:
+            ``{"person", "candidate", "added", "sightings"}``.
+
+        Raises:
+            GalleryError: bad name, person exists (name) or not (merge), no candidate.
+        """
+        import cv2
+
+        from facerec.errors import GalleryError
+        from facerec.gallery.quality import blur_measure
+        from facerec.gallery.store import sha256_bytes, validate_name
+        from facerec.types import Embeddings
+
+        person = validate_name(person)
+        exists = service.store.has_person(person)
+        if new and exists:
+            raise GalleryError(f"{person!r} is already enrolled: use merge to add this candidate to them")
+        if not new and not exists:
+            raise GalleryError(f"no enrolled person {person!r}: use name to create them, or check `facerec enroll list`")
+        cand = self.candidate(cid)
+        ids = [s.id for s in cand.sightings]
+        by_id = {s.id: s for s in cand.sightings}
+        rows = self.store.crops(ids)
+        crops = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for _, _, _, j in rows]
+        emb = service.embed_faces(np.stack(crops)) if crops else None
+        added = 0
+        for i, ((sid, crop_id, _, jpeg), img) in enumerate(zip(rows, crops)):
+            s = by_id[sid]
+            quality = float(emb.norm[i]) if service.embedder.quality_is_norm else blur_measure(img)
+            one = Embeddings(emb.vectors[i:i + 1], emb.norm[i:i + 1], emb.key)
+            service.store.add_sample(person, img, source_path=f"unknown:{s.camera}:track{s.track_id}:{crop_id}",
+                                     source_sha256=sha256_bytes(jpeg), quality=quality, embeddings=one,
+                                     stem=f"unknown_{sid}_{crop_id}")
+            added += 1
+        self.store.delete_sightings(ids)
+        self.refresh()
+        self.store.audit(interface, "unknown.name" if new else "unknown.merge", person,
+                         candidate=int(cid), sightings=ids, samples=added)
+        return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids)}
+
+    def dismiss(self, cid: int, *, interface: str) -> dict:
+        """Delete a candidate's sightings and crops (nothing of them is kept)."""
+        cand = self.candidate(cid)
+        ids = [s.id for s in cand.sightings]
+        self.store.delete_sightings(ids)
+        self.refresh()
+        self.store.audit(interface, "unknown.dismiss", f"candidate {cid}", sightings=ids)
+        return {"candidate": int(cid), "deleted": len(ids)}

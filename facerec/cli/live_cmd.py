@@ -57,6 +57,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
     g.add_argument("--keep-unknown", action="store_true", default=None,
                    help="keep face crops of unknown tracks under DATA_DIR/unknown/ (events.keep_unknown_crops)")
+    g.add_argument("--unknowns", action="store_true", default=None,
+                   help="keep unknown sightings and group them into candidate people (unknowns.enabled)")
     g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
     g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
 
@@ -121,6 +123,8 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
             cfg.events.keep_unknown_crops = True
         if args.stats_every is not None:
             cfg.live.stats_every_s = args.stats_every
+        if getattr(args, "unknowns", None):
+            cfg.unknowns.enabled = True
     except ValueError as e:  # pydantic validates assignments
         raise ConfigError(f"invalid option: {e}") from None
     if args.max_frames is not None and args.max_frames < 1:
@@ -201,6 +205,20 @@ def _mqtt_sink(cfg: Config, camera: str):
     return MqttSink(cfg.mqtt, cameras=[camera], people=people, version=__version__)
 
 
+def _sighting_sink(cfg: Config, camera: str, pipeline, closers: list):
+    """The unknown-sightings sink when ``unknowns.enabled`` (its closers appended), else None."""
+    if not cfg.unknowns.enabled:
+        return None
+    from facerec.gallery.sightings import open_sightings
+    from facerec.unknowns import SightingSink
+
+    store = open_sightings(cfg)
+    closers.append(store.close)
+    sink = SightingSink(store, cfg.unknowns, camera, str(pipeline.embedder.key))
+    closers.append(sink.close)
+    return sink
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.capture import open_source
     from facerec.events import JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
@@ -251,12 +269,14 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
             unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
                                    cfg.events.unknown_max_files, camera)
 
+        sightings = _sighting_sink(cfg, camera, pipeline, closers)
+
         opts = RunOptions(max_frames=args.max_frames, stats_every_s=live.stats_every_s)
         with _StopOnSignal(stop) as sig:
             w, h = capture.size
             pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
             stats = run_live(capture, pipeline, events=events, outputs=outputs, unknown_crops=unknown,
-                             stop=stop, options=opts)
+                             sightings=sightings.tracks_ended if sightings else None, stop=stop, options=opts)
             capture.close()
     finally:
         for close in reversed(closers):
