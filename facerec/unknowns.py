@@ -504,3 +504,63 @@ class Strangers:
         self.refresh()
         self.store.audit(interface, "unknown.dismiss", f"candidate {cid}", sightings=ids)
         return {"candidate": int(cid), "deleted": len(ids)}
+
+
+# --------------------------------------------------------------------------------------
+# negative feedback and privacy
+
+
+def mark_not(service, person: str, image: np.ndarray, *, face: int | None = None, interface: str,
+             source: str = "<image>") -> dict:
+    """Keep a face of ``image`` as a negative sample of ``person`` ("that's not X").
+
+    Args:
+        service: a :class:`~facerec.gallery.service.GalleryService`.
+        face: index of the face among the photo's detections; default the largest.
+        interface: for the audit log.
+
+    Returns:
+        ``{"person", "negative", "similarity"}`` (similarity of the face to ``person``).
+
+    Raises:
+        GalleryError: unknown person, no face, or a face index out of range.
+    """
+    from facerec.align import align
+    from facerec.errors import GalleryError
+    from facerec.gallery.sightings import open_sightings
+    from facerec.gallery.store import validate_name
+
+    person = validate_name(person)
+    if not service.store.has_person(person):
+        raise GalleryError(f"no enrolled person {person!r}: only a recognised name can be marked wrong")
+    det = service.detect(image)
+    if not len(det):
+        raise GalleryError(f"{source}: no face found")
+    if face is None:
+        face = int(np.argmax((det.xyxy[:, 2] - det.xyxy[:, 0]) * (det.xyxy[:, 3] - det.xyxy[:, 1])))
+    if not 0 <= face < len(det):
+        raise GalleryError(f"{source}: face {face} was chosen but the photo has {len(det)} face(s)")
+    crops = align(image, det.landmarks[face:face + 1])
+    emb = service.embed_faces(crops)
+    index = service.index()
+    sims = dict(zip(index.people, index.similarities(emb)[0].tolist()))
+    with open_sightings(service.cfg) as store:
+        nid = store.add_negative(person, str(emb.key), emb.vectors[0], encode_jpeg(crops.images[0]))
+        store.audit(interface, "negative.add", person, negative=nid, source=source)
+    return {"person": person, "negative": nid, "similarity": round(float(sims.get(person, -1.0)), 4)}
+
+
+def purge_person(service, name: str, *, interface: str) -> dict:
+    """Delete a person with every sample, crop and vector (the gallery) and every
+    negative sample of theirs, and log it.
+
+    Returns:
+        ``{"deleted", "samples", "negatives"}``.
+    """
+    from facerec.gallery.sightings import open_sightings
+
+    samples = service.store.delete_person(name)
+    with open_sightings(service.cfg) as store:
+        negatives = store.delete_negatives(name)
+        store.audit(interface, "person.delete", name, samples=samples, negatives=negatives)
+    return {"deleted": name, "samples": samples, "negatives": negatives}

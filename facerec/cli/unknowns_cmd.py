@@ -55,6 +55,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_prune)
 
+    fb = sub.add_parser("feedback", help="correct a recognition: feedback not NAME PHOTO",
+                        description="Negative feedback: the face in PHOTO is not NAME.")
+    fsub = fb.add_subparsers(dest="feedback_command", metavar="WHAT")
+    fb.set_defaults(func=lambda args, cfg: (fb.print_help(), 2)[1])
+    p = fsub.add_parser("not", parents=[common], help="keep a face as a negative sample of NAME",
+                        description="Keep the face of PHOTO (the largest, or --face I) as a negative sample of "
+                                    "NAME: a later face closer to one of NAME's negatives than to NAME is not named NAME.")
+    p.add_argument("person", metavar="NAME", help="the enrolled person the face was wrongly named")
+    p.add_argument("photo", metavar="PHOTO", help="the photo")
+    p.add_argument("--face", type=int, metavar="I", help="face index as `facerec identify` lists them (default: largest)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_not)
+
     p = usub.add_parser("audit", parents=[common], help="the audit log of gallery changes, newest first")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="entries to show (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -170,4 +183,23 @@ def cmd_audit(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     for r in rows:
         print(f"{_when(r.at)}  {r.interface:<6} {r.action:<18} {r.subject}  {r.detail}")
+    return 0
+
+
+def cmd_not(args: argparse.Namespace, cfg: Config) -> int:
+    from facerec.errors import ImageReadError
+    from facerec.gallery.service import GalleryService
+    from facerec.imageio import read_image
+    from facerec.unknowns import mark_not
+
+    try:
+        image = read_image(args.photo)
+    except ImageReadError as e:
+        raise FacerecError(str(e)) from None
+    with GalleryService(cfg) as service:
+        r = mark_not(service, args.person, image, face=args.face, interface="cli", source=str(args.photo))
+    if args.json:
+        print_json(r)
+    else:
+        print(f"kept as negative sample {r['negative']} of {r['person']!r} (similarity to them {r['similarity']:.3f})")
     return 0

@@ -466,3 +466,17 @@ def open_sightings(cfg: Config) -> SightingStore:
 
         return SightingStore(dsn=resolve_dsn(cfg.gallery))
     return SightingStore(sqlite_path=Path(cfg.gallery.data_dir) / "unknowns.db")
+
+
+def negatives_of(cfg: Config, embedder: str) -> tuple[list[str], np.ndarray, int]:
+    """``(names, vectors, version)`` of the "not X" samples for ``embedder``, without
+    creating anything: a gallery that never had feedback has no ``unknowns.db`` and
+    gets empty lists. ``version`` changes whenever a negative is added or removed.
+    """
+    if cfg.gallery.backend != "postgres" and not (Path(cfg.gallery.data_dir) / "unknowns.db").exists():
+        return [], np.zeros((0, 0), np.float32), 0
+    with open_sightings(cfg) as store:
+        names, vec = store.negatives(embedder)
+        with store._tx() as c:
+            version = int(c.all("SELECT coalesce(max(id), 0) * 1000003 + count(*) FROM negatives", ())[0][0])
+    return names, vec, version
