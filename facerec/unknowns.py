@@ -24,10 +24,20 @@ and the smaller of the two ids when two candidates merge.
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+
+from facerec.errors import GalleryError
+from facerec.events import put_dropping_oldest
+
+log = logging.getLogger(__name__)
 
 NOISE = -1
 
@@ -230,8 +240,6 @@ def sighting_vector(vectors: np.ndarray) -> np.ndarray:
 
 def encode_jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
     """JPEG bytes of a uint8 BGR crop (the kept sighting crops)."""
-    import cv2
-
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"cannot encode a crop of shape {crop.shape} as JPEG")
@@ -259,9 +267,6 @@ class SightingSink:
     PRUNE_EVERY_S = 60.0
 
     def __init__(self, store, cfg, camera: str, embedder: str, queue_size: int = 256) -> None:
-        import queue
-        import threading
-
         self.store = store
         self.cfg = cfg
         self.camera = camera
@@ -277,10 +282,6 @@ class SightingSink:
 
     def tracks_ended(self, tracks) -> None:
         """Queue the unknown tracks among ``tracks`` (never blocks)."""
-        import time
-
-        from facerec.events import put_dropping_oldest
-
         now = time.time()
         for st in tracks:
             if not (st.vote.decided and st.vote.name is None and st.best_faces):
@@ -291,10 +292,6 @@ class SightingSink:
             self.dropped += put_dropping_oldest(self._queue, item)
 
     def _run(self) -> None:
-        import logging
-        import time
-
-        log = logging.getLogger(__name__)
         while True:
             item = self._queue.get()
             try:
@@ -315,8 +312,6 @@ class SightingSink:
 
     def prune(self) -> list[int]:
         """Apply ``unknowns`` retention now; returns the deleted sighting ids."""
-        import time
-
         self._last_prune = time.monotonic()
         c = self.cfg
         gone = self.store.prune(c.retention_s, c.max_sightings, int(c.max_mb * 1e6))
@@ -325,8 +320,6 @@ class SightingSink:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued sighting is written (or ``timeout`` s passed)."""
-        import time
-
         end = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < end:
             time.sleep(0.01)
@@ -334,8 +327,6 @@ class SightingSink:
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the worker."""
         self.flush(timeout)
-        from facerec.events import put_dropping_oldest
-
         put_dropping_oldest(self._queue, None)
         self._thread.join(timeout)
 
@@ -395,8 +386,6 @@ class Strangers:
     """
 
     def __init__(self, store, params: ClusterParams, embedder: str) -> None:
-        import threading
-
         self.store = store
         self.params = params
         self.embedder = embedder
@@ -440,7 +429,6 @@ class Strangers:
             GalleryError: no such candidate now (named, dismissed, expired, or merged
                 into another: the ids come from ``list``).
         """
-        from facerec.errors import GalleryError
 
         for c in self.candidates(include_noise=True):
             if c.id == int(cid):
@@ -462,9 +450,6 @@ class Strangers:
         Raises:
             GalleryError: bad name, person exists (name) or not (merge), no candidate.
         """
-        import cv2
-
-        from facerec.errors import GalleryError
         from facerec.gallery.quality import blur_measure
         from facerec.gallery.store import sha256_bytes, validate_name
         from facerec.types import Embeddings
@@ -526,7 +511,6 @@ def mark_not(service, person: str, image: np.ndarray, *, face: int | None = None
         GalleryError: unknown person, no face, or a face index out of range.
     """
     from facerec.align import align
-    from facerec.errors import GalleryError
     from facerec.gallery.sightings import open_sightings
     from facerec.gallery.store import validate_name
 

@@ -33,7 +33,7 @@ import numpy as np
 from facerec.errors import GalleryError
 
 if TYPE_CHECKING:
-    from facerec.config import Config
+    from facerec.config import Config, GalleryConfig
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,9 @@ class SightingStore:
             try:
                 self._pg = psycopg.connect(dsn, connect_timeout=int(CONNECT_TIMEOUT_S))
                 with self._pg.transaction():
-                    self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (0x756E6B6E,))
-                    self._pg.execute(_PG_SCHEMA)
+                    if self._pg.execute("SELECT to_regclass('audit_log')").fetchone()[0] is None:
+                        self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (0x756E6B6E,))
+                        self._pg.execute(_PG_SCHEMA)
             except psycopg.OperationalError as e:
                 raise unavailable(dsn, e) from None
             self.path = None
@@ -456,24 +457,29 @@ class _Cursor:
         return int(self._c.lastrowid)
 
 
-def open_sightings(cfg: Config) -> SightingStore:
+def open_sightings(cfg: Config | GalleryConfig) -> SightingStore:
     """The sightings store that goes with the configured gallery backend.
+
+    Args:
+        cfg: the whole config or its ``gallery:`` section.
 
     SQLite: ``<gallery.data_dir>/unknowns.db``; PostgreSQL: the gallery database.
     """
-    if cfg.gallery.backend == "postgres":
+    g = getattr(cfg, "gallery", cfg)
+    if g.backend == "postgres":
         from facerec.gallery.backend import resolve_dsn
 
-        return SightingStore(dsn=resolve_dsn(cfg.gallery))
-    return SightingStore(sqlite_path=Path(cfg.gallery.data_dir) / "unknowns.db")
+        return SightingStore(dsn=resolve_dsn(g))
+    return SightingStore(sqlite_path=Path(g.data_dir) / "unknowns.db")
 
 
-def negatives_of(cfg: Config, embedder: str) -> tuple[list[str], np.ndarray, int]:
+def negatives_of(cfg: Config | GalleryConfig, embedder: str) -> tuple[list[str], np.ndarray, int]:
     """``(names, vectors, version)`` of the "not X" samples for ``embedder``, without
     creating anything: a gallery that never had feedback has no ``unknowns.db`` and
     gets empty lists. ``version`` changes whenever a negative is added or removed.
     """
-    if cfg.gallery.backend != "postgres" and not (Path(cfg.gallery.data_dir) / "unknowns.db").exists():
+    g = getattr(cfg, "gallery", cfg)
+    if g.backend != "postgres" and not (Path(g.data_dir) / "unknowns.db").exists():
         return [], np.zeros((0, 0), np.float32), 0
     with open_sightings(cfg) as store:
         names, vec = store.negatives(embedder)
