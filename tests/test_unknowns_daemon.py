@@ -55,5 +55,6 @@ def test_strangers_become_people(data_dir, tmp_path: Path, capsys):
         assert rec_cam(["--source", str(data_dir / "video" / clip), "--events", str(ev), "--max-frames", "40",
                         "--stats-every", "0", *gal, *MODELS]) == 0
         events = [json.loads(line) for line in ev.read_text().splitlines()]
-        assert {e["name"] for e in events if e["event"] == "recognized"} == expected, events
+        named = {e["name"] for e in events if e["event"] in ("appeared", "recognized") and e["name"]}
+        assert named == expected, events
     print(f"total {time.monotonic() - t0:.0f} s")

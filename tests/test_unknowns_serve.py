@@ -95,7 +95,7 @@ def test_unknowns_api(seeded):
             ("api", "unknown.dismiss"), ("api", "unknown.merge"), ("api", "unknown.name")]
 
 
-def test_unknown_people_view_in_chromium(seeded, page, tmp_path):
+def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):
     from playwright.sync_api import expect
 
     shots, shot = screenshots(page, tmp_path)
@@ -129,12 +129,20 @@ def test_unknown_people_view_in_chromium(seeded, page, tmp_path):
         expect(page.locator('[data-testid="person"][data-name="Kit"]')).to_contain_text("3 samples")
         shot("merged")
 
+        # "not X" on an identified photo: Alex is closest to Obama among the enrolled
+        page.get_by_test_id("identify-file").set_input_files(str(photo(f"{EX}/alex_lacamoire/test_alex_lacamoire1.jpg")))
+        face = page.get_by_test_id("face").first
+        face.get_by_test_id("not-person").click()
+        expect(page.get_by_test_id("message")).to_contain_text("kept as a wrong match of")
+        shot("not-x")
+
         cards.nth(0).get_by_test_id("unknown-dismiss").click()
         expect(page.get_by_test_id("message")).to_contain_text("3 sightings deleted")
         expect(page.get_by_test_id("unknowns-empty")).to_be_visible()
         shot("dismissed")
-    assert len(shots) == 4 and all(p.stat().st_size > 10_000 for p in shots)
+    assert len(shots) == 5 and all(p.stat().st_size > 10_000 for p in shots)
     print("screenshots:", *shots, sep="\n  ")
     with open_sightings(seeded.cfg) as store:
-        assert store.stats()["sightings"] == 0
-        assert [e.action for e in store.audit_log()] == ["unknown.dismiss", "unknown.merge", "unknown.name"]
+        assert store.stats()["sightings"] == 0 and sum(store.negative_counts().values()) == 1
+        assert [e.action for e in store.audit_log()] == ["unknown.dismiss", "negative.add", "unknown.merge",
+                                                          "unknown.name"]

@@ -110,3 +110,35 @@ document.addEventListener("DOMContentLoaded", () => {
     .observe(main, { attributes: true, attributeFilter: ["hidden"] });
   if (!main.hidden) loadUnknowns();
 });
+
+// "Not X" on the faces of an identified photo: the face is kept as a negative sample of
+// its best match X, so a face closer to it than to X is not named X again.
+function addNotButtons() {
+  if (!state.photo || !state.photo.result) return;
+  for (const node of $("faces").querySelectorAll('[data-testid="face"]')) {
+    if (node.querySelector('[data-testid="not-person"]')) continue;
+    const i = Number(node.dataset.index);
+    const face = state.photo.result.faces[i];
+    if (!face || !face.top.length) continue;
+    const name = face.top[0][0];
+    const button = el("button", { type: "button", className: "secondary small", text: `Not ${name}` });
+    button.dataset.testid = "not-person";
+    button.setAttribute("aria-label", `Face ${i + 1} is not ${name}: remember it as a wrong match`);
+    button.addEventListener("click", async () => {
+      const form = new FormData();
+      form.append("person", name);
+      form.append("file", state.photo.file);
+      form.append("box", String(i));
+      const ok = await guarded("Marking a wrong match", () => api("/api/feedback/not", { method: "POST", form }));
+      if (ok) {
+        say(`Face ${i + 1} kept as a wrong match of ${ok.person}; it will not be named ${ok.person} again.`);
+        await reidentify();
+      }
+    });
+    node.querySelector(".face-actions").prepend(button);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver(addNotButtons).observe($("faces"), { childList: true });
+});
