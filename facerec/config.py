@@ -115,6 +115,18 @@ class EventsConfig(_Section):
     unknown_max_files: int = Field(1000, ge=0, description="Keep at most this many unknown crops.")
 
 
+class UnknownsConfig(_Section):
+    """Unknown sightings and their grouping into candidate people (``facerec unknowns``)."""
+
+    enabled: bool = Field(False, description="Keep the best crops of every unknown track and group them into candidate people.")
+    min_faces: int = Field(2, ge=1, le=1000, description="Sightings within max_distance (itself included) that make a sighting the core of a candidate person.")
+    max_distance: float = Field(0.5, gt=0, le=2, description="Cosine distance (1 - cos) up to which two sightings are neighbours.")
+    crops_per_sighting: int = Field(3, ge=1, le=50, description="Best crops (by face quality) kept per unknown track.")
+    retention_s: float = Field(30 * 24 * 3600, ge=0, description="Delete sightings (crops, vectors) older than this, s; 0 = keep forever.")
+    max_sightings: int = Field(5000, ge=1, description="Keep at most this many sightings; the oldest go first.")
+    max_mb: float = Field(500.0, gt=0, description="Keep at most this many megabytes of sighting crops; the oldest go first.")
+
+
 class ServeConfig(_Section):
     host: str = Field("127.0.0.1", description="Bind address of `facerec serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `facerec serve`.")
@@ -166,6 +178,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     live: LiveConfig = LiveConfig()
     events: EventsConfig = EventsConfig()
+    unknowns: UnknownsConfig = UnknownsConfig()
     serve: ServeConfig = ServeConfig()
     mqtt: MqttConfig = MqttConfig()
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras one daemon runs; empty = --source.")

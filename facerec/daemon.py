@@ -262,6 +262,7 @@ class CameraRun:
         events: turns its tracks into events on the daemon's bus.
         outputs: where its annotated frames go.
         unknown: keeps crops of its unknown faces, when configured.
+        sightings: stores its unknown tracks as sightings (``unknowns.enabled``).
         stats: the final stats of :func:`~facerec.live.run_live`, once it returned.
         started: ``time.perf_counter()`` when its loop started.
     """
@@ -272,6 +273,7 @@ class CameraRun:
     events: TrackEvents
     outputs: list[FrameOutput] = field(default_factory=list)
     unknown: UnknownCrops | None = None
+    sightings: Any = None
     stats: dict | None = None
     started: float | None = None
     thread: threading.Thread | None = None
@@ -402,6 +404,12 @@ class Daemon:
             sinks.append(self.mqtt)
         self.bus = EventBus(sinks, queue_size=max(cfg.events.queue_size, 64))
         self._closers.append(self.bus.close)
+        sightings_store = None
+        if cfg.unknowns.enabled:  # unknown tracks become sightings, grouped into candidate people
+            from facerec.gallery.sightings import open_sightings
+
+            sightings_store = open_sightings(cfg)
+            self._closers.append(sightings_store.close)
         tracklog = None
         if self._tracks_path:
             from facerec.tracklog import TrackLog
@@ -419,10 +427,17 @@ class Daemon:
             pipeline = LivePipeline(
                 detector, models.locked_embedder, threshold=threshold, tracking=cfg.tracking,
                 detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
-                keep_crops=cfg.events.keep_unknown_crops, stills=stills, pacer=pacer,
+                keep_crops=cfg.events.keep_unknown_crops or cfg.unknowns.enabled, stills=stills, pacer=pacer,
+                keep_best=cfg.unknowns.crops_per_sighting,
             )
             if tracklog is not None:
                 pipeline.observers.append(tracklog.for_camera(spec.name))
+            sightings = None
+            if sightings_store is not None:
+                from facerec.unknowns import SightingSink
+
+                sightings = SightingSink(sightings_store, cfg.unknowns, spec.name, str(models.embedder.key))
+                self._closers.append(sightings.close)
             events = TrackEvents([self.bus], spec.name, cfg.events.cooldown_s)
             unknown = None
             if cfg.events.keep_unknown_crops:
@@ -431,14 +446,15 @@ class Daemon:
             outputs = list(self._outputs(spec, cap)) if self._outputs is not None else []
             w, h = cap.size
             pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
-            self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, outputs, unknown)
+            self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, outputs, unknown, sightings)
 
     def _run_camera(self, run: CameraRun) -> None:
         opts = RunOptions(max_frames=self.max_frames, stats_every_s=self.cfg.live.stats_every_s,
                           overlay_stats=self.cfg.live.overlay_stats)
         try:
             run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
-                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts)
+                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts,
+                                 sightings=run.sightings.tracks_ended if run.sightings is not None else None)
         except Exception as e:  # one broken camera must not take the others down
             run.failed = f"{type(e).__name__}: {e}"
             log.exception("camera %s stopped", run.spec.name)

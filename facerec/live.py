@@ -157,6 +157,7 @@ class TrackState:
     embeds: int = 0
     best_crop: np.ndarray | None = None
     best_crop_quality: float = -1.0
+    best_faces: list[tuple[float, np.ndarray, np.ndarray]] = field(default_factory=list)
     template: IdentityTemplate | None = None
     last_run: int = -1
 
@@ -185,6 +186,8 @@ class LivePipeline:
             ``None`` (everyone unknown).
         flip: flip test-time augmentation for embeddings.
         keep_crops: remember each track's best aligned crop (for unknown crops).
+        keep_best: with ``keep_crops``, also remember each track's ``keep_best`` best
+            ``(quality, crop, vector)`` (unknown sightings, :mod:`facerec.unknowns`).
         timer: where stage times go.
         stills: the frames are unrelated photos (an image folder): every face of every
             frame is embedded and named on its own, without tracking or voting; each face
@@ -196,7 +199,7 @@ class LivePipeline:
     def __init__(self, detector: Callable[[np.ndarray], Detections], embedder, *, threshold: float,
                  tracking: TrackingConfig | None = None, detect_every: int = 1, gallery=None, flip: bool = False,
                  keep_crops: bool = False, timer: StageTimer | None = None, stills: bool = False,
-                 pacer: Pacer | None = None) -> None:
+                 pacer: Pacer | None = None, keep_best: int = 1) -> None:
         self.detector = detector
         self.stills = stills
         self._next_still_id = 0
@@ -207,6 +210,7 @@ class LivePipeline:
         self.gallery = gallery
         self.flip = flip
         self.keep_crops = keep_crops
+        self.keep_best = max(1, int(keep_best))
         self.timer = timer or StageTimer()
         self.pacer = None if stills else pacer
         self.tracker = FaceTracker(self.tracking, self.detect_every)
@@ -335,6 +339,8 @@ class LivePipeline:
                     st.embedded_quality = max(st.embedded_quality, q)
                     if self.keep_crops and q > st.best_crop_quality:
                         st.best_crop, st.best_crop_quality = crop.copy(), q
+                    if self.keep_crops:
+                        keep_best_face(st, q, crop, vec, self.keep_best)
                 embedded = len(todo)
                 self.faces_embedded += embedded
             else:
@@ -378,6 +384,7 @@ class LivePipeline:
                 st.vote.add(m.name, m.similarity, float(quality[i]))
                 if self.keep_crops:
                     st.best_crop = crop.copy()
+                    keep_best_face(st, float(quality[i]), crop, emb.vectors[i], self.keep_best)
                 faces.append(TrackedFace(tid, st.xyxy, st.score, m.name, m.similarity, True, True))
             self.faces_embedded += len(faces)
             self.tracks_started += len(faces)
@@ -618,6 +625,7 @@ def run_live(
     events: TrackEvents | None = None,
     outputs: Iterable[FrameOutput] = (),
     unknown_crops: UnknownCrops | None = None,
+    sightings: Callable[[Sequence[TrackState]], None] | None = None,
     stop: threading.Event | None = None,
     options: RunOptions | None = None,
 ) -> dict:
@@ -626,6 +634,9 @@ def run_live(
 
     With a pacer on the pipeline, each frame's cost (everything but the wait for the frame)
     is fed to it and the setting it chooses is applied before the next frame.
+
+    ``sightings`` is called with the tracks that ended (every track; it picks the unknown
+    ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`.
 
     Nothing here raises for a source that drops or stalls: the capture thread reconnects,
     and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
@@ -678,6 +689,8 @@ def run_live(
                     events.update(frame.t, result.faces, [s.track_id for s in result.left])
                 if unknown_crops is not None:
                     _save_unknown(unknown_crops, result.left)
+                if sightings is not None and result.left:
+                    sightings(result.left)
                 for out in outputs:
                     if not out.write(frame, image):
                         stop.set()
@@ -698,12 +711,24 @@ def run_live(
             events.update(last_t, (), [s.track_id for s in ended])
         if unknown_crops is not None:
             _save_unknown(unknown_crops, ended)
+        if sightings is not None and ended:
+            sightings(ended)
         for out in outputs:
             try:
                 out.close()
             except Exception as e:
                 log.warning("closing output failed: %s", e)
     return make_stats(pipeline, capture, started, events)
+
+
+def keep_best_face(st: TrackState, quality: float, crop: np.ndarray, vector: np.ndarray, n: int) -> None:
+    """Remember ``(quality, crop, vector)`` among the track's ``n`` best faces."""
+    faces = st.best_faces
+    if len(faces) >= n and quality <= faces[-1][0]:
+        return
+    faces.append((float(quality), crop.copy(), np.asarray(vector, np.float32).copy()))
+    faces.sort(key=lambda f: -f[0])
+    del faces[n:]
 
 
 def _save_unknown(keeper: UnknownCrops, ended: Sequence[TrackState]) -> None:
@@ -789,5 +814,6 @@ def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, s
     return LivePipeline(
         detector, embedder, threshold=threshold_for(cfg, embedder), tracking=cfg.tracking,
         detect_every=cfg.live.detect_every, gallery=gallery, flip=cfg.recognition.flip_tta,
-        keep_crops=cfg.events.keep_unknown_crops, stills=stills, pacer=pacer,
+        keep_crops=cfg.events.keep_unknown_crops or cfg.unknowns.enabled, stills=stills, pacer=pacer,
+        keep_best=cfg.unknowns.crops_per_sighting,
     )

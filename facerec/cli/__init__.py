@@ -25,6 +25,7 @@ _MODULES = (
     "facerec.cli.eval_cmd",
     "facerec.cli.live_cmd",
     "facerec.cli.serve_cmd",
+    "facerec.cli.unknowns_cmd",
 )
 
 

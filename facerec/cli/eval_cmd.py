@@ -1,4 +1,4 @@
-"""``facerec eval verify|identify|gallery|detect`` and ``facerec calibrate``.
+"""``facerec eval verify|identify|gallery|detect|cluster`` and ``facerec calibrate``.
 
 Every evaluation prints a readable summary; with ``--json`` the last line on stdout is one
 JSON object (progress bars and warnings go to stderr).
@@ -79,6 +79,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_detect)
+
+    p = esub.add_parser("cluster", parents=[common], help="group photo folders into people as the daemon groups unknowns",
+                        description="Cluster the largest face of every DIR/<person>/* photo with the unknown-face "
+                                    "grouping of the daemon (unknowns.min_faces, unknowns.max_distance) and score "
+                                    "it against the folders: BCubed precision, recall and F1, clusters found vs "
+                                    "people. A face left ungrouped counts as a cluster of its own in BCubed.")
+    p.add_argument("--root", required=True, metavar="DIR", help="labelled photos: DIR/<person>/<photo>")
+    p.add_argument("--min-photos", type=int, default=1, metavar="N",
+                   help="only people with at least N photos (LFW: 2); default 1")
+    p.add_argument("--max-people", type=int, metavar="N", help="only the first N people by folder name (caps the run time)")
+    p.add_argument("--min-faces", type=int, metavar="N", help="override unknowns.min_faces")
+    p.add_argument("--max-distance", type=float, metavar="D", help="override unknowns.max_distance (cosine distance)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("calibrate", parents=[common], help="set recognition.threshold for a target false-accept rate",
                        description="Compute the threshold that keeps the false-accept rate at or below --far on "
@@ -346,4 +361,38 @@ def cmd_calibrate(args: argparse.Namespace, cfg: Config) -> int:
             "config": str(change.path), "backup": str(change.backup) if change.backup else None,
             "written": change.written,
         })
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# eval cluster
+
+
+def cmd_cluster(args: argparse.Namespace, cfg: Config) -> int:
+    from facerec.evaluate.cluster_eval import evaluate_clustering
+    from facerec.unknowns import ClusterParams
+
+    if args.min_photos < 1 or (args.max_people is not None and args.max_people < 1):
+        raise FacerecError("--min-photos and --max-people must be at least 1")
+    try:
+        params = ClusterParams(args.min_faces if args.min_faces is not None else cfg.unknowns.min_faces,
+                               args.max_distance if args.max_distance is not None else cfg.unknowns.max_distance)
+    except ValueError as e:
+        raise FacerecError(f"{e}: check --min-faces / --max-distance") from None
+    analyzer = _analyzer(cfg)
+    res = evaluate_clustering(analyzer, args.root, params, args.min_photos, args.max_people,
+                              _progress(args), cfg.gallery.pad_retry)
+    out = res.summary()
+    out.update(_model_info(cfg, analyzer))
+    out["root"] = str(args.root)
+    left = f", {out['people_left_out']} people left out (fewer than {args.min_photos} photos or past --max-people)" \
+        if out["people_left_out"] else ""
+    print(f"{out['faces']} faces of {out['people']} people{left}; {out['skipped']} photo(s) without a usable face skipped")
+    print(f"min_faces {params.min_faces}, max_distance {params.max_distance:g}: {out['clusters']} clusters "
+          f"({out['pure_clusters']} pure) for {out['people']} people, {out['noise']} faces ungrouped")
+    print(f"BCubed precision {_fmt(out['bcubed_precision'])}  recall {_fmt(out['bcubed_recall'])}  "
+          f"F1 {_fmt(out['bcubed_f1'])}")
+    print(f"time: {out['seconds']:.1f} s (clustering {1000 * out['cluster_seconds']:.0f} ms)")
+    if args.json:
+        print_json(out)
     return 0

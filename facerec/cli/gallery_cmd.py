@@ -293,8 +293,11 @@ def cmd_enroll_move(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll_delete(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        n = service.store.delete_person(args.name)
-        print(f"removed {args.name!r}: {n} sample(s) with their crop files and vectors")
+        from facerec.unknowns import purge_person
+
+        r = purge_person(service, args.name, interface="cli")
+        print(f"removed {args.name!r}: {r['samples']} sample(s) with their crop files and vectors, "
+              f"{r['negatives']} negative sample(s)")
         raw = service.data_dir / "raw" / args.name.strip()
         if raw.is_dir():
             print(f"note: the photos in {raw} were not touched; delete them too, or facerec align + "

@@ -62,6 +62,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tracks", metavar="FILE",
                    help="write one JSON line per processed frame to FILE ('-' = stdout): frame index, stream "
                         "seconds, and each face's box, track id, name (null until named) and score")
+    g.add_argument("--unknowns", action="store_true", default=None,
+                   help="keep unknown sightings and group them into candidate people (unknowns.enabled)")
     g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
     g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
 
@@ -126,6 +128,8 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
             cfg.events.keep_unknown_crops = True
         if args.stats_every is not None:
             cfg.live.stats_every_s = args.stats_every
+        if getattr(args, "unknowns", None):
+            cfg.unknowns.enabled = True
     except ValueError as e:  # pydantic validates assignments
         raise ConfigError(f"invalid option: {e}") from None
     if args.max_frames is not None and args.max_frames < 1:

@@ -165,6 +165,7 @@ class GalleryIndex:
         # rows are grouped by person (sorted), so a person's rows are one contiguous run
         self._starts = np.flatnonzero(np.r_[True, np.diff(self._row_person) != 0]) if len(self.rows) else np.zeros(0, np.int64)
         self._faiss_index = None
+        self._negatives: dict[str, np.ndarray] = {}
         self.backend = "exact"
         use_faiss = index == "faiss" or (index == "auto" and len(self.rows) >= index_min_size)
         if index not in ("auto", "exact", "faiss"):
@@ -208,6 +209,27 @@ class GalleryIndex:
         out = cls(names, vec, quality, template, index, index_min_size, key=key, **kwargs)
         out.sample_ids = ids
         return out
+
+    def set_negatives(self, names: Sequence[str], vectors: np.ndarray) -> None:
+        """Faces marked "not X" (negative feedback): ``names[i]`` is X for ``vectors[i]``.
+
+        A face that is closer to one of X's negatives than to X itself is not named X
+        (:meth:`search` goes on to the next candidate). People without negatives, and
+        faces far from every negative, are matched exactly as before.
+        """
+        vec = np.asarray(vectors, np.float32)
+        if len(names) != len(vec):
+            raise GalleryError(f"{len(names)} names for {len(vec)} negative vectors")
+        if len(vec) and self.dim and vec.shape[1] != self.dim:
+            raise GalleryError(f"negative vectors have {vec.shape[1]} dimensions, the gallery has {self.dim}")
+        by: dict[str, list[np.ndarray]] = {}
+        for n, v in zip(names, _unit_rows(vec) if len(vec) else vec):
+            by.setdefault(str(n), []).append(v)
+        self._negatives = {n: np.stack(v) for n, v in by.items()}
+
+    def _vetoed(self, q: np.ndarray, name: str, similarity: float) -> bool:
+        neg = self._negatives.get(name)
+        return neg is not None and float(np.max(neg @ q)) > similarity
 
     def __len__(self) -> int:
         """Number of people in the gallery."""
@@ -274,6 +296,12 @@ class GalleryIndex:
         for i in range(len(q)):
             top = [(self.people[int(p)], float(v)) for p, v in zip(cand_idx[i], cand_sim[i]) if p >= 0][:k]
             best_name, best = top[0] if top else (None, NO_CANDIDATE)
+            if self._negatives and best_name is not None and best >= threshold:
+                # "not X": skip candidates this face resembles a negative of more than them
+                ok = [(n, v) for n, v in top if v >= threshold and not self._vetoed(q[i], n, v)]
+                best_name, best = ok[0] if ok else (None, best)
+                items.append(Match(best_name if ok else None, best, top))
+                continue
             items.append(Match(best_name if best >= threshold else None, best, top))
         return Matches(items)
 

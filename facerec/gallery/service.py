@@ -371,11 +371,20 @@ class GalleryService:
         """The search index for the current embedder, rebuilt when the gallery changes."""
         g = self.cfg.gallery
         with self._cache_lock:
-            state = (self.store.version(), self.key, g.template, g.index, g.index_min_size)
+            negatives = self._negatives()
+            state = (self.store.version(), self.key, g.template, g.index, g.index_min_size, negatives[2])
             if self._index is None or self._index_state != state:
                 self._index = GalleryIndex.from_store(self.store, self.key, g.template, g.index, g.index_min_size)
+                if negatives[0]:
+                    self._index.set_negatives(negatives[0], negatives[1])
                 self._index_state = state
             return self._index
+
+    def _negatives(self) -> tuple[list[str], np.ndarray, int]:
+        """Negative samples ("not X") of the current embedder, and a change counter."""
+        from facerec.gallery.sightings import negatives_of
+
+        return negatives_of(self.cfg, str(self.key))
 
     def _sample_vectors(self) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         with self._cache_lock:

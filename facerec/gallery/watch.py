@@ -120,7 +120,46 @@ class GalleryWatcher:
         c = self.cfg
         index = GalleryIndex(self._names, self._vec, self._quality, c.template, c.index, c.index_min_size, key=self.key)
         index.sample_ids = self._ids
+        self._neg_version = self._load_negatives(index)
         self._index = index
+
+    def _feedback_cfg(self) -> GalleryConfig:
+        """The gallery section pointing at this watcher's folder (where ``unknowns.db`` lives)."""
+        if self.cfg.backend == "postgres" or self.data_dir is None:
+            return self.cfg  # postgres: the feedback tables are in the gallery database
+        return self.cfg.model_copy(update={"data_dir": str(self.data_dir)})
+
+    def _load_negatives(self, index) -> int:
+        """Give ``index`` the "not X" samples of this embedder; returns their version."""
+        from facerec.gallery.sightings import negatives_of
+
+        if self.cfg.backend != "postgres" and self.data_dir is None:
+            return 0
+
+        try:
+            names, vec, version = negatives_of(self._feedback_cfg(), str(self.key))
+        except FacerecError as e:  # feedback unreachable: recognise without it
+            log.warning("negative samples not loaded: %s", e)
+            return getattr(self, "_neg_version", 0)
+        if names:
+            index.set_negatives(names, vec)
+        return version
+
+    def _negatives_changed(self) -> bool:
+        """Rebuild the index when "not X" samples were added or removed; True if so."""
+        from facerec.gallery.sightings import negatives_of
+
+        if self._index is None or (self.cfg.backend != "postgres" and self.data_dir is None):
+            return False
+        try:
+            version = negatives_of(self._feedback_cfg(), str(self.key))[2]
+        except FacerecError:
+            return False
+        if version == getattr(self, "_neg_version", 0):
+            return False
+        self._rebuild()
+        self.reloads += 1
+        return True
 
     def _refresh(self) -> bool:
         """Bring the index up to the backend's version; True when it changed. Raises on outage."""
@@ -132,7 +171,7 @@ class GalleryWatcher:
             if not full:
                 ch = store.changes_since(self._version)
                 if ch.version == self._version:
-                    return False
+                    return self._negatives_changed()
                 full = ch.full
             if full:
                 version = store.version()

@@ -466,10 +466,11 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
 
     @api.delete("/people/{name}", tags=["gallery"])
     async def delete_person(name: str) -> dict:
-        """Remove a person with every sample, crop file and embedding."""
+        """Remove a person with every sample, crop file, embedding and negative sample."""
+        from facerec.unknowns import purge_person
+
         canon = await srv.io(srv.require_person, name)
-        n = await srv.io(srv.store.delete_person, canon)
-        return {"deleted": canon, "samples": n}
+        return await srv.io(purge_person, srv.service, canon, interface="api")
 
     @api.post("/samples/{sample_id}/move", tags=["gallery"])
     async def move_sample(sample_id: int, body: MoveBody) -> dict:
@@ -596,6 +597,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
                                  media_type="multipart/x-mixed-replace; boundary=frame",
                                  headers={"Cache-Control": "no-store"})
 
+    from facerec.serve.unknowns_routes import add_unknowns_routes
+
+    app.state.unknowns = add_unknowns_routes(api, srv)
     app.include_router(api)
 
     # The outermost layers: headers on everything, then the token (before any body is
