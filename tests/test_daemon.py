@@ -76,7 +76,7 @@ def _config(tmp_path: Path, data_dir: Path, gallery: Path, port: int, cameras: d
 
 
 def test_camera_overrides_and_bad_camera_lists() -> None:
-    cfg = load_config(None, {"live.detect_every": 2, "detection.input_size": 640})
+    cfg = load_config(None, {"live.detect_every": 2, "live.input_size": 640})
     cfg.cameras = [{"name": "a", "source": "x.mp4", "input_size": 320, "min_face": 0},
                    {"name": "b", "source": "y.mp4", "enabled": False}, {"name": "c", "source": "z.mp4"}]
     specs = cameras_from_config(cfg)
