@@ -149,8 +149,8 @@ def read_journal(path: Path) -> list[dict]:
     return out
 
 
-def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int, bool, str]:
-    """Replay the journal on ``before``; returns ``(ok, completed ops, killed inside an op, why not)``."""
+def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int, str | None, str]:
+    """Replay the journal on ``before``; returns ``(ok, completed ops, the interrupted op or None, why not)``."""
     state, pending, completed = before, None, 0
     for entry in journal:
         if entry["at"] == "begin":
@@ -160,12 +160,12 @@ def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int,
             pending, completed = None, completed + 1
     if pending is None:
         ok = actual == state
-        return ok, completed, False, "" if ok else f"expected {state.describe()}, found {actual.describe()}"
+        return ok, completed, None, "" if ok else f"expected {state.describe()}, found {actual.describe()}"
     ok = matches_interrupted(state, pending, actual)
     why = "" if ok else (f"interrupted {pending['op']} {json.dumps({k: v for k, v in pending.items() if k != 'todo'})}: "
                          f"before {state.describe()}, after {apply(state, pending, {}).describe()}, "
                          f"found {actual.describe()}")
-    return ok, completed, True, why
+    return ok, completed, pending["op"], why
 
 
 def orphan_files(cfg: Config, actual_paths: set[str]) -> tuple[list[str], int]:
@@ -252,13 +252,15 @@ class Tally:
     backend: str
     trials: int = 0
     inside_op: int = 0
+    interrupted: dict[str, int] = field(default_factory=dict)
     ops: int = 0
     failures: list[str] = field(default_factory=list)
     tmp_files: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
-        return (f"{self.backend:<22} {self.trials:>4} trials  {self.inside_op:>4} killed inside an operation  "
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.interrupted.items()))
+        return (f"{self.backend:<22} {self.trials:>4} trials  {self.inside_op:>4} killed inside an operation ({kinds})  "
                 f"{self.ops:>5} operations completed  {len(self.failures):>3} failures  "
                 f"({self.tmp_files} temporary files left, {self.seconds:.0f} s)")
 
@@ -324,7 +326,9 @@ def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: i
             ok, completed, inside, why = check(state, entries, actual)
             tally.trials += 1
             tally.ops += completed
-            tally.inside_op += inside
+            if inside is not None:
+                tally.inside_op += 1
+                tally.interrupted[inside] = tally.interrupted.get(inside, 0) + 1
             fails = [f"integrity: {p}" for p in problems] + ([why] if not ok else [])
             fails += [f"writer crashed: {e['error']}" for e in crashed]
             if b.kind == "sqlite":
