@@ -9,6 +9,10 @@ were dropped: batches of three, each one transaction), ``drop`` (drop the embedd
 vectors), ``rename``, ``delete`` (a person) and ``delete-sample``. Before and after each
 operation it appends a line to a journal file (``begin``/``end`` with what it did).
 
+Half of the kills land at a uniform moment up to ``--max-delay`` s after the writer opened
+the gallery, the other half within 10 ms after the writer began an operation of a kind
+drawn at random (so the short ones, rename and delete, are hit too).
+
 After each kill the parent reopens the gallery (SQLite: as the next writer would, which
 removes crop files whose write never committed) and checks:
 
@@ -70,6 +74,8 @@ NAMES = ["ada", "bo", "cy", "di", "ed", "flo", "gus", "hal"]
 #: Most samples the writer lets the gallery grow to before it prefers deleting.
 MAX_SAMPLES = 30
 EMBED_BATCH = 3
+#: Operation kinds a kill can be aimed at.
+AIMS = ("enroll", "embed", "drop", "rename", "delete", "delete-sample")
 
 
 # ---------------------------------------------------------------------------- state and its model
@@ -149,8 +155,8 @@ def read_journal(path: Path) -> list[dict]:
     return out
 
 
-def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int, bool, str]:
-    """Replay the journal on ``before``; returns ``(ok, completed ops, killed inside an op, why not)``."""
+def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int, str | None, str]:
+    """Replay the journal on ``before``; returns ``(ok, completed ops, the interrupted op or None, why not)``."""
     state, pending, completed = before, None, 0
     for entry in journal:
         if entry["at"] == "begin":
@@ -160,12 +166,12 @@ def check(before: State, journal: list[dict], actual: State) -> tuple[bool, int,
             pending, completed = None, completed + 1
     if pending is None:
         ok = actual == state
-        return ok, completed, False, "" if ok else f"expected {state.describe()}, found {actual.describe()}"
+        return ok, completed, None, "" if ok else f"expected {state.describe()}, found {actual.describe()}"
     ok = matches_interrupted(state, pending, actual)
     why = "" if ok else (f"interrupted {pending['op']} {json.dumps({k: v for k, v in pending.items() if k != 'todo'})}: "
                          f"before {state.describe()}, after {apply(state, pending, {}).describe()}, "
                          f"found {actual.describe()}")
-    return ok, completed, True, why
+    return ok, completed, pending["op"], why
 
 
 def orphan_files(cfg: Config, actual_paths: set[str]) -> tuple[list[str], int]:
@@ -252,13 +258,15 @@ class Tally:
     backend: str
     trials: int = 0
     inside_op: int = 0
+    interrupted: dict[str, int] = field(default_factory=dict)
     ops: int = 0
     failures: list[str] = field(default_factory=list)
     tmp_files: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
-        return (f"{self.backend:<22} {self.trials:>4} trials  {self.inside_op:>4} killed inside an operation  "
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.interrupted.items()))
+        return (f"{self.backend:<22} {self.trials:>4} trials  {self.inside_op:>4} killed inside an operation ({kinds})  "
                 f"{self.ops:>5} operations completed  {len(self.failures):>3} failures  "
                 f"({self.tmp_files} temporary files left, {self.seconds:.0f} s)")
 
@@ -287,7 +295,10 @@ def kill_server(server: Any) -> None:
 
 
 def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: int, rng: random.Random,
-               max_delay: float, server: Any = None, kill_the_server: bool = False, verbose: bool = False) -> None:
+               max_delay: float, server: Any = None, kill_the_server: bool = False, verbose: bool = False,
+               aim_share: float = 0.5) -> None:
+    """``trials`` kills; a share ``aim_share`` of them is aimed at the first 10 ms of an operation
+    of a random kind (a short rename or delete is rarely hit by a kill at a uniform moment)."""
     t0 = time.perf_counter()
     key = analyzer.embedder.key
     with open_backend(cfg.gallery) as b:
@@ -302,7 +313,14 @@ def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: i
             deadline = time.monotonic() + 30
             while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, max_delay))
+            aim = rng.choice(AIMS) if rng.random() < aim_share else None
+            if aim is None:
+                time.sleep(rng.uniform(0.0, max_delay))
+            else:  # kill within 10 ms after the writer began an operation of this kind
+                begin, end = f'{{"at": "begin", "op": "{aim}"'.encode(), time.monotonic() + 5
+                while time.monotonic() < end and not journal.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(begin):
+                    time.sleep(0.0005)
+                time.sleep(rng.uniform(0.0, 0.01))
             if kill_the_server:
                 kill_server(server)
                 time.sleep(0.3)  # the writer sees the lost connection
@@ -324,7 +342,9 @@ def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: i
             ok, completed, inside, why = check(state, entries, actual)
             tally.trials += 1
             tally.ops += completed
-            tally.inside_op += inside
+            if inside is not None:
+                tally.inside_op += 1
+                tally.interrupted[inside] = tally.interrupted.get(inside, 0) + 1
             fails = [f"integrity: {p}" for p in problems] + ([why] if not ok else [])
             fails += [f"writer crashed: {e['error']}" for e in crashed]
             if b.kind == "sqlite":

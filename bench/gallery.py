@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run as ``python bench/gallery.py``
 
 import argparse
 import gc
+import hashlib
 import os
 import platform
 import shutil
@@ -59,6 +60,7 @@ from facerec.config import load_config
 from facerec.gallery.search import GalleryIndex, import_faiss
 from facerec.gallery.service import GalleryService
 from facerec.imageio import read_image
+from facerec.types import EmbedderKey, Embeddings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: Typical five landmarks of an LFW deep-funneled 250x250 image (see bench/bench_embed.py).
@@ -204,6 +206,207 @@ def bench_enroll(samples: int, probe: Path) -> list[tuple[str, float, str]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------- part 3: backends
+
+SYNTH_KEY = EmbedderKey("synthetic-512", "0" * 64)
+SAMPLES_PER_PERSON = 10
+
+
+def _synthetic_vectors(n: int, d: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def fill_sqlite(root: Path, n: int, d: int, chunk: int = 50_000) -> None:
+    """``n`` synthetic templates straight into a new SQLite gallery (bulk SQL: set-up, not timed
+    as enrollment; the crop files are not written, nothing here reads them)."""
+    import sqlite3
+
+    from facerec.gallery.store import DB_NAME, GalleryStore
+
+    GalleryStore(root).close()  # the schema
+    con = sqlite3.connect(root / DB_NAME, isolation_level=None)
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute("BEGIN")
+    people = (n + SAMPLES_PER_PERSON - 1) // SAMPLES_PER_PERSON
+    now = time.time()
+    con.executemany("INSERT INTO people(id, name, created) VALUES (?,?,?)",
+                    ((i + 1, f"person {i:07d}", now) for i in range(people)))
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        vec = _synthetic_vectors(m, d, start)
+        ids = range(start + 1, start + m + 1)
+        con.executemany("INSERT INTO samples(id, person_id, source_path, sha256, crop_path, crop_sha256, quality, added) "
+                        "VALUES (?,?,NULL,?,?,?,1.0,?)",
+                        ((i, (i - 1) // SAMPLES_PER_PERSON + 1, f"{i:064x}", f"preprocessed/synthetic/{i}.png",
+                          f"{i:064x}", now) for i in ids))
+        con.executemany("INSERT INTO embeddings(sample_id, embedder, dim, vector, norm) VALUES (?,?,?,?,1.0)",
+                        ((i, str(SYNTH_KEY), d, vec[j].tobytes()) for j, i in enumerate(ids)))
+    con.execute("UPDATE meta SET value='1' WHERE key='version'")
+    con.execute("COMMIT")
+    con.close()
+
+
+def _copy_binary(rows: np.ndarray) -> bytes:
+    return b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
+
+
+def fill_postgres(dsn: str, n: int, d: int, chunk: int = 50_000) -> None:
+    """``n`` synthetic templates into a new PostgreSQL gallery with binary ``COPY`` (set-up)."""
+    import psycopg
+
+    from facerec.gallery.postgres import upgrade
+
+    upgrade(dsn)
+    people = (n + SAMPLES_PER_PERSON - 1) // SAMPLES_PER_PERSON
+    key = str(SYNTH_KEY).encode()
+    now = time.time()
+    crop = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    with psycopg.connect(dsn) as con:
+        con.execute("SET synchronous_commit = off")
+        with con.cursor().copy("COPY people(id, name, created) FROM STDIN") as cp:
+            for i in range(people):
+                cp.write_row((i + 1, f"person {i:07d}", now))
+        crop_sha = hashlib.sha256(crop).hexdigest()
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            with con.cursor().copy("COPY samples(id, person_id, sha256, crop_name, crop, crop_sha256, quality, added) "
+                                   "FROM STDIN") as cp:
+                for i in range(start + 1, start + m + 1):
+                    cp.write_row((i, (i - 1) // SAMPLES_PER_PERSON + 1, f"{i:064x}", f"{i}.png", crop, crop_sha, 1.0, now))
+            # embeddings(sample_id int8, embedder text, dim int4, vector float4[], norm float4), PostgreSQL binary rows
+            dt = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("id", ">i8"), ("l1", ">i4"), ("key", f"S{len(key)}"),
+                           ("l2", ">i4"), ("dim", ">i4"), ("l3", ">i4"), ("ndim", ">i4"), ("flags", ">i4"),
+                           ("oid", ">i4"), ("size", ">i4"), ("lb", ">i4"), ("el", [("len", ">i4"), ("v", ">f4")], (d,)),
+                           ("l4", ">i4"), ("norm", ">f4")])
+            rows = np.zeros(m, dt)
+            rows["nf"], rows["l0"], rows["id"] = 5, 8, np.arange(start + 1, start + m + 1)
+            rows["l1"], rows["key"], rows["l2"], rows["dim"] = len(key), key, 4, d
+            rows["l3"], rows["ndim"], rows["flags"], rows["oid"], rows["size"], rows["lb"] = 20 + 8 * d, 1, 0, 700, d, 1
+            rows["el"]["len"], rows["el"]["v"] = 4, _synthetic_vectors(m, d, start)
+            rows["l4"], rows["norm"] = 4, 1.0
+            with con.cursor().copy("COPY embeddings(sample_id, embedder, dim, vector, norm) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(_copy_binary(rows))
+        for table in ("people", "samples"):
+            con.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+        con.execute("UPDATE facerec_meta SET version = 1")
+        con.execute("ANALYZE")
+
+
+class Camera:
+    """A daemon's camera loop reduced to what matters here: asks for the index every frame (25 fps)."""
+
+    def __init__(self, watcher) -> None:
+        import threading
+
+        self.watcher = watcher
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.04):
+            self.watcher.index  # noqa: B018  (polls SQLite; a no-op when the listener thread applies changes)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def bench_backends(backends: Sequence[str], sizes: Sequence[int], d: int, enrolls: int, changes: int,
+                   poll_s: float) -> list[dict]:
+    """Per backend and size: bulk fill, start-up load, enrollment throughput, propagation latency."""
+    from facerec.config import GalleryConfig
+    from facerec.gallery.backend import open_backend
+    from facerec.gallery.watch import GalleryWatcher
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    crops = [c for cs in lfw_crops(50).values() for c in cs]
+    server = None
+    out = []
+    root = Path(tempfile.mkdtemp(prefix="facerec-bench-backends-"))
+    try:
+        for n in sizes:
+            for backend in backends:
+                row: dict = {"backend": backend, "n": n}
+                t = time.perf_counter()
+                if backend == "postgres":
+                    if server is None:
+                        from pg_server import PgServer
+
+                        server = PgServer().init().start()
+                    dsn = server.create_db(f"bench_{n}")
+                    cfg = GalleryConfig(backend="postgres", dsn=dsn, index="exact")
+                    fill_postgres(dsn, n, d)
+                else:
+                    cfg = GalleryConfig(backend="sqlite", data_dir=str(root / f"sqlite-{n}"), index="exact")
+                    fill_sqlite(Path(cfg.data_dir), n, d)
+                row["fill_s"] = time.perf_counter() - t
+                print(f"  {backend} {n:,}: filled in {row['fill_s']:.0f} s", flush=True)
+
+                gc.collect()
+                t = time.perf_counter()
+                watcher = GalleryWatcher(cfg.data_dir, SYNTH_KEY, cfg, poll_s)
+                assert watcher.index is not None and len(watcher._ids) == n, "the watcher did not load the gallery"
+                row["load_s"] = time.perf_counter() - t
+                print(f"  {backend} {n:,}: daemon start-up load {row['load_s']:.1f} s", flush=True)
+
+                store = open_backend(cfg)
+                rng = np.random.default_rng(1)
+                t = time.perf_counter()
+                for i in range(enrolls):
+                    emb = Embeddings(_synthetic_vectors(1, d, 10**7 + i), np.ones(1, np.float32), SYNTH_KEY)
+                    store.add_sample(f"new {i % 20}", crops[i % len(crops)], source_path=None,
+                                     source_sha256=f"{rng.integers(2**62):064x}", quality=1.0, embeddings=emb)
+                row["enroll_per_s"] = enrolls / (time.perf_counter() - t)
+
+                camera = Camera(watcher)
+                v, end = store.version(), time.monotonic() + 60
+                while (watcher.version or 0) < v and time.monotonic() < end:  # the enrollments above first
+                    time.sleep(0.01)
+                lat = []
+                for i in range(changes):
+                    time.sleep(0.15 + 0.1 * rng.random())  # changes arrive at random moments of the poll cycle
+                    emb = Embeddings(_synthetic_vectors(1, d, 2 * 10**7 + i), np.ones(1, np.float32), SYNTH_KEY)
+                    before = watcher._index
+                    t = time.time()
+                    s = store.add_sample("latency probe", crops[i % len(crops)], source_path=None,
+                                         source_sha256=f"{rng.integers(2**62):064x}", quality=1.0, embeddings=emb)
+                    end, seen = time.monotonic() + 30, before
+                    while time.monotonic() < end:
+                        if watcher._index is not seen:
+                            seen = watcher._index
+                            if int(s.id) in seen.sample_ids:
+                                break
+                        time.sleep(0.001)
+                    else:
+                        raise AssertionError(f"{backend}: a change did not reach the index within 30 s")
+                    lat.append((time.time() - t) * 1000)
+                camera.close()
+                row["latency_ms"] = float(np.median(lat))
+                row["latency_max_ms"] = float(np.max(lat))
+                row["full_reloads"] = watcher.full_reloads
+                watcher.close()
+                store.close()
+                del watcher
+                gc.collect()
+                print(f"  {backend} {n:,}: {row['enroll_per_s']:.0f} enrollments/s, change reaches the index in "
+                      f"{row['latency_ms']:.0f} ms (median, max {row['latency_max_ms']:.0f})", flush=True)
+                out.append(row)
+                if backend == "sqlite":
+                    shutil.rmtree(cfg.data_dir, ignore_errors=True)
+                else:
+                    import psycopg
+
+                    with psycopg.connect(server.dsn(), autocommit=True) as c:
+                        c.execute(f'DROP DATABASE "bench_{n}"')
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -218,6 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, metavar="N", help="PyTorch and FAISS threads (default: library default)")
     p.add_argument("--skip-search", action="store_true", help="only the enrollment part")
     p.add_argument("--skip-enroll", action="store_true", help="only the search part")
+    p.add_argument("--backend", metavar="LIST",
+                   help="compare gallery backends instead (comma-separated: sqlite,postgres): start-up load, "
+                        "enrollment throughput, change propagation; parts 1 and 2 are skipped")
+    p.add_argument("--backend-sizes", type=int, nargs="+", default=[100_000, 1_000_000], metavar="N",
+                   help="templates (dim 512) in the gallery for --backend (default 100k 1M)")
+    p.add_argument("--enrolls", type=int, default=200, metavar="N", help="samples enrolled for the throughput (--backend)")
+    p.add_argument("--changes", type=int, default=20, metavar="N", help="changes timed for the propagation (--backend)")
     args = p.parse_args(argv)
     os.environ.setdefault("FACEREC_WEIGHTS", str(SHARED / "models"))
     sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
@@ -232,6 +442,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads), "
           f"numpy {np.__version__}")
+
+    if args.backend:
+        backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+        if not backends or any(b not in ("sqlite", "postgres") for b in backends):
+            p.error(f"--backend takes sqlite, postgres or both, comma-separated (got {args.backend!r})")
+        poll_s = load_config(None).live.gallery_poll_s
+        t0 = time.perf_counter()
+        rows3 = bench_backends(backends, args.backend_sizes, 512, args.enrolls, args.changes, poll_s)
+        print(f"\n## Backends side by side: synthetic unit vectors (d=512), {SAMPLES_PER_PERSON} per person "
+              f"({time.perf_counter() - t0:.0f} s)\n")
+        print(f"start-up load = a daemon's GalleryWatcher reading every vector and building the exact index; "
+              f"enroll = add_sample (crop + vector, one transaction each, {args.enrolls} of them); propagation = "
+              f"commit to the watcher's index update, median of {args.changes} (SQLite: polled every "
+              f"{poll_s:g} s (live.gallery_poll_s) from a 25 fps camera loop; PostgreSQL: LISTEN/NOTIFY)\n")
+        print("| templates | backend | bulk fill s | start-up load s | enrollments / s | propagation ms (median / max) |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for r in rows3:
+            print(f"| {r['n']:,} | {r['backend']} | {r['fill_s']:.0f} | {r['load_s']:.2f} | {r['enroll_per_s']:.0f} | "
+                  f"{r['latency_ms']:.0f} / {r['latency_max_ms']:.0f} |")
+        return 0
 
     if not args.skip_search:
         t0 = time.perf_counter()

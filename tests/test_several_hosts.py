@@ -206,3 +206,23 @@ def test_two_daemons_and_a_server_share_one_postgres_gallery(tmp_path: Path, pg_
     finally:
         for p in procs:
             p.stop()
+
+
+def test_calibrate_reads_a_postgres_gallery(tmp_path: Path, pg_dsn: str, data_dir: Path, analyzer, capsys):
+    """Another host calibrates the threshold on the shared gallery (the config names no data dir)."""
+    from facerec.cli import run
+    from facerec.config import load_config
+    from facerec.gallery.service import GalleryService
+
+    conf = tmp_path / "config.yaml"
+    conf.write_text(f"gallery:\n  backend: postgres\n  dsn: {pg_dsn}\n  data_dir: {tmp_path / 'data'}\n"
+                    "models:\n  detector: yolov5n-0.5-face\n  embedder: mobilefacenet\n", encoding="utf-8")
+    fr = data_dir / "identities" / "face_recognition_examples"
+    with GalleryService(load_config(conf), analyzer) as svc:
+        svc.enroll_paths("obama", [fr / "obama" / f for f in ("obama.jpg", "obama2.jpg", "obama3.jpg")])
+        svc.enroll_paths("biden", [fr / "biden" / f for f in ("biden.jpg", "biden2.jpg")])
+    rc = run(["calibrate", "--far", "0.2", "--config", str(conf), "--json", "--dry-run"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["genuine"], out["impostor"]) == (5, 5)  # leave-one-out: 3 + 2 genuine, 5 x 1 impostor
+    assert not (tmp_path / "data").exists()

@@ -226,17 +226,20 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _gallery_vectors(cfg: Config):
-    """``(samples, names, vectors, quality, source, embedder key)`` from the gallery store."""
-    from facerec.gallery.store import GalleryStore
-    from facerec.models import build_embedder
+    """``(samples, names, vectors, quality, source, embedder key)`` from the configured gallery
+    (either backend, through the gallery service)."""
+    from facerec.gallery.service import GalleryService
 
-    key = build_embedder(cfg).key
-    with GalleryStore(cfg.gallery.data_dir, readonly=True) as store:
+    with GalleryService(cfg, readonly=True) as svc:
+        key = svc.key
+        store = svc.store
+        where = (f"postgres {getattr(store, 'where', '')}".strip() if store.kind == "postgres"
+                 else str(cfg.gallery.data_dir))
         ids, names, vec, quality = store.vectors(key)
         crops = {s.id: s for s in store.samples()}
     if len(ids) == 0:
         raise FacerecError(
-            f"the gallery at {cfg.gallery.data_dir} has no vectors for {key}: enroll people or run "
+            f"the gallery at {where} has no vectors for {key}: enroll people or run "
             "`facerec embed` with this embedder first"
         )
     labels = []
@@ -244,7 +247,7 @@ def _gallery_vectors(cfg: Config):
         s = crops.get(int(i))
         src = Path(s.source_path).name if s and s.source_path else (Path(s.crop_path).name if s else "")
         labels.append(f"#{int(i)} {src}".strip())
-    return labels, list(names), vec, quality, str(cfg.gallery.data_dir), str(key)
+    return labels, list(names), vec, quality, where, str(key)
 
 
 def cmd_gallery(args: argparse.Namespace, cfg: Config) -> int:
