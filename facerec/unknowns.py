@@ -542,7 +542,9 @@ def purge_person(service, name: str, *, interface: str) -> dict:
         ``{"deleted", "samples", "negatives"}``.
     """
     from facerec.gallery.sightings import open_sightings
+    from facerec.gallery.store import validate_name
 
+    name = validate_name(name)
     samples = service.store.delete_person(name)
     with open_sightings(service.cfg) as store:
         negatives = store.delete_negatives(name)

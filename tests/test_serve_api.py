@@ -245,7 +245,7 @@ def test_rename_merge_move_delete(client, ex, service):
 
     crops = [Path(s.crop_path) for s in service.store.samples("Rose")]
     r = client.delete("/api/people/Rose", headers=AUTH)
-    assert r.status_code == 200 and r.json() == {"deleted": "Rose", "samples": 2}
+    assert r.status_code == 200 and r.json() == {"deleted": "Rose", "samples": 2, "negatives": 0}
     assert "Rose" not in people(client)
     assert not any(p.exists() for p in crops)
     assert client.get(f"/api/samples/{moved}/image", headers=AUTH).status_code == 404

@@ -26,6 +26,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_strangers_become_people(data_dir, tmp_path: Path, capsys):
     t0 = time.monotonic()
     gal = ["--data-dir", str(tmp_path / "g")]
+    # the feature off (the default): nothing is kept
+    assert rec_cam(["--source", str(data_dir / "video" / CLIPS[0]), "--max-frames", "20", "--stats-every", "0",
+                    *gal, *MODELS]) == 0
+    assert not (tmp_path / "g" / "unknowns.db").exists()
     for rep in range(2):
         for clip in CLIPS:
             cam = clip.split("_")[-1].removesuffix(".mp4")

@@ -41,8 +41,10 @@ def test_index_negatives_edge_cases():
 
 @pytest.fixture
 def gallery(analyzer, photo, tmp_path):
-    """Obama, Biden and Kit enrolled (one photo each) at a permissive threshold."""
-    cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "g"), "recognition.threshold": 0.12})
+    """Obama, Biden and Kit enrolled (one photo each) at a permissive threshold, 0.08
+    (MobileFaceNet's own is 0.32): both photos of Rose Leslie, who is not enrolled, come
+    out as Biden (cosine 0.093 and 0.086)."""
+    cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "g"), "recognition.threshold": 0.08})
     svc = GalleryService(cfg, analyzer=analyzer)
     for name, rel in (("obama", "obama/obama.jpg"), ("biden", "biden/biden.jpg"), ("kit", "kit_harington/john1.jpeg")):
         assert svc.enroll_image(name, read_image(photo(f"{EX}/{rel}"))).ok
@@ -61,26 +63,23 @@ def names(svc, photo) -> dict[str, str | None]:
 
 def test_not_x_stops_a_wrong_name_and_changes_nobody_else(gallery, photo):
     before = names(gallery, photo)
-    enrolled = {"obama", "biden", "kit"}
-    # at this permissive threshold someone who is not enrolled is named as someone who is
-    wrong = [p for p in PROBES if p.split("/")[0] in ("rose_leslie", "alex_lacamoire") and before[p] in enrolled]
-    assert wrong, f"expected a wrong name at threshold 0.12, got {before}"
-    marked = wrong[0]
-    x = before[marked]
-    same_person = [p for p in PROBES if p.split("/")[0] == marked.split("/")[0] and p != marked]
-    r = mark_not(gallery, x, read_image(photo(f"{EX}/{marked}")), interface="test", source=marked)
-    assert r["person"] == x and r["similarity"] >= 0.12
+    assert before == {
+        "obama/obama2.jpg": "obama", "obama/test_obama1.jpg": "obama", "biden/biden2.jpg": "biden",
+        "kit_harington/john2.jpeg": "kit", "kit_harington/test_johnsnow_test1.jpg": "kit",
+        "rose_leslie/img1.jpg": "biden", "rose_leslie/img2.jpg": "biden",  # wrong: Rose is not enrolled
+        "alex_lacamoire/train_img1.jpg": None, "alex_lacamoire/test_alex_lacamoire1.jpg": "obama",  # wrong too
+    }
+    # one photo of Rose is marked "not biden"
+    r = mark_not(gallery, "biden", read_image(photo(f"{EX}/rose_leslie/img1.jpg")), interface="test", source="img1")
+    assert r["person"] == "biden" and r["similarity"] == pytest.approx(0.093, abs=0.01)
     after = names(gallery, photo)
-    assert after[marked] != x
-    # the other photo of the same stranger, never marked itself, is no longer named x either
-    for p in same_person:
-        if before[p] == x:
-            assert after[p] != x, (p, before[p], after[p])
-    # the enrolled people's own photos keep their names
+    # neither that photo nor her other one, never marked, is named biden any more
+    assert after["rose_leslie/img1.jpg"] is None and after["rose_leslie/img2.jpg"] is None
+    # everybody else's result is unchanged (Alex's own wrong name included: nobody marked it)
     for p in PROBES:
-        if p.split("/")[0] not in ("rose_leslie", "alex_lacamoire"):
+        if not p.startswith("rose_leslie/"):
             assert after[p] == before[p], (p, before[p], after[p])
-    print(f"marked {marked} as not {x}: before {before}\nafter {after}")
+    print(f"before {before}\nafter  {after}")
 
 
 def test_feedback_cli_and_purge(gallery, photo, capsys):

@@ -89,10 +89,15 @@ def test_unknowns_api(seeded):
         assert c.get(alex["crop_urls"][0], headers=H).status_code == 404
         d = c.get("/api/unknowns?all=true", headers=H).json()
         assert d["candidates"] == [] and d["stats"]["sightings"] == 0
+        # other gallery changes are logged too; deleting a person reports their negatives
+        assert c.patch("/api/people/Kit", json={"name": "Kit H"}, headers=H).status_code == 200
+        assert c.delete("/api/people/Kit H", headers=H).json() == {"deleted": "Kit H", "samples": 3, "negatives": 0}
         # every change is in the audit log, with the interface it came through
         entries = c.get("/api/audit", headers=H).json()["entries"]
-        assert [(e["interface"], e["action"]) for e in entries] == [
-            ("api", "unknown.dismiss"), ("api", "unknown.merge"), ("api", "unknown.name")]
+        assert [(e["interface"], e["action"], e["subject"]) for e in entries] == [
+            ("api", "person.delete", "Kit H"), ("api", "person.rename", "/api/people/Kit"),
+            ("api", "unknown.dismiss", f"candidate {alex['id']}"), ("api", "unknown.merge", "Kit"),
+            ("api", "unknown.name", "Barack Obama")]
 
 
 def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):

@@ -607,6 +607,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     def limit_for(path: str) -> int:
         return srv.max_import_bytes if path.rstrip("/") == "/api/import" else srv.max_bytes
 
+    from facerec.serve.unknowns_routes import AuditMiddleware
+
+    app.add_middleware(AuditMiddleware, unknowns=app.state.unknowns)
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
     app.add_middleware(BearerGuard, token=token, prefix="/api/")
     app.add_middleware(_SecurityHeaders)
