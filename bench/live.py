@@ -17,7 +17,7 @@ Parts:
     the replayed boxes.
 
 ``--cameras 1,2,4`` instead compares, for each N, one daemon running N cameras (N clips,
-shared models under one inference lock) with N separate one-camera processes started
+shared models, as many model calls at once as cores / threads per call) with N separate one-camera processes started
 together: per-camera and aggregate FPS and resident memory (peak RSS, summed over the
 processes), plus whether batching model calls across cameras would be faster.
 
@@ -441,7 +441,7 @@ def cameras_bench(args) -> None:
     print(f"\ncameras: {args.frames} frames per camera, clips {', '.join(CAMERA_CLIPS[:max(args._cameras)])}, "
           f"yolov5n-0.5-face + MobileFaceNet, detect 1/{args.detect_every} @{args.input_size}, {args.precision}, "
           f"{args.threads} torch thread(s) per process, empty gallery, files read as fast as processed")
-    print(f"{'N':>3} {'mode':<12} {'agg FPS':>8} {'per-camera FPS':<32} {'RSS MB':>8} {'lock wait ms':>12}")
+    print(f"{'N':>3} {'mode':<12} {'agg FPS':>8} {'per-camera FPS':<32} {'RSS MB':>8} {'slot wait ms':>12}")
     for n in args._cameras:
         one = _spawn([",".join(str(i) for i in range(n))], args)[0]
         sep = _spawn([str(i) for i in range(n)], args)
@@ -451,7 +451,7 @@ def cameras_bench(args) -> None:
             frames = sum(c["frames"] for c in cams.values())
             agg = frames / max(r["wall_s"] for r in results)
             rss = sum(r["rss_mb"] for r in results)
-            wait = sum(r["models"]["lock_wait_ms"] for r in results)
+            wait = sum(r["models"]["slot_wait_ms"] for r in results)
             per = " ".join(f"{c['fps']:.1f}" for c in cams.values())
             rows.append((agg, rss))
             print(f"{n:>3} {mode:<12} {agg:>8.1f} {per:<32} {rss:>8.0f} {wait:>12.0f}")

@@ -165,7 +165,7 @@ class CameraConfig(_Section):
     detect_every: int | None = Field(None, ge=1, description="Override of live.detect_every.")
     input_size: int | None = Field(None, ge=64, le=4096, multiple_of=32, description="Override of detection.input_size, px.")
     min_face: int | None = Field(None, ge=0, description="Override of detection.min_face, px.")
-    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest [x1, y1, x2, y2], frame px; faces outside are ignored.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest [x1, y1, x2, y2], frame px; only this part of the frame is searched for faces.")
 
 
 class Config(_Section):

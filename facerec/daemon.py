@@ -3,11 +3,15 @@
 ``facerec run`` and ``facerec serve`` both start a :class:`Daemon`; nothing else wires
 capture, models, gallery and sinks together. One daemon holds:
 
-* one detector and one embedder (:class:`SharedModels`), used by every camera under one
-  inference lock. On a CPU two concurrent model calls only split the same cores between
-  them, so serialising them costs no throughput and keeps each call's latency low; the
-  per-camera settings (input size, minimum face, region of interest) live in a thin view
-  of the shared detector (:class:`CameraDetector`), never in a second copy of the weights;
+* one detector and one embedder (:class:`SharedModels`) for every camera, with as many
+  model calls at once as the cores allow (:func:`inference_slots`: cores divided by the
+  threads one call uses). More would only split the same cores between calls and slow
+  each one down; fewer would leave cores idle (a daemon whose calls were all serialised
+  ran 0.5-0.6x the aggregate FPS of separate processes on two cores, bench/live.py
+  --cameras). Inference does not change the models (eval mode, no grad), so concurrent
+  calls on the same weights are safe. The per-camera settings (input size, minimum face,
+  region of interest) live in a thin view of the shared detector
+  (:class:`CameraDetector`), never in a second copy of the weights;
 * one gallery watcher (:class:`~facerec.gallery.watch.GalleryWatcher`) whose index every
   camera searches;
 * one :class:`~facerec.events.EventBus` in front of every sink (JSON lines, webhook,
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -119,9 +124,9 @@ class ModelUse:
         detect_calls: detector calls, all cameras.
         embed_calls: embedder calls, all cameras.
         faces_embedded: face crops embedded, all cameras.
-        wait_ms: total time callers waited for the inference lock, ms (how much the
+        wait_ms: total time callers waited for a free inference slot, ms (how much the
             cameras got in each other's way).
-        busy_ms: total time the lock was held, ms.
+        busy_ms: total time spent in model calls, ms (all slots together).
     """
 
     def __init__(self) -> None:
@@ -133,36 +138,62 @@ class ModelUse:
 
     def to_json(self) -> dict[str, float]:
         return {"detect_calls": self.detect_calls, "embed_calls": self.embed_calls,
-                "faces_embedded": self.faces_embedded, "lock_wait_ms": round(self.wait_ms, 1),
+                "faces_embedded": self.faces_embedded, "slot_wait_ms": round(self.wait_ms, 1),
                 "busy_ms": round(self.busy_ms, 1)}
 
 
+def inference_slots(threads: int | None = None) -> int:
+    """How many model calls may run at once without oversubscribing the CPU: the cores
+    this process may use divided by the threads one call uses (``threads``, default
+    PyTorch's intra-op thread count), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    return max(1, cores // max(1, int(threads)))
+
+
 class SharedModels:
-    """One detector and one embedder for every camera, called under one lock.
+    """One detector and one embedder for every camera, at most ``slots`` calls at once.
 
     Args:
         detector: a detector (``__call__(image) -> Detections``, ``input_size`` and
             ``min_face`` attributes as :class:`~facerec.detect.yolov5_face.YoloV5FaceDetector`).
         embedder: an :class:`~face_embedding.Embedder`.
+        slots: model calls allowed at the same time (``None``: :func:`inference_slots`).
     """
 
-    def __init__(self, detector: Any, embedder: Any) -> None:
+    def __init__(self, detector: Any, embedder: Any, slots: int | None = None) -> None:
         self.detector = detector
         self.embedder = embedder
-        self.lock = threading.Lock()
+        self.slots = max(1, int(slots)) if slots is not None else inference_slots()
+        self._slots = threading.BoundedSemaphore(self.slots)
+        self._count_lock = threading.Lock()
         self.use = ModelUse()
-        self.locked_embedder = LockedEmbedder(self)
+        self.shared_embedder = SharedEmbedder(self)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` under the inference lock, timing the wait and the call."""
+        """``fn(*args, **kwargs)`` in a free inference slot, timing the wait and the call."""
         t0 = time.perf_counter()
-        with self.lock:
+        with self._slots:
             t1 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.use.wait_ms += (t1 - t0) * 1000.0
-                self.use.busy_ms += (time.perf_counter() - t1) * 1000.0
+                t2 = time.perf_counter()
+                with self._count_lock:
+                    self.use.wait_ms += (t1 - t0) * 1000.0
+                    self.use.busy_ms += (t2 - t1) * 1000.0
+
+    def count(self, **added: int) -> None:
+        """Add to the :class:`ModelUse` counters (cameras call from several threads)."""
+        with self._count_lock:
+            for key, n in added.items():
+                setattr(self.use, key, getattr(self.use, key) + n)
 
     def detector_for(self, spec: CameraSpec) -> CameraDetector:
         """A view of the shared detector with ``spec``'s input size, minimum face and ROI."""
@@ -176,7 +207,7 @@ def build_models(cfg: Config) -> SharedModels:
 
     embedder = with_precision(build_embedder(cfg), cfg.live.precision)
     detector = fast_detector(build_detector(cfg), cfg.live.precision)
-    return SharedModels(detector, embedder)
+    return SharedModels(detector, embedder, inference_slots(cfg.live.threads))
 
 
 class CameraDetector:
@@ -215,7 +246,7 @@ class CameraDetector:
         return getattr(self._det, "runner", None)
 
     def __call__(self, image: np.ndarray) -> Detections:
-        self.models.use.detect_calls += 1
+        self.models.count(detect_calls=1)
         if self.roi is None:
             return self.models.run(self._det, image)
         h, w = image.shape[:2]
@@ -230,17 +261,15 @@ class CameraDetector:
         return Detections(det.xyxy + np.tile(off, 2), det.score, det.landmarks + off)
 
 
-class LockedEmbedder:
-    """The shared embedder behind the inference lock (every other attribute is the
+class SharedEmbedder:
+    """The shared embedder behind the inference slots (every other attribute is the
     embedder's own: ``key``, ``dim``, ``default_threshold``...)."""
 
     def __init__(self, models: SharedModels) -> None:
         self._models = models
 
     def embed(self, images: Any, flip: bool = False):
-        use = self._models.use
-        use.embed_calls += 1
-        use.faces_embedded += len(images)
+        self._models.count(embed_calls=1, faces_embedded=len(images))
         return self._models.run(self._models.embedder.embed, images, flip=flip)
 
     def __getattr__(self, name: str) -> Any:
@@ -425,7 +454,7 @@ class Daemon:
             if live.adapt and not stills:  # each camera holds its own frame rate
                 pacer = Pacer.from_config(live, spec.input_size, None, can_resize(detector))
             pipeline = LivePipeline(
-                detector, models.locked_embedder, threshold=threshold, tracking=cfg.tracking,
+                detector, models.shared_embedder, threshold=threshold, tracking=cfg.tracking,
                 detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
                 keep_crops=cfg.events.keep_unknown_crops or cfg.unknowns.enabled, stills=stills, pacer=pacer,
                 keep_best=cfg.unknowns.crops_per_sighting,

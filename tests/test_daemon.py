@@ -251,3 +251,70 @@ def test_run_config_runs_every_camera_and_exits_at_the_end(tmp_path: Path, data_
     assert s["cameras"]["b"]["detect_every"] == 3 and s["fps"] > 0
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     assert {r["camera"] for r in rows} == {"a", "b"} and {r["event"] for r in rows} >= {"appeared", "left"}
+
+
+def test_camera_detector_roi_min_face_and_shared_weights(detector, photo) -> None:
+    """A camera's view of the shared detector: its ROI searches only that part of the frame
+    (boxes back in frame pixels), its min_face and input size never touch the shared one."""
+    from facerec.daemon import CameraDetector, SharedModels
+
+    image = cv2.imread(str(photo("face_recognition_examples/obama/obama.jpg")))
+    h, w = image.shape[:2]
+    size, min_face = detector.input_size, detector.min_face
+    models = SharedModels(detector, embedder=None)
+    assert len(CameraDetector(models, 320, 0, (w + 10, 0, w + 100, h))(image)) == 0, "ROI outside the frame"
+    full = CameraDetector(models, 640, 0)(image)
+    assert len(full) == 1
+    x1, y1, x2, y2 = (int(v) for v in full.xyxy[0])
+    pad = (x2 - x1) // 2
+    roi = (max(0, x1 - pad), max(0, y1 - pad), min(w, x2 + pad), min(h, y2 + pad))
+    inside = CameraDetector(models, 320, 0, roi)(image)
+    assert len(inside) == 1
+    a, b = inside.xyxy[0], full.xyxy[0]
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    assert inter / union > 0.8, (a, b)
+    assert (inside.landmarks[0] >= a[:2] - 5).all() and (inside.landmarks[0] <= a[2:] + 5).all()
+    assert x1 > 40, "the photo has room left of the face"
+    assert len(CameraDetector(models, 320, 0, (0, 0, x1 - 5, h))(image)) == 0, "no face left of the face"
+    assert len(CameraDetector(models, 640, 10_000)(image)) == 0, "min_face override"
+    assert (detector.input_size, detector.min_face) == (size, min_face), "the shared detector is unchanged"
+    assert models.use.detect_calls == 5
+
+
+def test_concurrent_calls_on_the_shared_models_match_sequential_ones(detector, embedder, photo) -> None:
+    """Cameras call the same weights from several threads at once (two slots here): every
+    result equals the one a lone call gives."""
+    import threading
+
+    import numpy as np
+
+    from facerec.align import align
+    from facerec.daemon import CameraDetector, SharedModels
+
+    images = [cv2.imread(str(photo(f"face_recognition_examples/{p}"))) for p in
+              ("obama/obama.jpg", "biden/biden.jpg", "_multi/" + sorted(
+                  q.name for q in photo("face_recognition_examples/_multi").glob("*.jpg"))[0])]
+    models = SharedModels(detector, embedder, slots=2)
+    det = CameraDetector(models, 320, 0)
+    alone = [det(im) for im in images]
+    crops = [align(im, d.landmarks) for im, d in zip(images, alone)]
+    alone_emb = [models.shared_embedder.embed(c).vectors for c in crops]
+    got: dict[tuple[int, int], tuple] = {}
+
+    def camera(k: int) -> None:
+        for r in range(4):
+            i = (k + r) % len(images)
+            d = det(images[i])
+            got[(k, r)] = (i, d, models.shared_embedder.embed(align(images[i], d.landmarks)).vectors)
+
+    threads = [threading.Thread(target=camera, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 12
+    for i, d, vec in got.values():
+        np.testing.assert_allclose(d.xyxy, alone[i].xyxy, atol=1e-3)
+        np.testing.assert_allclose(vec, alone_emb[i], atol=1e-4)
+    assert models.use.detect_calls == 15 and models.use.embed_calls == 15
