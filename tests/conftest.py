@@ -115,3 +115,22 @@ def pg_server():
 def pg_dsn(pg_server) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return pg_server.create_db()
+
+
+@pytest.fixture
+def progress(pytestconfig):
+    """``progress(msg)``: one short line on the terminal, also without ``-s``, so a long
+    acceptance test shows it is working."""
+    import time
+
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    t0 = time.monotonic()
+
+    def say(msg: str) -> None:
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"  [{time.monotonic() - t0:5.1f} s] {msg}")
+
+    return say

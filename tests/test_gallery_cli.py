@@ -30,8 +30,10 @@ def json_lines(text: str) -> list:
 def test_enroll_manage_identify(tmp_path: Path, capsys, photo):
     d = ["--data-dir", str(tmp_path / "g"), *MODELS]
     fr = photo("face_recognition_examples")
-    code, out, _ = cli(capsys, "enroll", "list", *d, "--json")
-    assert code == 0 and json_lines(out) == [[]]
+    # listing a gallery that is not there (a typo in --data-dir) creates nothing
+    code, out, err = cli(capsys, "enroll", "list", *d, "--json")
+    assert code == 2 and "no gallery" in err and out == ""
+    assert not (tmp_path / "g").exists()
 
     code, out, err = cli(capsys, "enroll", "add", "Barack Obama", str(fr / "obama" / "obama.jpg"),
                          str(fr / "obama" / "obama2.jpg"), "--no-progress", *d)
@@ -130,3 +132,49 @@ def test_align_embed_cluster(tmp_path: Path, capsys, photo):
     assert len(rep["groups"]) >= 2
     assert all(len(g) == 1 for g in groups[:2])  # the two biggest groups are pure
     assert groups[0] != groups[1]
+
+
+def test_enroll_conflicts_merge_check_and_refusals(tmp_path: Path, capsys, photo):
+    d = ["--data-dir", str(tmp_path / "g"), *MODELS]
+    fr = photo("face_recognition_examples")
+    biden2 = str(fr / "biden" / "biden2.jpg")
+    # an empty gallery: identify says what to do instead of "unknown" for everyone
+    assert cli(capsys, "enroll", "clear", "--yes", *d)[0] == 0
+    code, out, err = cli(capsys, "identify", biden2, *d)
+    assert code == 2 and "nobody enrolled" in err and "enroll add" in err and out == ""
+
+    assert cli(capsys, "enroll", "add", "biden", str(fr / "biden"), "--no-progress", *d)[0] == 0
+    assert cli(capsys, "enroll", "add", "obama", str(fr / "obama" / "obama.jpg"), "--no-progress", *d)[0] == 0
+    # a photo already enrolled as someone else: refused, nothing added, exit 1
+    code, out, err = cli(capsys, "enroll", "add", "Kit_Harington", biden2, "--no-progress", *d)
+    assert code == 1 and "already enrolled for 'biden'" in err and "--force" in err, err
+    code, out, _ = cli(capsys, "enroll", "list", "--json", *d)
+    assert {p["name"] for p in json_lines(out)[0]} == {"biden", "obama"}
+    code, out, err = cli(capsys, "enroll", "add", "Kit_Harington", biden2, "--force", "--no-progress", *d)
+    assert code == 0 and "1 added" in out, err
+
+    # merging clearly different people needs --force
+    code, _, err = cli(capsys, "enroll", "merge", "obama", "biden", *d)
+    assert code == 2 and "different people" in err and "--force" in err
+    code, out, _ = cli(capsys, "enroll", "list", "--json", *d)
+    assert "obama" in {p["name"] for p in json_lines(out)[0]}
+    assert cli(capsys, "enroll", "merge", "Kit_Harington", "biden", *d)[0] == 0  # the same face: no question
+    assert cli(capsys, "enroll", "merge", "obama", "biden", "--force", *d)[0] == 0
+
+    # --annotate naming an existing file, export into a missing folder: clear errors
+    existing = tmp_path / "taken.jpg"
+    existing.write_bytes(b"x")
+    code, _, err = cli(capsys, "identify", biden2, "--annotate", str(existing), *d)
+    assert code == 2 and "is a file" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "enroll", "export", str(tmp_path / "nope" / "dir" / "g.zip"), *d)
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_enroll_subcommands_have_descriptions(capsys):
+    for action in ("add", "list", "samples", "rename", "merge", "move", "delete", "clear", "export", "import"):
+        with pytest.raises(SystemExit):
+            run(["enroll", action, "--help"])
+        out = capsys.readouterr().out
+        usage, _, rest = out.partition("\n\n")
+        assert rest.split("\n\n")[0].strip() and not rest.startswith(("positional", "options")), (action, out)

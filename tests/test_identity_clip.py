@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,22 +25,6 @@ from identity_clip import CUT_SEGMENTS, SEGMENT, enroll_images, score, write_cut
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--input-size", "320", "--threads", "1")
 RUN = "import sys; from facerec.cli import main; sys.argv[0] = 'facerec'; main()"
-
-
-@pytest.fixture
-def progress(pytestconfig):
-    """One short line per step on the terminal, also without ``-s``."""
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    t0 = time.monotonic()
-
-    def say(msg: str) -> None:
-        if reporter is None or capture is None:
-            return
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"  identity clip [{time.monotonic() - t0:5.1f} s] {msg}")
-
-    return say
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +45,7 @@ def clip_and_gallery(tmp_path_factory, data_dir, analyzer):
 def test_no_wrong_name_and_named_within_half_a_second(clip_and_gallery, progress, realtime) -> None:
     root, truth = clip_and_gallery
     tracks = root / f"tracks-{realtime}.jsonl"
-    progress(f"facerec run {'--realtime ' if realtime else ''}on {len(truth.people)} frames "
+    progress(f"identity clip: facerec run {'--realtime ' if realtime else ''}on {len(truth.people)} frames "
              f"({len(CUT_SEGMENTS)} segments)")
     cmd = [sys.executable, "-c", RUN, "run", "--source", str(root / "cuts.mp4"), *MODELS,
            "--data-dir", str(root / "gallery"), "--tracks", str(tracks), "--stats", str(root / "stats.json"),
@@ -72,7 +55,7 @@ def test_no_wrong_name_and_named_within_half_a_second(clip_and_gallery, progress
     rows = [json.loads(line) for line in tracks.read_text().splitlines()]
     stats = json.loads((root / "stats.json").read_text())
     s = score(rows, truth)
-    progress(f"{len(rows)} frames processed, {stats['dropped']} dropped; face-frames {s.face_frames}, "
+    progress(f"identity clip: {len(rows)} frames processed, {stats['dropped']} dropped; face-frames {s.face_frames}, "
              f"wrong names {s.wrong}, unnamed {s.unsure}, latency s {[round(x, 2) for x in s.latency_s]}")
     if realtime:
         assert stats["dropped"] > 0 or len(rows) == len(truth.people)

@@ -244,6 +244,14 @@ def test_cli_nonexistent_source_is_one_clear_line(tmp_path: Path) -> None:
     assert "no such file or directory" in err and "Traceback" not in err
 
 
+def test_cli_text_file_as_source_is_an_error(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video\n")
+    proc = _rec_cam("--source", str(notes), *MODELS)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "cannot be opened" in err and "Traceback" not in err
+
+
 def test_cli_corrupt_video(tmp_path: Path, data_dir: Path) -> None:
     bad = tmp_path / "broken.mp4"
     bad.write_bytes((data_dir / "video" / "lp_driving_d0.mp4").read_bytes()[:30000])
@@ -280,6 +288,8 @@ def test_cli_file_run_writes_video_events_and_stats(tmp_path: Path, data_dir: Pa
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     assert [r["event"] for r in rows] == ["appeared", "unknown", "left"]
     assert rows[0]["name"] is None and rows[0]["camera"] == "lab"
+    # wall-clock time in every record, as serve's events have it
+    assert all(abs(r["ts"] - time.time()) < 600 and r["time"].endswith("Z") for r in rows), rows[0]
     import cv2
 
     cap = cv2.VideoCapture(str(video))
@@ -379,7 +389,7 @@ PERSON = "driver_d3"
 
 
 @pytest.mark.slow
-def test_acceptance_person_named_in_own_clip_only(tmp_path: Path, data_dir: Path, analyzer) -> None:
+def test_acceptance_person_named_in_own_clip_only(tmp_path: Path, data_dir: Path, analyzer, progress) -> None:
     """Enroll the person of one clip from frames of its first seconds; run the daemon's
     pipeline over up to 150 frames of several clips (detector input 320): the person is
     named in their own clip, nobody is named in the others."""
@@ -407,6 +417,7 @@ def test_acceptance_person_named_in_own_clip_only(tmp_path: Path, data_dir: Path
     counts: dict[str, dict] = {}
     frames: dict[str, int] = {}
     for clip in (OWN, *OTHERS):
+        progress(f"live acceptance: {clip}")
         watcher = GalleryWatcher(cfg.gallery.data_dir, analyzer.embedder.key, cfg.gallery)
         pipe = build_pipeline(cfg, detector, analyzer.embedder, gallery=watcher)  # the daemon's defaults
         source = open_source(video / clip)

@@ -303,3 +303,41 @@ def test_live_view_shows_frames_and_events(service, page, tmp_path):
     finally:
         if shots:
             print("\nscreenshots:\n  " + "\n  ".join(str(p) for p in shots))
+
+
+def test_page_rough_edges_confirm_buttons_group_photo_error_banner(server, page, photo, data_dir):
+    """No "Confirm as X" for a face far below the threshold; a group photo scrolls inside
+    the faces panel; an error banner clears on the next success."""
+    from playwright.sync_api import expect
+
+    log_in(page, server)
+    page.get_by_test_id("identify-file").set_input_files(str(photo(f"{EXAMPLES}/obama/obama.jpg")))
+    face = page.get_by_test_id("face").first
+    face.get_by_label("New person's name").fill("Barack Obama")
+    face.get_by_test_id("add-new-person").click()
+    expect(page.get_by_test_id("message")).to_contain_text("Added face 1 as Barack Obama")
+
+    # Biden matches Obama far below the threshold: no button inviting a wrong enrollment
+    page.get_by_test_id("identify-file").set_input_files(str(photo(f"{EXAMPLES}/biden/biden.jpg")))
+    expect(page.get_by_test_id("faces-summary")).to_contain_text("1 face found, 0 recognised")
+    expect(page.get_by_test_id("confirm")).to_have_count(0)
+    page.get_by_test_id("identify-file").set_input_files(str(photo(f"{EXAMPLES}/obama/obama2.jpg")))
+    expect(page.get_by_test_id("faces-summary")).to_contain_text("1 face found, 1 recognised")
+    expect(page.get_by_test_id("confirm")).to_have_count(1)
+
+    # an eight-face group photo: the panel scrolls, the page stays about one screen tall
+    page.get_by_test_id("identify-file").set_input_files(str(data_dir / "detection" / "compreface_samples" / "016_8.jpg"))
+    expect(page.get_by_test_id("faces-summary")).to_contain_text("faces found")
+    assert page.get_by_test_id("face").count() >= 6
+    panel = page.get_by_test_id("faces").bounding_box()
+    assert panel["height"] <= 0.8 * 900 + 1, panel
+    assert page.evaluate("document.getElementById('faces').scrollHeight") > panel["height"]
+
+    # a failed action shows an error; the next successful one clears it
+    page.get_by_test_id("identify-file").set_input_files(
+        {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not an image"})
+    expect(page.get_by_test_id("message")).to_have_class(re.compile(r"\berror\b"))
+    page.get_by_test_id("identify-file").set_input_files(str(photo(f"{EXAMPLES}/obama/obama2.jpg")))
+    expect(page.get_by_test_id("faces-summary")).to_contain_text("1 face found, 1 recognised")
+    expect(page.get_by_test_id("message")).not_to_have_class(re.compile(r"\berror\b"))
+    expect(page.get_by_test_id("message")).to_have_text("")

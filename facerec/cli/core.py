@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("compare", parents=[common], help="similarity of the faces in two photos, or a folder's matrix",
                        description="compare A B: similarity and same/different verdict (a matrix when a photo "
                                    "has several faces). compare DIR: the similarity matrix of the folder's photos "
-                                   "(largest face of each) as CSV.")
+                                   "(largest face of each) as CSV; DIR's subfolders are not read.")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="two photos, or one folder")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--output", "-o", metavar="CSV", help="compare DIR: write the matrix here instead of stdout")
@@ -77,9 +77,18 @@ def _analyze_file(analyzer: FaceAnalyzer, path: Path) -> FaceResult:
 
 
 def cmd_compare(args: argparse.Namespace, cfg: Config) -> int:
-    analyzer = FaceAnalyzer.from_config(cfg)
     if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        return _compare_dir(analyzer, Path(args.inputs[0]), args)
+        folder = Path(args.inputs[0])
+        if not list_images(folder):
+            subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if subs:
+                raise FacerecError(
+                    f"{folder} has no images directly inside; compare DIR does not look into subfolders "
+                    f"({len(subs)} here, e.g. {subs[0]!r}): give one folder of photos, e.g. "
+                    f"facerec compare {folder / subs[0]}")
+            raise FacerecError(f"{folder} contains no images")
+        return _compare_dir(FaceAnalyzer.from_config(cfg), folder, args)
+    analyzer = FaceAnalyzer.from_config(cfg)
     if len(args.inputs) != 2:
         raise FacerecError("compare takes two photos (A B) or one folder")
     a, b = (Path(p) for p in args.inputs)
@@ -105,14 +114,18 @@ def cmd_compare(args: argparse.Namespace, cfg: Config) -> int:
         print(f"similarity {s:.4f} -> {'SAME person' if s >= t else 'DIFFERENT people'} (threshold {t:.3f})")
         return 0
     print(f"{a}: {len(ra)} face(s); {b}: {len(rb)} face(s); threshold {t:.3f}")
-    print("similarity (rows: faces of A, columns: faces of B, left to right as detected):")
+    # faces are numbered left to right (by the left edge of the box), as the header says
+    order_a = np.argsort(ra.detections.xyxy[:, 0], kind="stable")
+    order_b = np.argsort(rb.detections.xyxy[:, 0], kind="stable")
+    sim = sim[order_a][:, order_b]
+    print("similarity (rows: faces of A, columns: faces of B, each numbered left to right):")
     print("      " + " ".join(f"B{j:<6d}" for j in range(sim.shape[1])))
     for i, row in enumerate(sim):
         print(f"A{i:<4d} " + " ".join(f"{v:7.4f}" for v in row))
     for i, row in enumerate(sim):
         j = int(np.argmax(row))
         verdict = "same" if row[j] >= t else "no match"
-        print(f"A{i} (box {[round(float(v)) for v in ra.detections.xyxy[i]]}) best B{j}: {row[j]:.4f} {verdict}")
+        print(f"A{i} (box {[round(float(v)) for v in ra.detections.xyxy[order_a[i]]]}) best B{j}: {row[j]:.4f} {verdict}")
     return 0
 
 

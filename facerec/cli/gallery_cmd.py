@@ -18,7 +18,7 @@ import numpy as np
 
 from facerec.cli.common import print_json
 from facerec.config import Config
-from facerec.errors import ImageReadError
+from facerec.errors import FacerecError, ImageReadError
 from facerec.gallery.service import BatchReport, GalleryService, align_dataset
 from facerec.gallery.store import CROPS_DIR, write_atomic
 from facerec.imageio import list_images, read_image
@@ -61,41 +61,58 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     esub = enroll.add_subparsers(dest="enroll_command", metavar="ACTION")
     enroll.set_defaults(func=lambda args, cfg: (enroll.print_help(), 2)[1])
 
-    e = esub.add_parser("add", parents=[common], help="enroll photos (or folders of photos) as one person")
+    e = esub.add_parser("add", parents=[common], help="enroll photos (or folders of photos) as one person",
+                        description="Enroll the face of each photo as a sample of NAME (created if new). Folders "
+                                    "are read one level deep. A photo that conflicts with another person (already "
+                                    "enrolled for them, or a face that matches them better) is refused unless "
+                                    "--force; exit 1 when something was refused or nothing could be added.")
     e.add_argument("name", metavar="NAME")
     e.add_argument("paths", nargs="+", metavar="PHOTO|DIR")
+    e.add_argument("--force", action="store_true", help="add photos that conflict with another person anyway")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_enroll_add)
-    e = esub.add_parser("list", parents=[common], help="people and their sample counts")
+    e = esub.add_parser("list", parents=[common], help="people and their sample counts",
+                        description="List everyone in the gallery with their sample counts (never creates a gallery).")
     e.add_argument("--json", action="store_true", help="JSON output")
     e.set_defaults(func=cmd_enroll_list)
-    e = esub.add_parser("samples", parents=[common], help="the samples (ids, crops, quality) of one person or everyone")
+    e = esub.add_parser("samples", parents=[common], help="the samples (ids, crops, quality) of one person or everyone",
+                        description="List the samples of NAME (or of everyone): id, quality, crop file and source photo.")
     e.add_argument("name", nargs="?", metavar="NAME")
     e.add_argument("--json", action="store_true", help="JSON output")
     e.set_defaults(func=cmd_enroll_samples)
-    e = esub.add_parser("rename", parents=[common], help="rename a person")
+    e = esub.add_parser("rename", parents=[common], help="rename a person", description="Rename OLD to NEW (NEW must not exist; merge joins two people).")
     e.add_argument("old", metavar="OLD")
     e.add_argument("new", metavar="NEW")
     e.set_defaults(func=cmd_enroll_rename)
-    e = esub.add_parser("merge", parents=[common], help="move every sample of A into B and remove A")
+    e = esub.add_parser("merge", parents=[common], help="move every sample of A into B and remove A",
+                        description="Move every sample of A into B and remove A. Refused when A and B look like "
+                                    "different people (their faces match below the recognition threshold) "
+                                    "unless --force.")
     e.add_argument("src", metavar="A")
     e.add_argument("dst", metavar="B")
+    e.add_argument("--force", action="store_true", help="merge even when A and B look like different people")
     e.set_defaults(func=cmd_enroll_merge)
-    e = esub.add_parser("move", parents=[common], help="give one sample to another person")
+    e = esub.add_parser("move", parents=[common], help="give one sample to another person",
+                        description="Give sample SAMPLE_ID (see `enroll samples`) to PERSON (created if new).")
     e.add_argument("sample_id", type=int, metavar="SAMPLE_ID")
     e.add_argument("person", metavar="PERSON")
     e.set_defaults(func=cmd_enroll_move)
-    e = esub.add_parser("delete", parents=[common], help="remove a person with all samples, crops and vectors")
+    e = esub.add_parser("delete", parents=[common], help="remove a person with all samples, crops and vectors",
+                        description="Remove NAME with all samples, crop files and vectors (photos under raw/ stay).")
     e.add_argument("name", metavar="NAME")
     e.set_defaults(func=cmd_enroll_delete)
-    e = esub.add_parser("clear", parents=[common], help="remove everyone (needs --yes)")
+    e = esub.add_parser("clear", parents=[common], help="remove everyone (needs --yes)",
+                        description="Remove every person, sample, crop and vector from the gallery.")
     e.add_argument("--yes", action="store_true", help="really remove every person")
     e.set_defaults(func=cmd_enroll_clear)
-    e = esub.add_parser("export", parents=[common], help="write the gallery to one .zip/.tar/.tar.gz archive")
+    e = esub.add_parser("export", parents=[common], help="write the gallery to one .zip/.tar/.tar.gz archive",
+                        description="Write people, crops and vectors to FILE (.zip, .tar or .tar.gz); its folder "
+                                    "must exist.")
     e.add_argument("file", metavar="FILE")
     e.set_defaults(func=cmd_enroll_export)
-    e = esub.add_parser("import", parents=[common], help="merge an exported archive into the gallery")
+    e = esub.add_parser("import", parents=[common], help="merge an exported archive into the gallery",
+                        description="Add the people and samples of an archive written by `enroll export`.")
     e.add_argument("file", metavar="FILE")
     e.set_defaults(func=cmd_enroll_import)
 
@@ -222,7 +239,8 @@ def cmd_embed(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_enroll_add(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
         files, missing = _expand(args.paths)
-        report = service.enroll_paths(args.name, files, progress=not args.no_progress)
+        report = service.enroll_paths(args.name, files, progress=not args.no_progress,
+                                      refuse_conflicts=not args.force)
         report.failed += [(m, f"{m}: no such file or folder") for m in missing]
         if args.json:
             print_json(report.to_json())
@@ -236,11 +254,12 @@ def cmd_enroll_add(args: argparse.Namespace, cfg: Config) -> int:
             print(f"{name}: {len(report.done)} added, {len(report.unchanged)} already enrolled, "
                   f"{len(report.skipped)} skipped, {len(report.failed)} failed; "
                   f"{people.get(name, 0)} sample(s) in total")
-        return _batch_exit(report)
+        refused = any("--force" in reason for _, reason in report.failed)
+        return 1 if refused else _batch_exit(report)
 
 
 def cmd_enroll_list(args: argparse.Namespace, cfg: Config) -> int:
-    with GalleryService(cfg) as service:
+    with GalleryService(cfg, readonly=True) as service:
         people = service.store.people()
         if args.json:
             print_json([{"name": p.name, "samples": p.samples, "created": p.created} for p in people])
@@ -258,7 +277,7 @@ def cmd_enroll_list(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_enroll_samples(args: argparse.Namespace, cfg: Config) -> int:
-    with GalleryService(cfg) as service:
+    with GalleryService(cfg, readonly=True) as service:
         samples = service.store.samples(args.name)
         if args.json:
             print_json([s.__dict__ for s in samples])
@@ -278,6 +297,12 @@ def cmd_enroll_rename(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_enroll_merge(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
         n = len(service.store.samples(args.src))
+        sim = service.person_similarity(args.src, args.dst) if n else None
+        if sim is not None and sim < service.threshold and not args.force:
+            raise FacerecError(
+                f"{args.src!r} and {args.dst!r} look like different people (their faces match at {sim:.3f}, below "
+                f"the threshold {service.threshold:.3f}); nothing merged. Check with `facerec enroll samples`, "
+                "or use --force to merge anyway")
         service.store.merge_people(args.src, args.dst)
         print(f"merged {args.src!r} into {args.dst!r} ({n} sample(s) moved)")
     return 0
@@ -317,7 +342,10 @@ def cmd_enroll_clear(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_enroll_export(args: argparse.Namespace, cfg: Config) -> int:
-    with GalleryService(cfg) as service:
+    folder = Path(args.file).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise FacerecError(f"enroll export {args.file}: folder {folder} does not exist (create it first)")
+    with GalleryService(cfg, readonly=True) as service:
         service.export_archive(args.file)
         print(f"exported {len(service.store.people())} people, {service.store.count()} samples to {args.file}")
     return 0
@@ -353,11 +381,19 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     files, missing = _expand(args.paths)
     with GalleryService(cfg, readonly=True) as service:
         samples, vectors = service.store.count(), service.store.count(service.key)
+        if not samples:
+            raise FacerecError(f"the gallery at {service.data_dir} has nobody enrolled: every face would be "
+                               "unknown. Enroll people first: facerec enroll add NAME PHOTO...")
+        if not vectors:
+            raise FacerecError(f"none of the {samples} samples has a vector for {service.key}: run facerec embed")
         if samples > vectors:
             _err(f"warning: {samples - vectors} of {samples} samples have no vector for {service.key}; "
                  "run facerec embed to include them")
         annotate_dir = Path(args.annotate) if args.annotate else None
         if annotate_dir:
+            if annotate_dir.exists() and not annotate_dir.is_dir():
+                raise FacerecError(f"--annotate {annotate_dir} is a file; it names a folder for the annotated "
+                                   "copies (give a new or existing folder)")
             annotate_dir.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()
         ok = 0

@@ -424,13 +424,16 @@ class GalleryService:
     # -------------------------------------------------------------- enrollment
 
     def enroll_image(self, name: str, image: np.ndarray, *, source_path: str | None = None,
-                     source_sha256: str | None = None) -> EnrollResult:
+                     source_sha256: str | None = None, refuse_conflicts: bool = False) -> EnrollResult:
         """Enroll the face of one photo as a sample of ``name`` (created if needed).
 
         One face per photo: several follow ``gallery.multiple_faces`` (largest or skip).
         Faces under ``gallery.min_face_size`` or the quality floor are refused with the
-        measured value. Near-duplicates of existing samples and a better match with
-        another person are reported as warnings (the sample is still added).
+        measured value. Near-duplicates of existing samples are reported as warnings.
+        A conflict with another person (the same photo already enrolled for them, a face
+        that matches them better than ``name``, or a new name for a face that matches an
+        enrolled person) is a warning, or with ``refuse_conflicts`` a ``failed`` result
+        (nothing added): a face under two names makes the live loop name people wrongly.
 
         Raises:
             GalleryError: ``name`` is not a valid name.
@@ -444,7 +447,10 @@ class GalleryService:
         for s in self.store.find_sha256(source_sha256):
             if s.person == name:
                 return EnrollResult(name, source_path, "skipped", f"{label}: already enrolled as sample {s.id}")
-            warnings.append(f"{label}: the same photo is already enrolled for {s.person!r} (sample {s.id})")
+            conflict = f"{label}: the same photo is already enrolled for {s.person!r} (sample {s.id})"
+            if refuse_conflicts:
+                return EnrollResult(name, source_path, "failed", f"{conflict}; not added (--force adds it anyway)")
+            warnings.append(conflict)
         det, reason, w = pick_face(self.detect(image), g.multiple_faces, label, g.min_face_size)
         warnings += w
         if det is None:
@@ -461,7 +467,12 @@ class GalleryService:
                 "(use a sharper, larger, frontal photo, or lower gallery.min_quality)",
                 quality=quality, warnings=warnings,
             )
-        warnings += self._similarity_warnings(name, emb, label)
+        similar = self._similarity_warnings(name, emb, label)
+        conflicts = [w for w in similar if "near-duplicate" not in w]
+        if refuse_conflicts and conflicts:
+            return EnrollResult(name, source_path, "failed", f"{conflicts[0]} not added (--force adds it anyway)",
+                                quality=quality, warnings=warnings)
+        warnings += similar
         stem = Path(source_path).stem if source_path else None
         sample = self.store.add_sample(name, faces.images[0], source_path=source_path, source_sha256=source_sha256,
                                        quality=quality, embeddings=emb, stem=stem)
@@ -487,8 +498,25 @@ class GalleryService:
                 out.append(f"{label}: looks like the enrolled {other!r} ({best:.3f}); the same person under another name?")
         return out
 
-    def enroll_paths(self, name: str, paths: Iterable[str | os.PathLike], progress: bool = False) -> BatchReport:
-        """Enroll every photo in ``paths`` (folders are expanded, not recursively)."""
+    def person_similarity(self, a: str, b: str) -> float | None:
+        """Cosine between the mean unit vectors of two people for the current embedder;
+        ``None`` when either has no vector. Below the recognition threshold they are
+        clearly different people (a merge would be a mistake)."""
+        _, names, vec, _ = self._sample_vectors()
+        owners = np.asarray(names, dtype=object)
+        means = []
+        for who in (a.strip(), b.strip()):
+            rows = vec[owners == who] if len(vec) else vec
+            if not len(rows):
+                return None
+            m = rows.mean(0)
+            means.append(m / max(float(np.linalg.norm(m)), 1e-12))
+        return float(np.dot(means[0], means[1]))
+
+    def enroll_paths(self, name: str, paths: Iterable[str | os.PathLike], progress: bool = False,
+                     refuse_conflicts: bool = False) -> BatchReport:
+        """Enroll every photo in ``paths`` (folders are expanded, not recursively); see
+        :meth:`enroll_image` for ``refuse_conflicts``."""
         validate_name(name)
         t0 = time.perf_counter()
         report = BatchReport()
@@ -512,7 +540,8 @@ class GalleryService:
             except ImageReadError as e:
                 report.failed.append((str(f), _strip_name(str(e), str(f))))
                 continue
-            r = self.enroll_image(name, image, source_path=str(f), source_sha256=hashlib.sha256(data).hexdigest())
+            r = self.enroll_image(name, image, source_path=str(f), source_sha256=hashlib.sha256(data).hexdigest(),
+                                  refuse_conflicts=refuse_conflicts)
             report.warnings += r.warnings
             reason = _strip_name(r.reason, str(f))
             if r.status == "added":

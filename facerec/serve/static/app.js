@@ -36,6 +36,9 @@ function fmt(x) {
 
 // ------------------------------------------------------------------ messages
 
+// Candidates this far below the threshold still get a "Confirm as" button (borderline matches).
+const CONFIRM_SLACK = 0.1;
+
 let messageTimer = null;
 
 function say(text, kind = "info") {
@@ -87,9 +90,18 @@ async function api(path, { method = "GET", json, form, raw = false, signal } = {
   return response.json();
 }
 
-async function guarded(action, fn) {
+async function guarded(action, fn, { background = false } = {}) {
   try {
-    return await fn();
+    const result = await fn();
+    // an error banner belongs to the action that failed: the user's next successful action
+    // clears it (a background poll does not, or an error would vanish before it was read)
+    const box = $("message");
+    if (!background && box.classList.contains("error")) {
+      box.textContent = "";
+      box.className = "message";
+      box.setAttribute("role", "status");
+    }
+    return result;
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) say(`${action} failed: ${err.message}`, "error");
     return undefined;
@@ -296,8 +308,11 @@ function faceItem(face, i) {
   }
   if (!face.top.length) candidates.append(el("li", { className: "hint", text: "The gallery is empty." }));
 
+  // "Confirm as X" only for plausible matches: a face far below the threshold is somebody
+  // else, and a big button inviting the wrong enrollment is worse than none
   const confirms = node.querySelector(".confirm-buttons");
-  for (const [name] of face.top.slice(0, 3)) {
+  const plausible = face.top.filter(([, sim]) => sim >= state.threshold - CONFIRM_SLACK);
+  for (const [name] of plausible.slice(0, 3)) {
     const button = el("button", { type: "button", text: `Confirm as ${name}` });
     button.dataset.testid = "confirm";
     button.addEventListener("click", () => enrollFace(i, name, false));
@@ -609,9 +624,9 @@ function startLive() {
   const query = camera ? `&camera=${encodeURIComponent(camera)}` : "";
   readStream(controller.signal, query).catch(() => { /* stopped or lost; the events poll still reports */ });
   const poll = async () => {
-    const data = await guarded("Loading events", () => api(`/api/events?n=20${query}`));
+    const data = await guarded("Loading events", () => api(`/api/events?n=20${query}`), { background: true });
     if (data) renderEvents(data.events);
-    const cams = await guarded("Loading camera stats", () => api("/api/cameras"));
+    const cams = await guarded("Loading camera stats", () => api("/api/cameras"), { background: true });
     if (cams) renderCameraStats(cams.cameras, camera);
   };
   poll();
