@@ -54,8 +54,36 @@ import torch  # noqa: E402
 from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
 from facerec.config import Config, TrackingConfig  # noqa: E402
-from facerec.live import LivePipeline, RunOptions, fast_detector, resolve_precision, run_live, with_precision  # noqa: E402
+from facerec.live import LivePipeline, RunOptions, run_live  # noqa: E402
+from facerec.runtime import resolve_precision  # noqa: E402
 from facerec.types import Detections  # noqa: E402
+
+def fast_detector(detector, precision: str):
+    """The same YOLOv5-face detector on a PyTorch session in ``precision`` (channels-last,
+    BatchNorm folded), keeping its settings."""
+    from facerec.config import DetectionConfig
+    from facerec.detect.yolov5_face import SessionRunner, YoloV5FaceDetector, fuse_conv_bn
+    from facerec.runtime.torch_engine import TorchSession
+
+    model = detector.model
+    session = TorchSession(fuse_conv_bn(model), (None, 3, None, None), ("h0", "h1", "h2"), precision=precision,
+                           threads=torch.get_num_threads(), channels_last=True)
+    settings = DetectionConfig(input_size=detector.input_size, conf_thres=detector.conf_thres,
+                               iou_thres=detector.iou_thres, min_face=detector.min_face, max_faces=detector.max_faces)
+    return YoloV5FaceDetector(detector.name, SessionRunner(session, model.anchors_px(), model), settings)
+
+
+def with_precision(embedder, precision: str):
+    """The same PyTorch embedder (same key) on a session in ``precision``."""
+    from face_embedding.checkpoint import SessionEmbedder
+    from facerec.runtime.torch_engine import TorchSession
+
+    session = TorchSession(embedder.model, (None, 3, 112, 112), ("embedding",), precision=precision,
+                           threads=torch.get_num_threads())
+    return SessionEmbedder(session, embedder.key, embedder.spec, embedder.dim, embedder.batch_size,
+                           model=embedder.model, default_threshold=embedder.default_threshold,
+                           quality_is_norm=embedder.quality_is_norm)
+
 
 DEFAULT_CLIP = SHARED / "data" / "video" / "lp_driving_d3.mp4"
 PERSON = "clip_person"

@@ -266,11 +266,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedding_size", type=int, default=None, metavar="D",
                    help="expected feature size; checked against the model (512 for iResNet, 128 for MobileFaceNet)")
     p.add_argument("--cpu-mode", action="store_true", help="accepted for compatibility; facerec always runs on the CPU")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: %(default)s)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnx", "openvino"), default=None,
+                   help="inference engine (default: runtime.engine of config.yaml, auto)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None, help=argparse.SUPPRESS)  # old --engine
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="arithmetic (default: runtime.precision, auto = bf16 where the CPU has it)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads of the engine (default: the cores available)")
     p.add_argument("--weights_dir", default=None, metavar="DIR", help="folder searched first for the weights")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    args.engine = args.engine or args.backend
     return args
 
 
@@ -288,8 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("the folder of --feat_list (%s) does not exist", out.parent)
         return 1
     try:
+        from facerec.config import load_config
+
+        runtime = load_config().runtime.model_copy(update={"hint": "throughput"})
         embedder = create_embedder(BACKBONES[args.backbone], weights=args.resume, weights_dir=args.weights_dir,
-                                   backend=args.backend, batch_size=args.batch_size)
+                                   runtime=runtime, engine=args.engine, precision=args.precision,
+                                   threads=args.threads, batch_size=args.batch_size)
         if args.embedding_size is not None and args.embedding_size != embedder.dim:
             logger.error("--embedding_size %d does not match %s, which makes %d-d features",
                          args.embedding_size, embedder.key.model, embedder.dim)
