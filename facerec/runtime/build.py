@@ -18,9 +18,11 @@ log = logging.getLogger(__name__)
 
 #: ``engine: auto`` -> engine per model family, first installed one wins. Measured with
 #: ``bench/runtime.py`` on the project's 2-core AVX2 machine (no native bf16), fp32,
-#: batch 1 and 32 (see README, "Models and engines"): OpenVINO was the fastest engine for
-#: every family; PyTorch is the fallback because it is always installed and needs no
-#: conversion.
+#: batch 1 and 32 (README, "Models and engines"): OpenVINO was 1.5-3.3x faster than eager
+#: PyTorch for every family and as fast as ONNX Runtime (which wins only on the published
+#: MobileFaceNet export, a different vector space); it converts the checkpoint itself, so
+#: the vector space and dynamic input sizes are kept. PyTorch is the fallback: always
+#: installed, no conversion.
 AUTO_ENGINES: dict[str, tuple[str, ...]] = {
     "yolov5": ("openvino", "torch"),
     "iresnet": ("openvino", "torch"),
