@@ -30,10 +30,9 @@ if __package__ in (None, ""):  # run as ``python face_embedding/embedding_feat.p
     _here = Path(__file__).resolve().parent
     if sys.path and Path(sys.path[0] or ".").resolve() == _here:
         sys.path.pop(0)  # the package's own folder must not shadow top-level modules
-    try:
-        import face_embedding  # noqa: F401  (installed with ``pip install -e .``)
-    except ImportError:
-        sys.path.insert(0, str(_here.parent))
+    # this checkout's packages first, even where another copy is installed (pip install -e
+    # of another checkout): the script and the package it imports must be the same code
+    sys.path.insert(0, str(_here.parent))
 
 import argparse
 import contextlib
