@@ -71,8 +71,36 @@ import torch  # noqa: E402
 from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
 from facerec.config import Config, TrackingConfig, load_config  # noqa: E402
-from facerec.live import LivePipeline, RunOptions, fast_detector, resolve_precision, run_live, with_precision  # noqa: E402
+from facerec.live import LivePipeline, RunOptions, run_live  # noqa: E402
+from facerec.runtime import resolve_precision  # noqa: E402
 from facerec.types import Detections  # noqa: E402
+
+def fast_detector(detector, precision: str):
+    """The same YOLOv5-face detector on a PyTorch session in ``precision`` (channels-last,
+    BatchNorm folded), keeping its settings."""
+    from facerec.config import DetectionConfig
+    from facerec.detect.yolov5_face import SessionRunner, YoloV5FaceDetector, fuse_conv_bn
+    from facerec.runtime.torch_engine import TorchSession
+
+    model = detector.model
+    session = TorchSession(fuse_conv_bn(model), (None, 3, None, None), ("h0", "h1", "h2"), precision=precision,
+                           threads=torch.get_num_threads(), channels_last=True)
+    settings = DetectionConfig(input_size=detector.input_size, conf_thres=detector.conf_thres,
+                               iou_thres=detector.iou_thres, min_face=detector.min_face, max_faces=detector.max_faces)
+    return YoloV5FaceDetector(detector.name, SessionRunner(session, model.anchors_px(), model), settings)
+
+
+def with_precision(embedder, precision: str):
+    """The same PyTorch embedder (same key) on a session in ``precision``."""
+    from face_embedding.checkpoint import SessionEmbedder
+    from facerec.runtime.torch_engine import TorchSession
+
+    session = TorchSession(embedder.model, (None, 3, 112, 112), ("embedding",), precision=precision,
+                           threads=torch.get_num_threads())
+    return SessionEmbedder(session, embedder.key, embedder.spec, embedder.dim, embedder.batch_size,
+                           model=embedder.model, default_threshold=embedder.default_threshold,
+                           quality_is_norm=embedder.quality_is_norm)
+
 
 DEFAULT_CLIP = SHARED / "data" / "video" / "lp_driving_d3.mp4"
 PERSON = "clip_person"
@@ -354,7 +382,8 @@ def _camera_child(args) -> None:
     cfg = Config()
     cfg.models.detector, cfg.models.embedder = "yolov5n-0.5-face", "mobilefacenet"
     cfg.detection.input_size = args.input_size
-    cfg.live.detect_every, cfg.live.precision, cfg.live.stats_every_s = args.detect_every, args.precision, 0
+    cfg.live.detect_every, cfg.runtime.precision, cfg.live.stats_every_s = args.detect_every, args.precision, 0
+    cfg.runtime.threads = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         cfg.gallery.data_dir = tmp
         specs = [CameraSpec(f"cam{i}", str(SHARED / "data" / "video" / CAMERA_CLIPS[i]), False, False,
@@ -567,10 +596,10 @@ def ort_naive(frames, threads: int) -> LoopResult:
 
 def contention(frames, args) -> int:
     from facerec.analyze import FaceAnalyzer
-    from facerec.models import build_detector, build_embedder, threshold_for
+    from facerec.models import build_detector, build_embedder, live_threads, threshold_for
 
     cfg = load_config(REPO / "config.yaml")
-    threads = args.threads or cfg.live.threads or os.cpu_count() or 1
+    threads = args.threads or live_threads(cfg)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     detector, embedder = build_detector(cfg), build_embedder(cfg)
@@ -584,7 +613,7 @@ def contention(frames, args) -> int:
     live = cfg.live
     print(f"shipped config: {getattr(detector, 'name', detector)} + {embedder.key}, detect 1/{live.detect_every} "
           f"@{live.live_input_size(cfg.detection)}, adapt={live.adapt} (interval <= {live.max_detect_every} frames "
-          f"and {live.max_detect_interval_s} s, input >= {live.min_input_size}), precision {live.precision}, "
+          f"and {live.max_detect_interval_s} s, input >= {live.min_input_size}), precision {cfg.runtime.precision}, engine {cfg.runtime.engine}, "
           f"{threads} thread(s); naive: ONNX Runtime, {threads} thread(s); {added} enrollment samples")
     warm(ref_det, ref_emb, args._shape)
     ref = naive_loop(frames, ref_det, ref_emb, index, thr)
@@ -636,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=320, help="the daemon's detection.input_size")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the daemon's live.precision")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default 1, or the shipped live.threads with --contention: with 2 threads on "
+                    help="torch threads (default 1, or the shipped runtime.threads rule for the live loop with --contention: with 2 threads on "
                          "2 shared cores OpenMP waits on busy cores and both loops slow down several-fold)")
     ap.add_argument("--contention", type=int, metavar="N",
                     help="the shipped defaults and the naive ONNX Runtime loop, idle and with N CPU burners")

@@ -94,6 +94,7 @@ def create_embedder(name: str, **kwargs) -> Embedder:
 
     Keyword arguments are passed to the family's constructor: ``weights`` (explicit
     file), ``weights_dir``, ``backend`` (``"torch"`` or ``"onnx"``), ``verify``,
-    ``batch_size``.
+    ``batch_size``, ``engine``, ``precision``, ``threads`` (see
+    :func:`~face_embedding.checkpoint.build_embedder`).
     """
     return embedder_registry().get(name).build(**kwargs)

@@ -9,7 +9,6 @@ are stripped by the family that knows its layout, never guessed here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -20,9 +19,13 @@ import torch
 from torch import nn
 
 from face_embedding.base import Embedder
-from facerec.errors import CheckpointError, WeightsNotFoundError
+from facerec.config import RecognitionConfig, RuntimeConfig
+from facerec.errors import CheckpointError
+from facerec.runtime import Session
+from facerec.runtime.base import state_sha256
+from facerec.runtime.settings import merge_section
 from facerec.types import EmbedderKey
-from facerec.weights import Backend, WeightsSpec, resolve_weights, sha256_file
+from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -105,43 +108,25 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def state_sha256(module: nn.Module) -> str:
-    """sha256 over a module's parameter and buffer names and bytes.
-
-    Identifies a model passed in memory (tests, benchmarks): two modules with identical
-    weights get the same key, different random initialisations get different keys.
-    """
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class TorchEmbedder(Embedder):
-    """Runs an ``nn.Module`` on the CPU in eval mode, fp32, under ``torch.inference_mode``.
+class SessionEmbedder(Embedder):
+    """An embedder network running in a :class:`~facerec.runtime.Session` (any engine).
 
     Args:
-        model: the network; put into eval mode here.
-        key: the vector space it produces.
+        session: the network on its engine; takes ``(n, 3, 112, 112)`` float32.
+        key: the vector space it produces (the name and the sha256 of the weights file
+            read, whatever the engine: the same checkpoint on OpenVINO or PyTorch is the
+            same space, agreeing at cosine >= 0.999 in fp32).
         spec: weights spec (preprocessing).
         dim: output dimension.
-        batch_size: faces per forward pass.
-        threads: ``torch.set_num_threads`` value; note that this setting is global to
-            the process (PyTorch has no per-model thread pool).
+        batch_size: faces per call.
+        model: the PyTorch module where one was built (``None`` for an ONNX file).
     """
 
-    def __init__(self, model: nn.Module, key: EmbedderKey, spec: WeightsSpec, dim: int,
-                 batch_size: int = 32, threads: int | None = None, *,
-                 default_threshold: float | None = None, quality_is_norm: bool | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(threads)
-        self.model = model.eval().float()
+    def __init__(self, session: Session, key: EmbedderKey, spec: WeightsSpec, dim: int, batch_size: int, *,
+                 model: nn.Module | None = None, default_threshold: float | None = None,
+                 quality_is_norm: bool | None = None) -> None:
+        self.session = session
+        self.model = model
         self.key = key
         self.spec = spec
         self.dim = dim
@@ -151,13 +136,38 @@ class TorchEmbedder(Embedder):
         if quality_is_norm is not None:
             self.quality_is_norm = quality_is_norm
 
+    @property
+    def engine(self) -> str:
+        return self.session.engine
+
+    @property
+    def precision(self) -> str:
+        return self.session.precision
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """Batch size the network accepts, or ``None`` when dynamic (fixed ones are padded)."""
+        return self.session.info.fixed_batch
+
     def forward_raw(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
-        return out.reshape(len(batch), -1).float().numpy()
+        out = self.session.run(np.ascontiguousarray(batch, np.float32))[0]
+        return np.asarray(out, np.float32).reshape(len(batch), -1)
 
     def __repr__(self) -> str:
-        return f"TorchEmbedder({self.key}, dim={self.dim}, batch_size={self.batch_size})"
+        return (f"{type(self).__name__}({self.key}, dim={self.dim}, engine={self.engine}, "
+                f"precision={self.precision}, batch_size={self.batch_size})")
+
+
+def _settings(runtime: RuntimeConfig | None, recognition: RecognitionConfig | None,
+              overrides: dict[str, Any], name: str) -> tuple[RuntimeConfig, RecognitionConfig]:
+    overrides = dict(overrides)
+    backend = overrides.pop("backend", None)  # the old name of engine
+    if backend is not None:
+        overrides.setdefault("engine", backend)
+    rec_keys = {k: overrides.pop(k) for k in list(overrides) if k in RecognitionConfig.model_fields}
+    rt = merge_section(RuntimeConfig, runtime, overrides, name)
+    rec = merge_section(RecognitionConfig, recognition, rec_keys, name)
+    return rt, rec
 
 
 def build_embedder(
@@ -167,15 +177,16 @@ def build_embedder(
     load_state: Callable[[nn.Module, Any, Path], None],
     dim: int,
     *,
+    family: str,
     weights: str | os.PathLike | None = None,
     weights_dir: str | os.PathLike | None = None,
-    backend: Backend = "torch",
     verify: bool = True,
-    batch_size: int = 32,
     model: nn.Module | None = None,
-    threads: int | None = None,
+    runtime: RuntimeConfig | None = None,
+    recognition: RecognitionConfig | None = None,
     default_threshold: float | None = None,
     quality_is_norm: bool | None = None,
+    **overrides: Any,
 ) -> Embedder:
     """The shared body of every registered embedder constructor.
 
@@ -186,47 +197,70 @@ def build_embedder(
         load_state: puts the unpickled checkpoint into the network (the family's prefix
             handling and :func:`load_strict`).
         dim: output dimension.
-        weights: explicit weights file. A path ending in ``.onnx`` selects the ONNX
-            Runtime backend whatever ``backend`` says.
+        family: key of the ``engine: auto`` rule (:data:`facerec.runtime.build.AUTO_ENGINES`).
+        weights: explicit weights file. A path ending in ``.onnx`` runs that file (on
+            ONNX Runtime, or on OpenVINO when that engine is asked for).
         weights_dir: directory searched first (``models.weights_dir``).
-        backend: ``"torch"`` runs the module written here on the checkpoint; ``"onnx"``
-            runs the upstream ONNX export with ONNX Runtime.
         verify: check the published sha256 where one exists.
-        batch_size: faces per forward pass.
         model: an already built network (e.g. random weights for tests and benchmarks);
             no file is read and the key's hash is :func:`state_sha256` of its weights.
-        threads: CPU threads (see :class:`TorchEmbedder` and the ONNX backend).
+        runtime: the ``runtime:`` section (engine, precision, threads, hint, cache).
+        recognition: the ``recognition:`` section (``batch_size``).
+        **overrides: single settings of those sections (``engine``, ``precision``,
+            ``threads``, ``hint``, ``cache_dir``, ``batch_size``; ``backend`` is the old
+            name of ``engine``), validated by the sections' own models.
 
     Returns:
-        An embedder whose key is ``(name, sha256 of the file actually loaded)``. The
-        PyTorch checkpoint and the ONNX export of the same model are different files and
-        so different keys: a gallery embedded with one is never silently searched with
-        vectors of the other.
-    """
-    extra = {"default_threshold": default_threshold, "quality_is_norm": quality_is_norm}
-    if model is not None:
-        if backend != "torch":
-            raise ValueError("model= runs an nn.Module in PyTorch; it cannot be combined with backend='onnx'")
-        key = EmbedderKey(name, state_sha256(model))
-        return TorchEmbedder(model, key, spec, dim, batch_size, threads, **extra)
-    if backend not in ("torch", "onnx"):
-        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    if weights is not None and str(weights).lower().endswith(".onnx"):
-        backend = "onnx"
-    if backend == "onnx":
-        from face_embedding.onnx_backend import OnnxEmbedder
+        An embedder whose key is ``(name, sha256 of the file actually loaded)``. With
+        ``engine: onnx`` and a published ONNX export, that export is run (a different
+        file and so a different key than the checkpoint: a gallery embedded with one is
+        never silently searched with vectors of the other). Every other engine converts
+        the checkpoint itself and keeps its key.
 
-        if weights is None and not spec.onnx_file:
-            raise WeightsNotFoundError(
-                f"{name}: upstream publishes no ONNX export of {spec.file}. Use backend 'torch', or export "
-                f"the model yourself (torch.onnx.export) and pass the .onnx file as the weights path. "
-                f"Checkpoint: {spec.url}"
-            )
-        path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
-        return OnnxEmbedder(path, name, spec, batch_size=batch_size, threads=threads, expected_dim=dim, **extra)
-    path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
-    net = make_module()
-    load_state(net, read_checkpoint(path), path)
-    logger.debug("loaded %s from %s", name, path)
-    key = EmbedderKey(name, sha256_file(path))
-    return TorchEmbedder(net, key, spec, dim, batch_size, threads, **extra)
+    Raises:
+        InvalidSettingError: a setting out of bounds (also a ``ValueError``).
+        WeightsNotFoundError, WeightsChecksumError, CheckpointError: as for the file.
+    """
+    from facerec.runtime import ModelSource, build_session, resolve_engine
+
+    rt, rec = _settings(runtime, recognition, overrides, name)
+    extra = {"default_threshold": default_threshold, "quality_is_norm": quality_is_norm}
+    engine = resolve_engine(family, rt.engine, flag="engine")
+    hint = "latency" if rt.hint == "auto" else rt.hint
+    shape = (None, 3, *spec.input_size)
+    onnx_path: Path | None = None
+    from_file = model is None
+    if model is not None:
+        key = EmbedderKey(name, state_sha256(model))
+    else:
+        explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
+        pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
+        use_onnx = explicit_onnx or (engine == "onnx" and spec.onnx_file is not None and weights is None) \
+            or (engine == "openvino" and pt is None and spec.onnx_file is not None and weights is None)
+        if use_onnx:
+            if engine == "torch":
+                engine = "onnx"  # PyTorch cannot run an ONNX file
+            onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
+            key = EmbedderKey(name, sha256_file(onnx_path))
+        else:
+            path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
+            model = make_module()
+            load_state(model, read_checkpoint(path), path)
+            logger.debug("loaded %s from %s", name, path)
+            key = EmbedderKey(name, sha256_file(path))
+    net = model.float().eval() if model is not None else None
+    source = ModelSource(name=name, sha256=key.weights_sha256, input_shape=shape, output_names=("embedding",),
+                         module=(lambda: net) if net is not None else None, onnx_path=onnx_path,
+                         example_hw=tuple(spec.input_size), persistent=from_file)  # type: ignore[arg-type]
+    session = build_session(source, engine=engine, precision=rt.precision, threads=rt.threads, hint=hint,
+                            cache_dir=rt.cache_dir)
+    if onnx_path is not None:
+        from face_embedding.onnx_backend import OnnxEmbedder, check_io
+
+        check_io(session, onnx_path, spec, dim, name)
+        return OnnxEmbedder(session, key, spec, dim, rec.batch_size, **extra)
+    return SessionEmbedder(session, key, spec, dim, rec.batch_size, model=net, **extra)
+
+
+#: The embedder of a PyTorch module (kept as a name: it is a session embedder on any engine).
+TorchEmbedder = SessionEmbedder

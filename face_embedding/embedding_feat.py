@@ -30,10 +30,9 @@ if __package__ in (None, ""):  # run as ``python face_embedding/embedding_feat.p
     _here = Path(__file__).resolve().parent
     if sys.path and Path(sys.path[0] or ".").resolve() == _here:
         sys.path.pop(0)  # the package's own folder must not shadow top-level modules
-    try:
-        import face_embedding  # noqa: F401  (installed with ``pip install -e .``)
-    except ImportError:
-        sys.path.insert(0, str(_here.parent))
+    # this checkout's packages first, even where another copy is installed (pip install -e
+    # of another checkout): the script and the package it imports must be the same code
+    sys.path.insert(0, str(_here.parent))
 
 import argparse
 import contextlib
@@ -266,11 +265,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedding_size", type=int, default=None, metavar="D",
                    help="expected feature size; checked against the model (512 for iResNet, 128 for MobileFaceNet)")
     p.add_argument("--cpu-mode", action="store_true", help="accepted for compatibility; facerec always runs on the CPU")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: %(default)s)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnx", "openvino"), default=None,
+                   help="inference engine (default: runtime.engine of config.yaml, auto)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None, help=argparse.SUPPRESS)  # old --engine
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="arithmetic (default: runtime.precision, auto = bf16 where the CPU has it)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads of the engine (default: the cores available)")
     p.add_argument("--weights_dir", default=None, metavar="DIR", help="folder searched first for the weights")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    args.engine = args.engine or args.backend
     return args
 
 
@@ -288,8 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("the folder of --feat_list (%s) does not exist", out.parent)
         return 1
     try:
+        from facerec.config import load_config
+
+        runtime = load_config().runtime.model_copy(update={"hint": "throughput"})
         embedder = create_embedder(BACKBONES[args.backbone], weights=args.resume, weights_dir=args.weights_dir,
-                                   backend=args.backend, batch_size=args.batch_size)
+                                   runtime=runtime, engine=args.engine, precision=args.precision,
+                                   threads=args.threads, batch_size=args.batch_size)
         if args.embedding_size is not None and args.embedding_size != embedder.dim:
             logger.error("--embedding_size %d does not match %s, which makes %d-d features",
                          args.embedding_size, embedder.key.model, embedder.dim)

@@ -28,8 +28,9 @@ from torch import nn
 
 from face_embedding.base import EMBEDDERS, Embedder
 from face_embedding.checkpoint import build_embedder, load_strict, tensor_items
+from facerec.config import RecognitionConfig, RuntimeConfig
 from facerec.errors import CheckpointError
-from facerec.weights import Backend, WeightsSpec
+from facerec.weights import WeightsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -218,14 +219,13 @@ def _register(name: str, depth: int, spec: WeightsSpec, facts: dict[str, Any]) -
         quality="raw feature norm (MagFace magnitude)",
         **facts,
     )
-    def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-              backend: Backend = "torch", verify: bool = True, batch_size: int = 32,
-              model: nn.Module | None = None, threads: int | None = None) -> Embedder:
+    def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None, *,
+              runtime: RuntimeConfig | None = None, recognition: RecognitionConfig | None = None,
+              verify: bool = True, model: nn.Module | None = None, **overrides: Any) -> Embedder:
         return build_embedder(
-            name, spec, lambda: iresnet(depth), load_magface_state, EMBEDDING_DIM,
-            weights=weights, weights_dir=weights_dir, backend=backend, verify=verify,
-            batch_size=batch_size, model=model, threads=threads,
-            default_threshold=DEFAULT_THRESHOLD, quality_is_norm=True,
+            name, spec, lambda: iresnet(depth), load_magface_state, EMBEDDING_DIM, family="iresnet",
+            weights=weights, weights_dir=weights_dir, verify=verify, model=model, runtime=runtime,
+            recognition=recognition, default_threshold=DEFAULT_THRESHOLD, quality_is_norm=True, **overrides,
         )
 
     build.__doc__ = f"MagFace iResNet-{depth} (see :func:`~face_embedding.checkpoint.build_embedder`)."

@@ -19,7 +19,8 @@ from torch import nn
 
 from face_embedding.base import EMBEDDERS, Embedder
 from face_embedding.checkpoint import build_embedder, load_strict, tensor_items
-from facerec.weights import IMAGENET_MEAN, IMAGENET_STD, Backend, WeightsSpec
+from facerec.config import RecognitionConfig, RuntimeConfig
+from facerec.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
 
 EMBEDDING_DIM = 128
 
@@ -159,13 +160,12 @@ DEFAULT_THRESHOLD = 0.32
     default_threshold=DEFAULT_THRESHOLD,
     threshold_note="LFW pairsDevTrain (1,100 impostor pairs): FAR 9.1e-4, TAR 98.9% at 0.316",
 )
-def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-          backend: Backend = "torch", verify: bool = True, batch_size: int = 32,
-          model: nn.Module | None = None, threads: int | None = None) -> Embedder:
+def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None, *,
+          runtime: RuntimeConfig | None = None, recognition: RecognitionConfig | None = None,
+          verify: bool = True, model: nn.Module | None = None, **overrides: Any) -> Embedder:
     """MobileFaceNet trained by foamliu on MS1M (see :func:`~face_embedding.checkpoint.build_embedder`)."""
     return build_embedder(
-        "mobilefacenet", WEIGHTS, MobileFaceNet, load_foamliu_state, EMBEDDING_DIM,
-        weights=weights, weights_dir=weights_dir, backend=backend, verify=verify,
-        batch_size=batch_size, model=model, threads=threads,
-        default_threshold=DEFAULT_THRESHOLD, quality_is_norm=False,
+        "mobilefacenet", WEIGHTS, MobileFaceNet, load_foamliu_state, EMBEDDING_DIM, family="mobilefacenet",
+        weights=weights, weights_dir=weights_dir, verify=verify, model=model, runtime=runtime,
+        recognition=recognition, default_threshold=DEFAULT_THRESHOLD, quality_is_norm=False, **overrides,
     )

@@ -7,6 +7,7 @@ silently ignored setting) and every number has bounds.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -27,11 +28,29 @@ class _Section(BaseModel):
 class ModelsConfig(_Section):
     detector: str = Field("auto", description="Detector name from `facerec weights`, or auto.")
     embedder: str = Field("auto", description="Embedder name from `facerec weights`, or auto.")
-    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend.")
     weights_dir: str | None = Field(None, description="Directory searched first for weight files.")
     detector_weights: str | None = Field(None, description="Explicit detector weights file.")
     embedder_weights: str | None = Field(None, description="Explicit embedder weights file.")
     verify_sha256: bool = Field(True, description="Check published sha256 before loading.")
+
+
+class RuntimeConfig(_Section):
+    """How every model runs: the engine, its arithmetic and its threads (one rule for all)."""
+
+    engine: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        "auto", description="Inference engine; auto = the fastest measured for each model that is installed (README).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Arithmetic; auto = bf16 where the CPU has native bf16 (AVX512-BF16/AMX), else fp32.")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="Intra-op threads of every engine; null = the cores available to the process (batch tools) or 1 per call (live loop).")
+    hint: Literal["auto", "latency", "throughput"] = Field(
+        "auto", description="OpenVINO performance hint; auto = latency for live commands, throughput for batch tools.")
+    cache_dir: str | None = Field(
+        None, description="Converted models (ONNX exports, OpenVINO IR); null = $FACEREC_CACHE or ~/.cache/facerec/runtime.")
+
+
+#: Keys that moved into ``runtime:``; old config files still load, with a warning.
+MOVED_KEYS = {("models", "backend"): "engine", ("live", "threads"): "threads", ("live", "precision"): "precision"}
 
 
 class DetectionConfig(_Section):
@@ -95,10 +114,8 @@ class LiveConfig(_Section):
     reconnect_max_s: float = Field(30.0, gt=0, description="Maximum backoff between stream reconnects, s.")
     read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is reconnected, s.")
     camera_name: str | None = Field(None, description="Name in events; default: the source.")
-    threads: int | None = Field(1, ge=1, description="Torch/ORT intra-op threads; null = library default (all cores).")
     stats_every_s: float = Field(10.0, ge=0, description="Log a stats line this often, s; 0 = never.")
     gallery_poll_s: float = Field(1.0, gt=0, description="How often the gallery is checked for changes, s.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="PyTorch model precision in the live loop; auto = bf16 where the CPU has it.")
 
     def live_input_size(self, detection: DetectionConfig) -> int:
         """The detector input the live loop starts at (and, with adapt, its largest), px."""
@@ -172,6 +189,7 @@ class Config(_Section):
     """The whole ``config.yaml``."""
 
     models: ModelsConfig = ModelsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     detection: DetectionConfig = DetectionConfig()
     recognition: RecognitionConfig = RecognitionConfig()
     gallery: GalleryConfig = GalleryConfig()
@@ -184,24 +202,69 @@ class Config(_Section):
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras one daemon runs; empty = --source.")
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str, flags: dict[str, str] | None = None,
+                  overridden: set[str] | None = None) -> str:
+    """One line per problem, naming the key, or the flag for a value given on the command line.
+
+    Args:
+        err: pydantic's error.
+        source: where the values came from (a file name).
+        flags: dotted key -> command-line flag.
+        overridden: dotted keys whose value came from a flag (``None``: every key in ``flags``).
+    """
+    flags = flags or {}
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
+        if key.startswith("runtime.") and key.count(".") > 1:  # a model_validator of the section
+            key = key.rsplit(".", 1)[0]
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling against config.yaml)")
+            continue
+        name = flags.get(key) if key in flags and (overridden is None or key in overridden) else None
+        msg = str(e["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
+        if name:
+            lines.append(f"  {name} {e.get('input')!r}: {msg} (config key {key})")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    if len(lines) == 2 and any(f in lines[1] for f in flags.values()):
+        return lines[1].strip()  # one bad flag: just that line
     return "\n".join(lines)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def _move_old_keys(data: dict[str, Any], source: str) -> None:
+    """Move keys of older config files into ``runtime:`` (in place), warning once each.
+
+    Raises:
+        ConfigError: the old and the new key are both set.
+    """
+    for (section, key), new in MOVED_KEYS.items():
+        old = data.get(section)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        value = old.pop(key)
+        runtime = data.setdefault("runtime", {})
+        if not isinstance(runtime, dict):
+            return  # the validation error about runtime: comes next
+        if new in runtime and runtime[new] is not None and value is not None:
+            raise ConfigError(f"{source}: {section}.{key} moved to runtime.{new}; remove {section}.{key} "
+                              f"(both are set)")
+        if value is not None:
+            runtime[new] = value
+        logging.getLogger(__name__).warning(
+            "%s: %s.%s is deprecated, it moved to runtime.%s (update the file)", source, section, key, new)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, *,
+                flags: dict[str, str] | None = None) -> Config:
     """Load and validate a configuration file.
 
     Args:
         path: YAML file; ``None`` uses the project's ``config.yaml`` if present, else defaults.
         overrides: dotted keys applied after the file, e.g. ``{"models.detector": "x"}``
             (command-line flags end up here).
+        flags: dotted key -> command-line flag, so a bad value given on the command line
+            is reported under its flag (``--threads 0``), not as a key of the file.
 
     Raises:
         ConfigError: unreadable file, bad YAML, unknown key or out-of-range value.
@@ -226,6 +289,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded
+    _move_old_keys(data, source)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -237,4 +301,5 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        given = {k for k, v in (overrides or {}).items() if v is not None}
+        raise ConfigError(format_errors(e, source, flags, given)) from None

@@ -202,12 +202,11 @@ class SharedModels:
 
 def build_models(cfg: Config) -> SharedModels:
     """The configured detector and embedder (weights found and verified), built once."""
-    from facerec.live import fast_detector, with_precision
-    from facerec.models import build_detector, build_embedder
+    from facerec.models import build_detector, build_embedder, live_threads
 
-    embedder = with_precision(build_embedder(cfg), cfg.live.precision)
-    detector = fast_detector(build_detector(cfg), cfg.live.precision)
-    return SharedModels(detector, embedder, inference_slots(cfg.live.threads))
+    embedder = build_embedder(cfg, live=True)
+    detector = build_detector(cfg, live=True)
+    return SharedModels(detector, embedder, inference_slots(live_threads(cfg)))
 
 
 class CameraDetector:

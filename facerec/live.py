@@ -34,7 +34,6 @@ from typing import Protocol
 
 import numpy as np
 
-from face_embedding import Embedder
 from facerec.align import align
 from facerec.capture import Capture, Frame
 from facerec.config import Config, GalleryConfig, TrackingConfig
@@ -419,110 +418,6 @@ class LivePipeline:
         return ended
 
 
-class Bf16Embedder(Embedder):
-    """A PyTorch embedder run under bf16 autocast with channels-last memory.
-
-    Same preprocessing and same key: its vectors agree with fp32 at cosine >= 0.999 on
-    the real MobileFaceNet weights, so a gallery embedded in fp32 stays valid. Worth it
-    on CPUs with AVX512-BF16 or AMX. The wrapped module is switched to channels-last in
-    place (numerically neutral for its fp32 users).
-    """
-
-    def __init__(self, inner: Embedder) -> None:
-        import torch
-
-        self._torch = torch
-        self.inner = inner
-        self.key = inner.key
-        self.dim = inner.dim
-        self.spec = inner.spec
-        self.batch_size = inner.batch_size
-        self.default_threshold = inner.default_threshold
-        self.quality_is_norm = inner.quality_is_norm
-        self.model = inner.model.to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
-
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        return self.inner.preprocess(images)
-
-    def forward_raw(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            out = self.model(x)
-        return out.float().reshape(len(batch), -1).numpy()
-
-
-class _FastTorchRunner:
-    """A YOLOv5-face runner on a BatchNorm-folded, channels-last copy of the network,
-    optionally under bf16 autocast (replaces the detector's own fp32 runner)."""
-
-    def __init__(self, runner, bf16: bool) -> None:
-        import torch
-
-        from facerec.detect.yolov5_face import fuse_conv_bn
-
-        self._torch = torch
-        self.model = runner.model
-        self.fixed_size = runner.fixed_size
-        self.strides = runner.strides
-        self.anchors_px = runner.anchors_px
-        self.bf16 = bf16
-        self._net = fuse_conv_bn(runner.model).to(memory_format=torch.channels_last)
-
-    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
-        torch = self._torch
-        x = torch.from_numpy(blob).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return [h.float().numpy() for h in self._net(x)]
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` on CPUs with native bf16, else ``fp32``."""
-    if precision == "auto":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return precision
-
-
-def with_precision(embedder, precision: str):
-    """``embedder`` itself for ``fp32``; wrapped in :class:`Bf16Embedder` for ``bf16``
-    when it is a PyTorch module (ONNX Runtime embedders are returned unchanged)."""
-    precision = resolve_precision(precision)
-    if precision == "fp32":
-        return embedder
-    if getattr(embedder, "model", None) is None:
-        log.warning("precision %s needs a PyTorch embedder; %s runs as it is", precision, type(embedder).__name__)
-        return embedder
-    return Bf16Embedder(embedder)
-
-
-def fast_detector(detector, precision: str):
-    """A PyTorch YOLOv5-face detector running channels-last (about 2x faster for the CSP
-    models, numerically the same) and, for ``bf16``, under autocast (another ~2x on
-    CPUs with native bf16; on the real yolov5n-0.5 weights the same faces are found with
-    box IoU >= 0.95 against fp32). Other detectors are returned unchanged; ``detector``
-    itself is not modified."""
-    import copy
-
-    from facerec.detect.yolov5_face import TorchRunner
-
-    runner = getattr(detector, "runner", None)
-    if not isinstance(runner, TorchRunner):
-        return detector
-    fast = copy.copy(detector)
-    fast.runner = _FastTorchRunner(runner, resolve_precision(precision) == "bf16")
-    return fast
-
-
 class FrameOutput(Protocol):
     """Where annotated frames go (a window, a video file, an image folder)."""
 
@@ -789,7 +684,8 @@ def stats_line(stats: dict) -> str:
 
 
 def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, stills: bool = False) -> LivePipeline:
-    """A :class:`LivePipeline` from the configuration (models built unless given).
+    """A :class:`LivePipeline` from the configuration (models built unless given, on the
+    ``runtime:`` engine and precision with the latency hint).
 
     The gallery defaults to a :class:`GalleryWatcher` on ``gallery.data_dir``.
     """
@@ -797,9 +693,9 @@ def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, s
 
     from facerec.models import build_detector, build_embedder, threshold_for
 
-    embedder = with_precision(embedder if embedder is not None else build_embedder(cfg), cfg.live.precision)
+    embedder = embedder if embedder is not None else build_embedder(cfg, live=True)
     given = detector
-    detector = fast_detector(detector if detector is not None else build_detector(cfg), cfg.live.precision)
+    detector = detector if detector is not None else build_detector(cfg, live=True)
     if detector is given:
         detector = copy.copy(detector)  # the live input size below must not change the caller's detector
     size = cfg.live.live_input_size(cfg.detection)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 
 from face_embedding import Embedder, create_embedder, embedder_registry
-from facerec.config import Config
+from facerec.config import Config, RuntimeConfig
 from facerec.detect import Detector, create_detector, detector_registry
+from facerec.runtime.base import warn_once
 from facerec.weights import find_weights
 
 log = logging.getLogger(__name__)
@@ -25,49 +26,76 @@ def _auto(kind: str, preference: tuple[str, ...], registry, explicit: str | None
     if explicit:  # an explicit file without a name: use the mission's model of that kind
         return preference[0]
     for name in preference:
-        if name in registry and find_weights(registry.get(name).weights, None, cfg.models.weights_dir,
-                                             cfg.models.backend) is not None:
+        if name not in registry:
+            continue
+        spec = registry.get(name).weights
+        if any(find_weights(spec, None, cfg.models.weights_dir, b) is not None for b in ("torch", "onnx")):
             if name != preference[0]:
-                log.warning(
-                    "%s: %s weights not found, using %s (set models.%s in config.yaml or pass --%s to choose)",
-                    kind, preference[0], name, kind, kind,
-                )
+                warn_once("%s: %s weights not found, using %s (set models.%s in config.yaml or pass --%s to choose)",
+                          kind, preference[0], name, kind, kind)
             else:
                 log.info("%s: %s", kind, name)
             return name
     return preference[0]  # nothing found: building it raises the not-found error with the search path
 
 
-def resolve_names(cfg: Config) -> tuple[str, str]:
-    """The detector and embedder names ``cfg`` asks for, with ``auto`` resolved."""
+def detector_name(cfg: Config) -> str:
+    """The detector ``cfg`` asks for, with ``auto`` resolved (the embedder is not looked at)."""
     det = cfg.models.detector
     if det == "auto":
         det = _auto("detector", DETECTOR_PREFERENCE, detector_registry(), cfg.models.detector_weights, cfg)
+    return det
+
+
+def embedder_name(cfg: Config) -> str:
+    """The embedder ``cfg`` asks for, with ``auto`` resolved (the detector is not looked at)."""
     emb = cfg.models.embedder
     if emb == "auto":
         emb = _auto("embedder", EMBEDDER_PREFERENCE, embedder_registry(), cfg.models.embedder_weights, cfg)
-    return det, emb
+    return emb
 
 
-def build_detector(cfg: Config, name: str | None = None) -> Detector:
-    """The configured detector (weights found and verified)."""
-    name = name or resolve_names(cfg)[0]
-    d = cfg.detection
-    return create_detector(
-        name, weights=cfg.models.detector_weights, weights_dir=cfg.models.weights_dir,
-        backend=cfg.models.backend, input_size=d.input_size, conf_thres=d.conf_thres,
-        iou_thres=d.iou_thres, min_face=d.min_face, max_faces=d.max_faces, verify=cfg.models.verify_sha256,
-    )
+def resolve_names(cfg: Config) -> tuple[str, str]:
+    """The detector and embedder names ``cfg`` asks for, with ``auto`` resolved."""
+    return detector_name(cfg), embedder_name(cfg)
 
 
-def build_embedder(cfg: Config, name: str | None = None) -> Embedder:
-    """The configured embedder (weights found and verified)."""
-    name = name or resolve_names(cfg)[1]
-    return create_embedder(
-        name, weights=cfg.models.embedder_weights, weights_dir=cfg.models.weights_dir,
-        backend=cfg.models.backend, verify=cfg.models.verify_sha256, batch_size=cfg.recognition.batch_size,
-        threads=cfg.live.threads,
-    )
+def live_threads(cfg: Config) -> int:
+    """Threads of one model call in the live loop: ``runtime.threads``, or 1 when unset.
+
+    One thread per call is the fast path on a shared CPU (bench/live.py --contention):
+    a frame is one small batch, and the daemon runs as many calls at once as there are
+    cores (:func:`facerec.daemon.inference_slots`), so every core is still used.
+    """
+    return cfg.runtime.threads or 1
+
+
+def _runtime(cfg: Config, live: bool, kind: str) -> RuntimeConfig:
+    """``cfg.runtime`` with ``hint: auto`` resolved (latency for the live loop and for the
+    detector, one image per call; throughput for batch embedding) and, in the live loop,
+    the threads of :func:`live_threads`."""
+    update: dict = {}
+    if cfg.runtime.hint == "auto":
+        update["hint"] = "latency" if live or kind == "detector" else "throughput"
+    if live:
+        update["threads"] = live_threads(cfg)
+    return cfg.runtime.model_copy(update=update) if update else cfg.runtime
+
+
+def build_detector(cfg: Config, name: str | None = None, *, live: bool = False) -> Detector:
+    """The configured detector (weights found and verified), on the configured engine."""
+    name = name or detector_name(cfg)
+    return create_detector(name, weights=cfg.models.detector_weights, weights_dir=cfg.models.weights_dir,
+                           detection=cfg.detection, runtime=_runtime(cfg, live, "detector"),
+                           verify=cfg.models.verify_sha256)
+
+
+def build_embedder(cfg: Config, name: str | None = None, *, live: bool = False) -> Embedder:
+    """The configured embedder (weights found and verified), on the configured engine."""
+    name = name or embedder_name(cfg)
+    return create_embedder(name, weights=cfg.models.embedder_weights, weights_dir=cfg.models.weights_dir,
+                           runtime=_runtime(cfg, live, "embedder"), recognition=cfg.recognition,
+                           verify=cfg.models.verify_sha256)
 
 
 def threshold_for(cfg: Config, embedder: Embedder) -> float:

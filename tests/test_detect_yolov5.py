@@ -353,7 +353,7 @@ def test_min_face_max_faces_and_batch(torch_det):
     capped = create_detector("yolov5n-0.5-face", model=torch_det.model, max_faces=2)(img)
     assert len(capped) == 2 and np.allclose(capped.score, np.sort(full.score)[::-1][:2])
     side = (full.xyxy[:, 2:] - full.xyxy[:, :2]).min(1)
-    cut = float(np.median(side))
+    cut = int(np.ceil(np.median(side)))  # min_face is whole pixels (detection.min_face)
     big = create_detector("yolov5n-0.5-face", model=torch_det.model, min_face=cut)(img)
     assert len(big) == int((side >= cut).sum()) and len(big) < len(full)
     other = photo(SINGLE_FACE[4])

@@ -104,8 +104,8 @@ def test_every_family_is_registered():
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_constructor_signature(name):
     params = inspect.signature(embedder_registry().get(name).build).parameters
-    assert list(params) == ["weights", "weights_dir", "backend", "verify", "batch_size", "model", "threads"]
-    assert params["backend"].default == "torch" and params["batch_size"].default == 32
+    assert list(params) == ["weights", "weights_dir", "runtime", "recognition", "verify", "model", "overrides"]
+    assert params["runtime"].default is None and params["recognition"].default is None  # defaults: facerec.config
 
 
 @pytest.mark.parametrize("name", [n for n in ALL_NAMES if n.startswith("magface")])
@@ -176,9 +176,13 @@ def test_missing_weights_name_the_url(tmp_path, monkeypatch):
         create_embedder("mobilefacenet", weights=tmp_path / MFN_FILE)
 
 
-def test_magface_has_no_onnx_export():
-    with pytest.raises(WeightsNotFoundError, match="no ONNX export"):
-        create_embedder("magface-iresnet50", backend="onnx")
+def test_magface_on_onnx_runtime_needs_the_checkpoint(tmp_path, monkeypatch):
+    """MagFace publishes no ONNX export: engine onnx converts the checkpoint, so a missing
+    checkpoint is reported with its download page."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="github.com/IrvingMeng/MagFace"):
+        create_embedder("magface-iresnet50", engine="onnx", weights_dir=tmp_path)
 
 
 def test_corrupted_weights_fail_the_checksum(weights_dir, tmp_path):
@@ -376,8 +380,10 @@ def test_model_argument_key_hashes_the_weights(magface18):
     c = create_embedder("magface-iresnet18", model=iresnet(18))
     assert a.key == b.key != c.key
     assert a.key.weights_sha256 == state_sha256(magface18)
+    on_ort = create_embedder("magface-iresnet18", model=magface18, engine="onnx")
+    assert on_ort.key == a.key and on_ort.engine == "onnx"  # same weights, same vector space
     with pytest.raises(ValueError):
-        create_embedder("magface-iresnet18", model=magface18, backend="onnx")
+        create_embedder("magface-iresnet18", model=magface18, engine="tensorrt")
 
 
 def _broken(net: torch.nn.Module, how: str) -> dict:
@@ -413,7 +419,7 @@ def test_magface_wrong_checkpoint_names_the_keys(tmp_path, magface18, how, expec
 def test_checkpoint_without_batchnorm_counters_loads(tmp_path, magface18):
     sd = {f"module.features.{k}": v for k, v in magface18.state_dict().items() if "num_batches_tracked" not in k}
     torch.save({"state_dict": sd}, tmp_path / "old.pth")
-    emb = create_embedder("magface-iresnet18", weights=tmp_path / "old.pth")
+    emb = create_embedder("magface-iresnet18", weights=tmp_path / "old.pth", engine="torch")  # a loader test
     x = np.random.default_rng(1).random((1, 3, 112, 112), dtype=np.float32)
     with torch.no_grad():
         ref = magface18(torch.from_numpy(x)).numpy()
@@ -443,10 +449,9 @@ def test_live_bf16_embedder_agrees_with_fp32_on_real_faces(weights_dir, real_fac
     """The live loop's ``precision: bf16`` keeps an fp32 gallery valid: vectors agree at
     cosine >= 0.999 and no pair similarity moves by more than 0.02 (measured here: 0.99964
     and 0.0095; thresholds sit 0.1 or more from typical genuine and impostor scores)."""
-    from facerec.live import Bf16Embedder
-
-    fp32 = create_embedder("mobilefacenet", weights_dir=weights_dir)
-    bf16 = Bf16Embedder(create_embedder("mobilefacenet", weights_dir=weights_dir))
+    fp32 = create_embedder("mobilefacenet", weights_dir=weights_dir, engine="torch", precision="fp32")
+    bf16 = create_embedder("mobilefacenet", weights_dir=weights_dir, engine="torch", precision="bf16")
+    assert bf16.precision == "bf16"
     assert bf16.key == fp32.key
     a, b = fp32.embed(real_faces).vectors, bf16.embed(real_faces).vectors
     cos = np.sum(a * b, axis=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec.config import Config, LiveConfig
+from facerec.config import Config, LiveConfig, load_config
 from facerec.pace import PaceBounds, Pacer, PaceSetting, can_resize, detector_input_size, set_input_size
 
 CLIP = "video/lp_driving_d3.mp4"
@@ -153,8 +153,11 @@ def test_bounds_from_config_keep_the_configured_setting_as_the_best() -> None:
 
 
 def test_shipped_live_defaults_are_the_fast_path() -> None:
+    from facerec.models import live_threads
+
     live, cfg = LiveConfig(), Config()
-    assert (live.detect_every, live.live_input_size(cfg.detection), live.threads, live.adapt) == (3, 320, 1, True)
+    assert (live.detect_every, live.live_input_size(cfg.detection), live_threads(cfg), live.adapt) == (3, 320, 1, True)
+    assert live_threads(load_config(None, {"runtime.threads": 2})) == 2
     assert not live.overlay_stats
 
 

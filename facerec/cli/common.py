@@ -7,7 +7,15 @@ import json
 import sys
 from typing import Any
 
-from facerec.config import Config, load_config
+import logging
+
+from pydantic import ValidationError
+
+from facerec.config import Config, format_errors, load_config
+from facerec.errors import ConfigError
+from facerec.runtime import ENGINES, PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -17,12 +25,17 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", metavar="FILE", help="configuration file (default: the project's config.yaml)")
     g.add_argument("--detector", metavar="NAME", help="detector model (see `facerec weights`)")
     g.add_argument("--embedder", metavar="NAME", help="embedder model (see `facerec weights`)")
-    g.add_argument("--backend", choices=("torch", "onnx"), help="inference backend")
+    g.add_argument("--engine", choices=("auto", *ENGINES),
+                   help="inference engine (runtime.engine; auto = the fastest measured per model)")
+    g.add_argument("--precision", choices=("auto", *PRECISIONS),
+                   help="arithmetic (runtime.precision; auto = bf16 where the CPU has native bf16)")
+    g.add_argument("--backend", choices=("torch", "onnx"), help=argparse.SUPPRESS)  # old name of --engine
     g.add_argument("--weights-dir", metavar="DIR", help="directory searched first for weight files")
     g.add_argument("--data-dir", metavar="DIR", help="gallery root (default: data_recognition)")
     g.add_argument("--threshold", type=float, metavar="COS", help="cosine similarity to accept a match")
     g.add_argument("--flip", action="store_true", default=None, help="flip test-time augmentation")
-    g.add_argument("--threads", type=int, metavar="N", help="PyTorch / ONNX Runtime threads")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="threads of every engine (runtime.threads; default: the cores available)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return p
 
@@ -31,24 +44,36 @@ def common_parser() -> argparse.ArgumentParser:
 _OVERRIDES = {
     "detector": "models.detector",
     "embedder": "models.embedder",
-    "backend": "models.backend",
+    "engine": "runtime.engine",
+    "precision": "runtime.precision",
     "weights_dir": "models.weights_dir",
     "data_dir": "gallery.data_dir",
     "threshold": "recognition.threshold",
     "flip": "recognition.flip_tta",
-    "threads": "live.threads",
+    "threads": "runtime.threads",
 }
+
+#: dotted config key -> the flag that sets it, for error messages.
+FLAGS = {key: "--" + dest.replace("_", "-") for dest, key in _OVERRIDES.items()}
+FLAGS["detection.input_size"] = "--input-size"
+FLAGS["live.detect_every"] = "--detect-every"
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load ``--config`` and apply the command-line overrides (validated together)."""
     overrides: dict[str, Any] = {key: getattr(args, dest, None) for dest, key in _OVERRIDES.items()}
-    cfg = load_config(getattr(args, "config", None), overrides)
-    if cfg.live.threads:
-        import torch
+    if getattr(args, "backend", None) is not None:
+        if getattr(args, "engine", None) is not None:
+            raise ConfigError("--backend is the old name of --engine; pass only --engine")
+        log.warning("--backend is deprecated; use --engine %s", args.backend)
+        overrides["runtime.engine"] = args.backend
+    return load_config(getattr(args, "config", None), overrides, flags=FLAGS)
 
-        torch.set_num_threads(cfg.live.threads)
-    return cfg
+
+def option_error(err: ValidationError, flags: dict[str, str] | None = None) -> ConfigError:
+    """A short message for a rejected command-line value, naming the flag (no pydantic
+    boilerplate or documentation links)."""
+    return ConfigError(format_errors(err, "the command line", flags or FLAGS))
 
 
 def print_json(obj: Any) -> None:

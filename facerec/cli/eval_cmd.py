@@ -125,7 +125,8 @@ def _model_info(cfg: Config, analyzer) -> dict:
     return {
         "detector": getattr(analyzer.detector, "name", cfg.models.detector),
         "embedder": str(analyzer.embedder.key),
-        "backend": cfg.models.backend,
+        "engine": getattr(analyzer.embedder, "engine", cfg.runtime.engine),
+        "precision": getattr(analyzer.embedder, "precision", cfg.runtime.precision),
         "flip": bool(analyzer.flip),
     }
 

@@ -115,6 +115,10 @@ def gui_problem() -> str | None:
 
 
 def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
+    from pydantic import ValidationError
+
+    from facerec.cli.common import option_error
+
     try:
         if args.detect_every is not None:
             cfg.live.detect_every = args.detect_every
@@ -130,8 +134,10 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
             cfg.live.stats_every_s = args.stats_every
         if getattr(args, "unknowns", None):
             cfg.unknowns.enabled = True
-    except ValueError as e:  # pydantic validates assignments
-        raise ConfigError(f"invalid option: {e}") from None
+    except ValidationError as e:  # pydantic validates assignments
+        raise option_error(e, {"detect_every": "--detect-every", "input_size": "--input-size",
+                               "webhook_url": "--webhook", "camera_name": "--camera",
+                               "stats_every_s": "--stats-every"}) from None
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from facerec.config import DetectionConfig, RuntimeConfig
 from facerec.detect import DETECTORS
 from facerec.errors import CheckpointError, ConfigError, FacerecError
 from facerec.types import Detections
@@ -219,46 +220,42 @@ _SPEC = WeightsSpec(
     requires="pip install 'facerec[ultralytics]'",
     landmarks="5 from a pose model; coarse box template from a detect model",
 )
-def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-          backend: str = "torch", input_size: int = 640, conf_thres: float = 0.5, iou_thres: float = 0.45,
-          min_face: float = 0, max_faces: int = 1000, verify: bool = True, model: Any = None,
-          device: str = "cpu") -> UltralyticsFaceDetector:
+def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None, *,
+          detection: DetectionConfig | None = None, runtime: RuntimeConfig | None = None, verify: bool = True,
+          model: Any = None, device: str = "cpu", **overrides: Any) -> UltralyticsFaceDetector:
     """Build the ultralytics face detector.
 
     Args:
         weights: the model file (``.pt``, or an export ultralytics can run such as
             ``.onnx``); the user supplies it, no hash is published.
         weights_dir: configured weights directory, searched for ``yolov8n-face.pt``.
-        backend: ``"torch"`` looks for the ``.pt`` name; with ``"onnx"`` pass ``weights=``.
-        input_size: inference size in pixels, a multiple of 32.
-        conf_thres: minimum confidence in (0, 1].
-        iou_thres: NMS IoU threshold in (0, 1].
-        min_face: drop faces smaller than this many pixels (either side).
-        max_faces: keep at most this many faces per image.
+        detection: the ``detection:`` section (input size, thresholds, face limits).
+        runtime: the ``runtime:`` section. ultralytics runs its models in its own
+            PyTorch code, so only ``engine: auto`` or ``torch`` are accepted (to run it
+            elsewhere, export it with ultralytics and pass the exported file).
         verify: unused (no published hash); kept for the common constructor signature.
         model: a ready ``YOLO`` object (or a stand-in with ``predict``); skips the import
             and the file search.
         device: ultralytics device string.
+        **overrides: single settings of the two sections, validated by them.
 
     Raises:
         FacerecError: ultralytics is not installed.
         ConfigError: invalid settings.
         WeightsNotFoundError: no weights file found.
     """
-    if backend not in ("torch", "onnx"):
-        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-        raise ConfigError(f"input_size must be a positive multiple of 32 pixels, got {input_size!r}")
-    if not 0 < conf_thres <= 1 or not 0 < iou_thres <= 1:
-        raise ConfigError(f"conf_thres and iou_thres must be in (0, 1], got {conf_thres} and {iou_thres}")
-    if min_face < 0 or max_faces < 1:
-        raise ConfigError(f"min_face must be >= 0 and max_faces >= 1, got {min_face} and {max_faces}")
-    settings = dict(input_size=input_size, conf_thres=conf_thres, iou_thres=iou_thres, min_face=min_face,
-                    max_faces=max_faces, device=device)
+    from facerec.detect.yolov5_face import detector_settings
+
+    d, rt = detector_settings(detection, runtime, overrides, "ultralytics-face")
+    if rt.engine not in ("auto", "torch"):
+        raise ConfigError(f"ultralytics-face runs in ultralytics' own PyTorch code; engine {rt.engine} is not "
+                          f"available for it (use engine auto or torch)")
+    settings = dict(input_size=d.input_size, conf_thres=d.conf_thres, iou_thres=d.iou_thres, min_face=d.min_face,
+                    max_faces=d.max_faces, device=device)
     if model is not None:
         return UltralyticsFaceDetector(model, **settings)
     ultralytics = import_ultralytics()
-    path = resolve_weights(_SPEC, weights, weights_dir, verify=verify, backend=backend)  # type: ignore[arg-type]
+    path = resolve_weights(_SPEC, weights, weights_dir, verify=verify, backend="torch")
     try:
         yolo = ultralytics.YOLO(str(path))
     except Exception as e:  # ultralytics raises many types for a file it cannot use

@@ -12,7 +12,7 @@ used or imported here. What this module holds is ours:
   the classes they name become inert stand-ins that only collect their pickled state,
   so no code from the checkpoint runs, and anything outside an allowlist is refused;
 * letterboxing, head decoding, NMS and the mapping back to image pixels, shared by the
-  PyTorch backend and the ONNX Runtime backend (upstream's ``.onnx`` export);
+  engines of :mod:`facerec.runtime` (PyTorch, ONNX Runtime, OpenVINO);
 * the registered models ``yolov5n-0.5-face``, ``yolov5n-face``, ``yolov5s-face``,
   ``yolov5m-face`` and ``yolov5l-face``.
 
@@ -41,10 +41,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from facerec.config import DetectionConfig, RuntimeConfig
 from facerec.detect import DETECTORS
 from facerec.errors import CheckpointError, ConfigError
+from facerec.runtime import Session
+from facerec.runtime.settings import InvalidSettingError, merge_section
 from facerec.types import Detections
-from facerec.weights import WeightsSpec, resolve_weights
+from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
 
 try:  # numpy >= 2 moved the pickling helpers; numpy.core still works but warns
     from numpy._core import multiarray as _np_multiarray
@@ -1074,82 +1077,42 @@ def fuse_conv_bn(model: YoloV5Face) -> YoloV5Face:
     return fused
 
 
-class TorchRunner:
-    """Runs a :class:`YoloV5Face` on CPU float32; returns per-level numpy head outputs.
+class SessionRunner:
+    """Runs a YOLOv5-face network in a :class:`~facerec.runtime.Session`; returns the raw
+    per-level head outputs ``(n, na, h, w, 15 + nc)``, strides ascending.
 
     Args:
-        model: the network (kept as given in :attr:`model`).
-        fuse: run a copy with BatchNorm folded into the convs (faster, same results up
-            to float rounding).
+        session: the network on its engine.
+        anchors_px: ``(nl, na, 2)`` anchors in input pixels (exports do not hold them).
+        model: the PyTorch network where one was loaded (kept as given).
     """
 
-    fixed_size: tuple[int, int] | None = None
-
-    def __init__(self, model: YoloV5Face, fuse: bool = True) -> None:
-        self.model = model.float().eval()
-        self._net = fuse_conv_bn(self.model) if fuse else self.model
-        self.strides = tuple(int(s) for s in model.stride)
-        self.anchors_px = model.anchors_px()
-
-    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return [h.numpy() for h in self._net(torch.from_numpy(blob))]
-
-
-class OnnxRunner:
-    """Runs upstream's ONNX export (raw heads ``stride_8/16/32`` ``[1, 3, H, W, 15 + nc]``).
-
-    Args:
-        path: the ``.onnx`` file.
-        anchors_px: ``(nl, na, 2)`` anchors in input pixels (the export does not hold them).
-
-    Raises:
-        CheckpointError: the file is not an ONNX model or its outputs are not raw heads.
-    """
-
-    def __init__(self, path: str | os.PathLike, anchors_px: np.ndarray) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # Idle ORT worker threads otherwise busy-wait after each run and starve whatever
-        # runs next on the same cores (the embedder, another camera's detector).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise CheckpointError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        dims = list(inp.shape)
-        self.fixed_size = (dims[2], dims[3]) if len(dims) == 4 and all(isinstance(d, int) for d in dims[2:]) \
-            else None
-        self.fixed_batch = isinstance(dims[0], int) and dims[0] == 1 if dims else True
-        outs = self.session.get_outputs()
-        if len(outs) != len(anchors_px) or any(len(o.shape) != 5 for o in outs):
-            raise CheckpointError(
-                f"{path}: expected {len(anchors_px)} raw head outputs of rank 5 [b, na, h, w, 15 + nc], got "
-                + ", ".join(f"{o.name} {o.shape}" for o in outs)
-            )
-        self.output_names = [o.name for o in outs]
+    def __init__(self, session: Session, anchors_px: np.ndarray, model: YoloV5Face | None = None) -> None:
+        self.session = session
+        self.model = model
         self.anchors_px = anchors_px
-        self.strides: tuple[int, ...] = ()
-        if self.fixed_size is not None:
-            grids = [o.shape[2] for o in outs]
-            order = np.argsort([-g for g in grids])
-            self.output_names = [self.output_names[i] for i in order]
-            self.strides = tuple(self.fixed_size[0] // grids[i] for i in order)
+        self.fixed_size = session.info.fixed_size
+        self.strides: tuple[int, ...] = tuple(int(s) for s in model.stride) if model is not None else ()
+        if model is None and self.fixed_size is not None:
+            shapes = getattr(session, "output_shapes", None)
+            grids = sorted((sh[2] for sh in shapes or () if len(sh) == 5 and sh[2]), reverse=True)
+            if len(grids) == len(anchors_px):
+                self.strides = tuple(self.fixed_size[0] // g for g in grids)
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
-        if self.fixed_batch and len(blob) > 1:
-            parts = [self(blob[i:i + 1]) for i in range(len(blob))]
-            return [np.concatenate(level) for level in zip(*parts)]
-        heads = self.session.run(None, {self.input_name: blob})
-        named = dict(zip([o.name for o in self.session.get_outputs()], heads))
-        out = [named[n] for n in self.output_names]
+        out = sorted(self.session.run(blob), key=lambda h: -h.shape[2])
         if not self.strides or self.fixed_size is None:
-            out.sort(key=lambda h: -h.shape[2])
             self.strides = tuple(blob.shape[2] // h.shape[2] for h in out)
         return out
+
+
+def _check_heads(session: Session, anchors_px: np.ndarray, path: Path) -> None:
+    shapes = getattr(session, "output_shapes", None)
+    if shapes is not None and (len(shapes) != len(anchors_px) or any(len(sh) != 5 for sh in shapes)):
+        raise CheckpointError(
+            f"{path}: expected {len(anchors_px)} raw head outputs of rank 5 [b, na, h, w, 15 + nc], got "
+            + ", ".join(f"{n} {sh}" for n, sh in zip(session.info.output_names, shapes))
+        )
 
 
 class YoloV5FaceDetector:
@@ -1161,7 +1124,8 @@ class YoloV5FaceDetector:
 
     Attributes:
         name: registry name.
-        backend: ``"torch"`` or ``"onnx"``.
+        engine: the engine it runs on (``torch``, ``onnx`` or ``openvino``).
+        precision: the arithmetic it runs in (``fp32`` or ``bf16``).
         input_size: long side of the network input in pixels (a fixed-size ONNX model
             uses its own size instead).
         conf_thres: minimum score ``objectness * class`` in [0, 1].
@@ -1170,23 +1134,34 @@ class YoloV5FaceDetector:
         max_faces: most faces returned per image (highest scores).
     """
 
-    def __init__(self, name: str, runner: TorchRunner | OnnxRunner, *, backend: str, input_size: int,
-                 conf_thres: float, iou_thres: float, min_face: float, max_faces: int,
+    def __init__(self, name: str, runner: SessionRunner, settings: DetectionConfig,
                  weights: Path | None = None) -> None:
         self.name = name
         self.runner = runner
-        self.backend = backend
-        self.input_size = input_size
-        self.conf_thres = conf_thres
-        self.iou_thres = iou_thres
-        self.min_face = min_face
-        self.max_faces = max_faces
+        self.input_size = settings.input_size
+        self.conf_thres = settings.conf_thres
+        self.iou_thres = settings.iou_thres
+        self.min_face = settings.min_face
+        self.max_faces = settings.max_faces
         self.weights = weights
 
     @property
+    def engine(self) -> str:
+        return self.runner.session.engine
+
+    @property
+    def precision(self) -> str:
+        return self.runner.session.precision
+
+    @property
+    def backend(self) -> str:
+        """The old name of :attr:`engine`."""
+        return self.engine
+
+    @property
     def model(self) -> YoloV5Face | None:
-        """The PyTorch network (``None`` for the ONNX backend)."""
-        return self.runner.model if isinstance(self.runner, TorchRunner) else None
+        """The PyTorch network (``None`` when only an ONNX file was loaded)."""
+        return self.runner.model
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Letterbox one BGR image into this detector's input blob."""
@@ -1221,74 +1196,112 @@ class YoloV5FaceDetector:
         return results
 
     def __repr__(self) -> str:
-        return (f"YoloV5FaceDetector({self.name!r}, backend={self.backend!r}, input_size={self.input_size}, "
+        return (f"YoloV5FaceDetector({self.name!r}, engine={self.engine!r}, precision={self.precision!r}, "
+                f"input_size={self.input_size}, "
                 f"conf_thres={self.conf_thres}, iou_thres={self.iou_thres})")
 
 
-def _check_settings(input_size: int, conf_thres: float, iou_thres: float, min_face: float, max_faces: int,
-                    backend: str) -> None:
-    if backend not in ("torch", "onnx"):
-        raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
-        raise ConfigError(f"input_size must be a positive multiple of 32 pixels (e.g. 320 or 640), got {input_size!r}")
-    if not 0 < conf_thres <= 1:
-        raise ConfigError(f"conf_thres must be in (0, 1], got {conf_thres}")
-    if not 0 < iou_thres <= 1:
-        raise ConfigError(f"iou_thres must be in (0, 1], got {iou_thres}")
-    if min_face < 0:
-        raise ConfigError(f"min_face must be >= 0 pixels, got {min_face}")
-    if max_faces < 1:
-        raise ConfigError(f"max_faces must be >= 1, got {max_faces}")
+def detector_settings(detection: DetectionConfig | None, runtime: RuntimeConfig | None, overrides: dict[str, Any],
+                      name: str) -> tuple[DetectionConfig, RuntimeConfig]:
+    """The validated ``detection:`` and ``runtime:`` sections with keyword overrides applied
+    (``backend`` is the old name of ``engine``).
+
+    Raises:
+        InvalidSettingError: a value out of bounds or an unknown setting (named).
+    """
+    overrides = dict(overrides)
+    backend = overrides.pop("backend", None)
+    if backend is not None:
+        overrides.setdefault("engine", backend)
+    det_keys = {k: overrides.pop(k) for k in list(overrides) if k in DetectionConfig.model_fields}
+    unknown = [k for k in overrides if k not in RuntimeConfig.model_fields]
+    if unknown:
+        raise InvalidSettingError(f"{name}: unknown setting(s) {', '.join(sorted(unknown))}; known: "
+                                  + ", ".join([*DetectionConfig.model_fields, *RuntimeConfig.model_fields]))
+    return (merge_section(DetectionConfig, detection, det_keys, name),
+            merge_section(RuntimeConfig, runtime, overrides, name))
 
 
 def create(name: str, spec: WeightsSpec, *, weights: str | os.PathLike | None = None,
-           weights_dir: str | os.PathLike | None = None, backend: str = "torch", input_size: int = 640,
-           conf_thres: float = 0.5, iou_thres: float = 0.45, min_face: float = 0, max_faces: int = 1000,
-           verify: bool = True, model: YoloV5Face | None = None) -> YoloV5FaceDetector:
+           weights_dir: str | os.PathLike | None = None, detection: DetectionConfig | None = None,
+           runtime: RuntimeConfig | None = None, verify: bool = True, model: YoloV5Face | None = None,
+           **overrides: Any) -> YoloV5FaceDetector:
     """Build a registered YOLOv5-face detector (the registered constructors call this).
 
     Args:
         name: registry name (its layer table is the fallback for files without one).
         spec: the model's weights spec.
-        weights: explicit weights file (``.pt`` for torch, ``.onnx`` for onnx).
+        weights: explicit weights file (``.pt``, or ``.onnx`` to run that export).
         weights_dir: configured weights directory, searched first.
-        backend: ``"torch"`` (this module's network) or ``"onnx"`` (upstream's export via
-            onnxruntime; a fixed-size export is fed its own size, e.g. 640x640).
-        input_size: long side of the network input in pixels, a multiple of 32.
-            Smaller is faster and misses small faces.
-        conf_thres: minimum face score in (0, 1].
-        iou_thres: NMS IoU threshold in (0, 1].
-        min_face: drop faces smaller than this many original pixels (either side).
-        max_faces: keep at most this many faces per image.
+        detection: the ``detection:`` section (input size, thresholds, face limits).
+        runtime: the ``runtime:`` section (engine, precision, threads, cache).
         verify: check the file's sha256 where one is published.
         model: an already built :class:`YoloV5Face` (e.g. random weights for tests and
             benchmarks); no file is read.
+        **overrides: single settings of those two sections (``input_size``,
+            ``conf_thres``, ``iou_thres``, ``min_face``, ``max_faces``, ``engine``,
+            ``precision``, ``threads``, ...), validated by the sections' own models, so
+            the defaults are the daemon's.
+
+    With ``engine: onnx`` and a published export (yolov5n-0.5-face), that file is run
+    (fixed 640x640: ``input_size`` is then not used). Otherwise the PyTorch network is
+    run, or exported once (BatchNorm folded, dynamic batch and size) for ONNX Runtime
+    and OpenVINO and cached under ``runtime.cache_dir``.
 
     Raises:
-        ConfigError: invalid settings.
+        InvalidSettingError: invalid settings (a :class:`ConfigError`).
         WeightsNotFoundError: no weights file found.
         WeightsChecksumError: the file's sha256 differs from the published one.
         CheckpointError: the file does not fit the network.
     """
-    _check_settings(input_size, conf_thres, iou_thres, min_face, max_faces, backend)
-    settings = dict(backend=backend, input_size=input_size, conf_thres=conf_thres, iou_thres=iou_thres,
-                    min_face=min_face, max_faces=max_faces)
-    if model is not None:
-        if backend != "torch":
-            raise ConfigError("a ready-made model= runs only with backend='torch'")
-        return YoloV5FaceDetector(name, TorchRunner(model), **settings)
-    path = resolve_weights(spec, weights, weights_dir, verify=verify, backend=backend)  # type: ignore[arg-type]
+    from facerec.runtime import ModelSource, build_session, resolve_engine
+    from facerec.runtime.base import state_sha256
+
+    settings, rt = detector_settings(detection, runtime, overrides, name)
+    engine = resolve_engine("yolov5", rt.engine, flag="engine")
     table = MODEL_TABLES[name]()
-    if backend == "onnx":
-        anchors = np.asarray(table["anchors"], np.float32).reshape(len(table["anchors"]), -1, 2)
-        runner: TorchRunner | OnnxRunner = OnnxRunner(path, anchors)
-        if runner.fixed_size is not None and max(runner.fixed_size) != input_size:
-            logger.info("%s: the ONNX model has a fixed %dx%d input; input_size=%d is not used",
-                        path.name, runner.fixed_size[1], runner.fixed_size[0], input_size)
+    anchors = np.asarray(table["anchors"], np.float32).reshape(len(table["anchors"]), -1, 2)
+    path: Path | None = None
+    onnx_path: Path | None = None
+    if model is not None:
+        sha = state_sha256(model)
     else:
-        runner = TorchRunner(load_yolov5_face(path, table))
-    logger.debug("%s: loaded %s (%s backend)", name, path, backend)
-    return YoloV5FaceDetector(name, runner, weights=path, **settings)
+        explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
+        pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
+        if explicit_onnx or (weights is None and spec.onnx_file is not None
+                             and (engine == "onnx" or (engine == "openvino" and pt is None))):
+            engine = "onnx" if engine == "torch" else engine
+            path = onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
+        else:
+            path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
+            model = load_yolov5_face(path, table)
+        sha = sha256_file(path)
+    if model is not None:
+        model = model.float().eval()
+        anchors = model.anchors_px()
+    fused = {}
+
+    def network() -> YoloV5Face:
+        if "net" not in fused:
+            fused["net"] = fuse_conv_bn(model)  # type: ignore[arg-type]
+        return fused["net"]
+
+    source = ModelSource(name=name, sha256=sha, input_shape=(None, 3, None, None),
+                         output_names=tuple(f"head{i}" for i in range(len(anchors))),
+                         module=network if model is not None else None, onnx_path=onnx_path,
+                         example_hw=(settings.input_size, settings.input_size), persistent=path is not None,
+                         channels_last=True)
+    session = build_session(source, engine=engine, precision=rt.precision, threads=rt.threads,
+                            hint="latency" if rt.hint == "auto" else rt.hint, cache_dir=rt.cache_dir)
+    if onnx_path is not None:
+        _check_heads(session, anchors, onnx_path)
+    runner = SessionRunner(session, anchors, model)
+    if runner.fixed_size is not None and max(runner.fixed_size) != settings.input_size:
+        logger.info("%s: the ONNX model has a fixed %dx%d input; input_size=%d is not used",
+                    onnx_path.name if onnx_path else name, runner.fixed_size[1], runner.fixed_size[0],
+                    settings.input_size)
+    logger.debug("%s: %s on %s", name, path or "in-memory model", session)
+    return YoloV5FaceDetector(name, runner, settings, weights=path)
 
 
 # --------------------------------------------------------------------------------------
@@ -1339,13 +1352,11 @@ def _register(name: str) -> None:
                        onnx_file=onnx_file, onnx_sha256=onnx_sha, urls=urls, onnx_urls=onnx_urls)
     backbone = "ShuffleNetV2" if name.startswith("yolov5n") else "CSP (C3) + SPP(3,5,7)"
 
-    def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
-              backend: str = "torch", input_size: int = 640, conf_thres: float = 0.5, iou_thres: float = 0.45,
-              min_face: float = 0, max_faces: int = 1000, verify: bool = True,
-              model: YoloV5Face | None = None) -> YoloV5FaceDetector:
-        return create(name, spec, weights=weights, weights_dir=weights_dir, backend=backend,
-                      input_size=input_size, conf_thres=conf_thres, iou_thres=iou_thres, min_face=min_face,
-                      max_faces=max_faces, verify=verify, model=model)
+    def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None, *,
+              detection: DetectionConfig | None = None, runtime: RuntimeConfig | None = None,
+              verify: bool = True, model: YoloV5Face | None = None, **overrides: Any) -> YoloV5FaceDetector:
+        return create(name, spec, weights=weights, weights_dir=weights_dir, detection=detection, runtime=runtime,
+                      verify=verify, model=model, **overrides)
 
     build.__name__ = build.__qualname__ = "build_" + name.replace("-", "_").replace(".", "_")
     build.__doc__ = f"Build ``{name}``; arguments as in :func:`create`."
@@ -1355,7 +1366,7 @@ def _register(name: str) -> None:
         params=params, gflops_640=gflops,
         wider_face_val={"easy": easy, "medium": medium, "hard": hard},
         claimed_by=_CLAIM_SOURCE, upstream="https://github.com/deepcam-cn/yolov5-face",
-        landmarks=5, backends=("torch", "onnx") if onnx_file else ("torch",),
+        landmarks=5, engines=("torch", "onnx", "openvino"),
     )(build)
 
 

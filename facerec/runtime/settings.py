@@ -1,0 +1,35 @@
+"""Validated settings for model constructors: a config section plus keyword overrides."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from facerec.errors import ConfigError
+
+S = TypeVar("S", bound=BaseModel)
+
+
+class InvalidSettingError(ConfigError, ValueError):
+    """A model constructor got a value its config section rejects (also a ``ValueError``,
+    as for any bad argument)."""
+
+
+def merge_section(cls: type[S], section: S | None, overrides: dict[str, Any], what: str) -> S:
+    """``section`` (or the section's defaults) with the non-``None`` ``overrides`` applied,
+    validated by the section's own pydantic model, so every default and bound lives in
+    :mod:`facerec.config` only.
+
+    Raises:
+        InvalidSettingError: an unknown name or a value out of bounds; the message names it.
+    """
+    from facerec.config import format_errors
+
+    data = (section if section is not None else cls()).model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise InvalidSettingError(format_errors(e, what).replace("invalid configuration in", "invalid settings of")) \
+            from None
