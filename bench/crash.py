@@ -397,7 +397,7 @@ def build_analyzer(cfg: Config) -> Any:
 def make_config(backend: str, data_dir: str, dsn: str | None) -> Config:
     return load_config(None, {"gallery.backend": backend, "gallery.data_dir": data_dir, "gallery.dsn": dsn,
                               "models.detector": "yolov5n-0.5-face", "models.embedder": "mobilefacenet",
-                              "models.backend": "torch", "detection.input_size": 320})
+                              "runtime.engine": "torch", "detection.input_size": 320})
 
 
 def db_check_cli(cfg: Config, folder: Path) -> tuple[int, str]:
