@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("detect", parents=[common], help="detect faces and landmarks in images",
+    from facerec.cli.common import detector_parser
+
+    p = sub.add_parser("detect", parents=[detector_parser()], help="detect faces and landmarks in images",
                        description="Detect faces in images (files or folders). Boxes are x1,y1,x2,y2 in pixels.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--json", action="store_true", help="one JSON line per image")

@@ -11,6 +11,10 @@ from facerec.errors import GalleryError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from facerec.cli.common import plain_parser
+
+    common = plain_parser()  # no model runs here: no --detector/--embedder/--threshold/--flip
+
     p = sub.add_parser("db", parents=[common], help="gallery database: upgrade, check, copy between backends",
                        description="Maintain the gallery database named by gallery.backend / gallery.dsn "
                                    "(or gallery.data_dir for SQLite).")

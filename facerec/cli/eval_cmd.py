@@ -26,6 +26,8 @@ with 10-fold cross-validation over the list printed beside it.
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from facerec.cli.common import detector_parser
+
     ev = sub.add_parser("eval", help="measure accuracy: verify pairs, identify, check a gallery, detect",
                         description="Evaluation on labelled data.")
     esub = ev.add_subparsers(dest="eval_command", metavar="WHAT")
@@ -65,7 +67,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_gallery)
 
-    p = esub.add_parser("detect", parents=[common], help="detector recall/precision against ground-truth boxes",
+    p = esub.add_parser("detect", parents=[detector_parser()], help="detector recall/precision against ground-truth boxes",
                         description="Recall and precision at an IoU threshold (greedy matching by score; "
                                     "ignored boxes count neither way), and faces found on photos without faces.")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the annotated images")

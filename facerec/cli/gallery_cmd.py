@@ -25,6 +25,10 @@ from facerec.imageio import list_images, read_image
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from facerec.cli.common import plain_parser
+
+    plain = plain_parser()  # for the actions that run no model
+
     p = sub.add_parser(
         "align", parents=[common], help="raw/<Person>/* photos -> preprocessed/<Person>/*.png aligned crops",
         description="Detect the face of every photo in RAW/<Person>/, align it to 112x112 and write "
@@ -81,7 +85,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     e.add_argument("name", nargs="?", metavar="NAME")
     e.add_argument("--json", action="store_true", help="JSON output")
     e.set_defaults(func=cmd_enroll_samples)
-    e = esub.add_parser("rename", parents=[common], help="rename a person", description="Rename OLD to NEW (NEW must not exist; merge joins two people).")
+    e = esub.add_parser("rename", parents=[plain], help="rename a person", description="Rename OLD to NEW (NEW must not exist; merge joins two people).")
     e.add_argument("old", metavar="OLD")
     e.add_argument("new", metavar="NEW")
     e.set_defaults(func=cmd_enroll_rename)
@@ -93,25 +97,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     e.add_argument("dst", metavar="B")
     e.add_argument("--force", action="store_true", help="merge even when A and B look like different people")
     e.set_defaults(func=cmd_enroll_merge)
-    e = esub.add_parser("move", parents=[common], help="give one sample to another person",
+    e = esub.add_parser("move", parents=[plain], help="give one sample to another person",
                         description="Give sample SAMPLE_ID (see `enroll samples`) to PERSON (created if new).")
     e.add_argument("sample_id", type=int, metavar="SAMPLE_ID")
     e.add_argument("person", metavar="PERSON")
     e.set_defaults(func=cmd_enroll_move)
-    e = esub.add_parser("delete", parents=[common], help="remove a person with all samples, crops and vectors",
+    e = esub.add_parser("delete", parents=[plain], help="remove a person with all samples, crops and vectors",
                         description="Remove NAME with all samples, crop files and vectors (photos under raw/ stay).")
     e.add_argument("name", metavar="NAME")
     e.set_defaults(func=cmd_enroll_delete)
-    e = esub.add_parser("clear", parents=[common], help="remove everyone (needs --yes)",
+    e = esub.add_parser("clear", parents=[plain], help="remove everyone (needs --yes)",
                         description="Remove every person, sample, crop and vector from the gallery.")
     e.add_argument("--yes", action="store_true", help="really remove every person")
     e.set_defaults(func=cmd_enroll_clear)
-    e = esub.add_parser("export", parents=[common], help="write the gallery to one .zip/.tar/.tar.gz archive",
+    e = esub.add_parser("export", parents=[plain], help="write the gallery to one .zip/.tar/.tar.gz archive",
                         description="Write people, crops and vectors to FILE (.zip, .tar or .tar.gz); its folder "
                                     "must exist.")
     e.add_argument("file", metavar="FILE")
     e.set_defaults(func=cmd_enroll_export)
-    e = esub.add_parser("import", parents=[common], help="merge an exported archive into the gallery",
+    e = esub.add_parser("import", parents=[plain], help="merge an exported archive into the gallery",
                         description="Add the people and samples of an archive written by `enroll export`.")
     e.add_argument("file", metavar="FILE")
     e.set_defaults(func=cmd_enroll_import)

@@ -17,18 +17,22 @@ from facerec.errors import FacerecError
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from facerec.cli.common import plain_parser
+
+    plain = plain_parser()  # for the actions that run no model
+
     un = sub.add_parser("unknowns", help="candidate people grouped from unknown faces: list, name, merge, dismiss",
                         description="Unknown faces the daemon kept (unknowns.enabled), grouped into candidate "
                                     "people by unknowns.min_faces / unknowns.max_distance.")
     usub = un.add_subparsers(dest="unknowns_command", metavar="WHAT")
     un.set_defaults(func=lambda args, cfg: (un.print_help(), 2)[1])
 
-    p = usub.add_parser("list", parents=[common], help="candidates, the most sighted first")
+    p = usub.add_parser("list", parents=[plain], help="candidates, the most sighted first")
     p.add_argument("--all", action="store_true", help="also list ungrouped sightings (seen too rarely so far)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
 
-    p = usub.add_parser("show", parents=[common], help="one candidate's sightings; --crops DIR writes its crops")
+    p = usub.add_parser("show", parents=[plain], help="one candidate's sightings; --crops DIR writes its crops")
     p.add_argument("id", type=int, help="candidate id from `list`")
     p.add_argument("--crops", metavar="DIR", help="write the kept crops here as JPEG")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -46,12 +50,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_name, new=False)
 
-    p = usub.add_parser("dismiss", parents=[common], help="delete a candidate's sightings and crops")
+    p = usub.add_parser("dismiss", parents=[plain], help="delete a candidate's sightings and crops")
     p.add_argument("id", type=int, help="candidate id from `list`")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_dismiss)
 
-    p = usub.add_parser("prune", parents=[common], help="apply the unknowns retention limits now")
+    p = usub.add_parser("prune", parents=[plain], help="apply the unknowns retention limits now")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_prune)
 
@@ -68,7 +72,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_not)
 
-    p = usub.add_parser("audit", parents=[common], help="the audit log of gallery changes, newest first")
+    p = usub.add_parser("audit", parents=[plain], help="the audit log of gallery changes, newest first")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="entries to show (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_audit)

@@ -21,6 +21,10 @@ DEFAULT_FETCH = ("yolov5n-0.5-face", "mobilefacenet")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from facerec.cli.common import plain_parser
+
+    common = plain_parser()  # models are named as arguments here, none runs
+
     p = sub.add_parser("weights", parents=[common], help="list known models and check their weight files",
                        description="List every registered model with its weights file, sha256 status and source.")
     p.add_argument("--json", action="store_true", help="one JSON line per model")
