@@ -7,8 +7,12 @@
   embedder key) and its crop. The matcher refuses to name X a face that is closer to one
   of X's negatives than to X.
 * The **audit log** records every gallery change: what, when, through which interface
-  (``cli``, ``api``, ``daemon``). It is append-only: the database refuses updates and
-  deletes of its rows (a trigger).
+  (``cli``, ``api``, ``daemon``). :class:`~facerec.gallery.service.GalleryService` writes
+  one entry per change it makes (its ``interface`` names the caller), and the
+  unknown-people and feedback functions of :mod:`facerec.unknowns` one per theirs. It is
+  append-only: the database refuses updates and deletes of its rows (a trigger).
+* **Negatives** have no age retention (``unknowns.retention_s`` is for crops a camera
+  happened to keep, these are deliberate feedback); they go with their person.
 
 Two backends with one behaviour, chosen by ``gallery.backend``: SQLite in
 ``<data_dir>/unknowns.db`` (crops in the file), or tables in the PostgreSQL gallery
