@@ -82,6 +82,8 @@ def test_each_cli_change_is_one_entry(backend, capsys, photo):
     d = cli_step(capsys, cfg, argv, "enroll", "merge", "Rose", "Kit Harington", "--force",
                  action="person.merge", subject="Kit Harington")
     assert d["merged"] == "Rose" and d["samples"] == 2
+    archive = Path(cfg.gallery.data_dir).parent / "gallery.zip"
+    cli_step(capsys, cfg, argv, "enroll", "export", str(archive), action=None)  # reading is not a change
     # embed with no preprocessed/ folder finds nothing to change: no entry
     cli_step(capsys, cfg, argv, "embed", "--no-progress", action=None)
     d = cli_step(capsys, cfg, argv, "enroll", "delete", "Kit Harington", action="person.delete",
@@ -89,8 +91,12 @@ def test_each_cli_change_is_one_entry(backend, capsys, photo):
     assert d["samples"] == 3
     d = cli_step(capsys, cfg, argv, "enroll", "clear", "--yes", action="gallery.clear", subject="*")
     assert d == {"people": 0, "samples": 0}
+    d = cli_step(capsys, cfg, argv, "enroll", "import", str(archive), action="gallery.import", subject="gallery.zip")
+    assert d == {"samples": 3}
+    cli_step(capsys, cfg, argv, "enroll", "import", str(archive), action=None)  # all there already
     assert [e.action for e in entries(cfg)][::-1] == [
-        "samples.add", "samples.add", "person.rename", "sample.move", "person.merge", "person.delete", "gallery.clear"]
+        "samples.add", "samples.add", "person.rename", "sample.move", "person.merge", "person.delete",
+        "gallery.clear", "gallery.import"]
 
 
 def test_each_api_change_is_one_entry(backend, analyzer, photo):

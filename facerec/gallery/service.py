@@ -358,7 +358,8 @@ class GalleryService:
         """Merge an archive into the gallery; returns the samples added (see
         :meth:`GalleryStore.import_archive` for the rules)."""
         n = self._import_archive(path)
-        self.audit("gallery.import", Path(path).name, samples=n)
+        if n:  # an archive whose samples are all here already changed nothing
+            self.audit("gallery.import", Path(path).name, samples=n)
         return n
 
     def _import_archive(self, path: str | os.PathLike) -> int:
