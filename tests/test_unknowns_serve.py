@@ -95,9 +95,10 @@ def test_unknowns_api(seeded):
         # every change is in the audit log, with the interface it came through
         entries = c.get("/api/audit", headers=H).json()["entries"]
         assert [(e["interface"], e["action"], e["subject"]) for e in entries] == [
-            ("api", "person.delete", "Kit H"), ("api", "person.rename", "/api/people/Kit"),
+            ("api", "person.delete", "Kit H"), ("api", "person.rename", "Kit H"),
             ("api", "unknown.dismiss", f"candidate {alex['id']}"), ("api", "unknown.merge", "Kit"),
-            ("api", "unknown.name", "Barack Obama")]
+            ("api", "unknown.name", "Barack Obama"), ("cli", "samples.add", "Kit")]
+        assert entries[1]["detail"] == {"previous": "Kit", "negatives": 0}
 
 
 def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):
@@ -150,4 +151,4 @@ def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):
     with open_sightings(seeded.cfg) as store:
         assert store.stats()["sightings"] == 0 and sum(store.negative_counts().values()) == 1
         assert [e.action for e in store.audit_log()] == ["unknown.dismiss", "negative.add", "unknown.merge",
-                                                          "unknown.name"]
+                                                          "unknown.name", "samples.add"]

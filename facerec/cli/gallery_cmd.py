@@ -215,14 +215,13 @@ def cmd_embed(args: argparse.Namespace, cfg: Config) -> int:
         n = service.import_feat_list(args.import_feat_list)
         print(f"imported {n} vectors for {service.key} from {args.import_feat_list}")
         return 0 if n else 1
-    sync = service.sync_preprocessed(prune=args.prune, progress=not args.no_progress)
+    sync, report = service.embed(prune=args.prune, progress=not args.no_progress, batch_size=args.batch_size)
     print(sync.summary(f"crops in {service.data_dir / CROPS_DIR}", args.details))
     if sync.removed and not args.prune:
         print(f"{len(sync.removed)} sample(s) lost their crop file; they stay in the gallery "
               "(facerec embed --prune forgets them)")
     elif sync.removed:
         print(f"forgot {len(sync.removed)} sample(s) whose crop file is gone")
-    report = service.embed_all(progress=not args.no_progress, batch_size=args.batch_size)
     n = len(report.done)
     rate = n / report.seconds if report.seconds > 0 else 0.0
     print(f"embedded {n} face(s) with {service.key} in {report.seconds:.1f} s ({rate:.1f} faces/s)")
@@ -293,7 +292,7 @@ def cmd_enroll_samples(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll_rename(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        service.store.rename_person(args.old, args.new)
+        service.rename_person(args.old, args.new)
         print(f"renamed {args.old!r} to {args.new!r}")
     return 0
 
@@ -307,15 +306,14 @@ def cmd_enroll_merge(args: argparse.Namespace, cfg: Config) -> int:
                 f"{args.src!r} and {args.dst!r} look like different people (their faces match at {sim:.3f}, below "
                 f"the threshold {service.threshold:.3f}); nothing merged. Check with `facerec enroll samples`, "
                 "or use --force to merge anyway")
-        service.store.merge_people(args.src, args.dst)
+        service.merge_people(args.src, args.dst)
         print(f"merged {args.src!r} into {args.dst!r} ({n} sample(s) moved)")
     return 0
 
 
 def cmd_enroll_move(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        before = service.store.sample(args.sample_id).person
-        service.store.move_sample(args.sample_id, args.person)
+        before = service.move_sample(args.sample_id, args.person)
         print(f"moved sample {args.sample_id} from {before!r} to {args.person!r}")
     return 0
 
@@ -339,8 +337,7 @@ def cmd_enroll_clear(args: argparse.Namespace, cfg: Config) -> int:
         _err("facerec enroll clear removes every person, sample, crop and vector; run it with --yes")
         return 2
     with GalleryService(cfg) as service:
-        people, samples = len(service.store.people()), service.store.count()
-        service.store.clear()
+        people, samples = service.clear()
         print(f"removed {people} people and {samples} sample(s) from {service.data_dir}")
     return 0
 

@@ -231,13 +231,22 @@ class GalleryService:
             (so listing or renaming people never loads a model).
         readonly: open the store read-only (identification of an existing gallery).
         store: an open backend to use instead of the configured one.
+        interface: what the audit log names as the source of this instance's changes
+            (``cli``, ``api``, ``daemon``; see :data:`facerec.gallery.sightings.INTERFACES`).
 
     Attributes:
         store: the :class:`~facerec.gallery.backend.GalleryBackend` (``gallery.backend``).
+            Change the gallery through the service's own methods (:meth:`rename_person`,
+            :meth:`merge_people`, ...), not the store's: only they write the audit log.
     """
 
     def __init__(self, cfg: Config, analyzer: FaceAnalyzer | None = None, *, readonly: bool = False,
-                 store: GalleryBackend | None = None) -> None:
+                 store: GalleryBackend | None = None, interface: str = "cli") -> None:
+        from facerec.gallery.sightings import INTERFACES
+
+        if interface not in INTERFACES:
+            raise ValueError(f"unknown interface {interface!r}: one of {', '.join(INTERFACES)}")
+        self.interface = interface
         self.cfg = cfg
         self.data_dir = Path(cfg.gallery.data_dir).expanduser().absolute()
         self.store: GalleryBackend = store if store is not None else open_backend(cfg.gallery, readonly=readonly)
@@ -252,6 +261,83 @@ class GalleryService:
 
     def close(self) -> None:
         self.store.close()
+
+    # -------------------------------------------------------------- audited changes
+
+    def audit(self, action: str, subject: str, **detail: Any) -> None:
+        """Append one gallery change to the audit log, naming :attr:`interface`.
+
+        Every mutating method of the service calls this once, so each interface (CLI,
+        HTTP API, daemon) is logged by the same code. The change is already done when
+        this runs: a log that cannot be written is a warning, not a failed change.
+
+        Args:
+            action: what happened, ``<thing>.<verb>`` (``person.rename``, ``samples.add``).
+            subject: the person (or sample) it happened to.
+            **detail: counts and ids, stored as JSON.
+        """
+        from facerec.gallery.sightings import open_sightings
+
+        try:
+            with open_sightings(self.cfg) as log_store:
+                log_store.audit(self.interface, action, subject, **detail)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            log.warning("audit log entry %s %s not written: %s", action, subject, e)
+
+    def _negative_store(self):
+        """The sightings store when it exists (negatives to keep in step), else ``None``."""
+        from facerec.gallery.sightings import open_sightings
+
+        g = self.cfg.gallery
+        if g.backend != "postgres" and not (Path(g.data_dir) / "unknowns.db").exists():
+            return None
+        return open_sightings(self.cfg)
+
+    def rename_person(self, old: str, new: str) -> None:
+        """Rename a person; their negative samples ("not X") follow the new name."""
+        self.store.rename_person(old, new)
+        old, new = validate_name(old), validate_name(new)
+        negatives = 0
+        store = self._negative_store()
+        if store is not None:
+            with store:
+                negatives = store.rename_negatives(old, new)
+        self.audit("person.rename", new, previous=old, negatives=negatives)
+
+    def merge_people(self, src: str, dst: str) -> int:
+        """Move every sample of ``src`` to ``dst`` (created if needed) and remove ``src``;
+        ``src``'s negatives become ``dst``'s. Returns the samples moved."""
+        src, dst = validate_name(src), validate_name(dst)
+        n = len(self.store.samples(src))
+        self.store.merge_people(src, dst)
+        negatives = 0
+        store = self._negative_store()
+        if store is not None:
+            with store:
+                negatives = store.rename_negatives(src, dst)
+        self.audit("person.merge", dst, merged=src, samples=n, negatives=negatives)
+        return n
+
+    def move_sample(self, sample_id: int, person: str) -> str:
+        """Give one sample to ``person`` (created if needed); returns its previous person."""
+        before = self.store.sample(sample_id).person
+        self.store.move_sample(sample_id, person)
+        self.audit("sample.move", validate_name(person), sample=int(sample_id), previous=before)
+        return before
+
+    def delete_sample(self, sample_id: int) -> str:
+        """Remove one sample (its person stays); returns that person."""
+        person = self.store.sample(sample_id).person
+        self.store.delete_sample(sample_id)
+        self.audit("sample.delete", person, sample=int(sample_id))
+        return person
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every person, sample and vector; returns ``(people, samples)`` removed."""
+        people, samples = len(self.store.people()), self.store.count()
+        self.store.clear()
+        self.audit("gallery.clear", "*", people=people, samples=samples)
+        return people, samples
 
     # -------------------------------------------------------------- archives (any backend)
 
@@ -271,6 +357,12 @@ class GalleryService:
     def import_archive(self, path: str | os.PathLike) -> int:
         """Merge an archive into the gallery; returns the samples added (see
         :meth:`GalleryStore.import_archive` for the rules)."""
+        n = self._import_archive(path)
+        if n:  # an archive whose samples are all here already changed nothing
+            self.audit("gallery.import", Path(path).name, samples=n)
+        return n
+
+    def _import_archive(self, path: str | os.PathLike) -> int:
         if isinstance(self.store, GalleryStore):
             return self.store.import_archive(path)
         import tempfile
@@ -424,7 +516,8 @@ class GalleryService:
     # -------------------------------------------------------------- enrollment
 
     def enroll_image(self, name: str, image: np.ndarray, *, source_path: str | None = None,
-                     source_sha256: str | None = None, refuse_conflicts: bool = False) -> EnrollResult:
+                     source_sha256: str | None = None, refuse_conflicts: bool = False,
+                     audit: bool = True) -> EnrollResult:
         """Enroll the face of one photo as a sample of ``name`` (created if needed).
 
         One face per photo: several follow ``gallery.multiple_faces`` (largest or skip).
@@ -434,6 +527,8 @@ class GalleryService:
         that matches them better than ``name``, or a new name for a face that matches an
         enrolled person) is a warning, or with ``refuse_conflicts`` a ``failed`` result
         (nothing added): a face under two names makes the live loop name people wrongly.
+        An added sample is one audit entry (``samples.add``) unless ``audit`` is false (a
+        caller enrolling a batch writes one entry for the whole batch).
 
         Raises:
             GalleryError: ``name`` is not a valid name.
@@ -476,6 +571,8 @@ class GalleryService:
         stem = Path(source_path).stem if source_path else None
         sample = self.store.add_sample(name, faces.images[0], source_path=source_path, source_sha256=source_sha256,
                                        quality=quality, embeddings=emb, stem=stem)
+        if audit:
+            self.audit("samples.add", name, added=1, samples=[sample.id])
         return EnrollResult(name, source_path, "added", sample=sample, quality=quality, warnings=warnings)
 
     def _similarity_warnings(self, name: str, emb: Embeddings, label: str) -> list[str]:
@@ -516,10 +613,12 @@ class GalleryService:
     def enroll_paths(self, name: str, paths: Iterable[str | os.PathLike], progress: bool = False,
                      refuse_conflicts: bool = False) -> BatchReport:
         """Enroll every photo in ``paths`` (folders are expanded, not recursively); see
-        :meth:`enroll_image` for ``refuse_conflicts``."""
-        validate_name(name)
+        :meth:`enroll_image` for ``refuse_conflicts``. One audit entry for the batch when
+        anything was added."""
+        name = validate_name(name)
         t0 = time.perf_counter()
         report = BatchReport()
+        added: list[int] = []
         files: list[Path] = []
         for p in map(Path, paths):
             if p.is_dir():
@@ -541,7 +640,9 @@ class GalleryService:
                 report.failed.append((str(f), _strip_name(str(e), str(f))))
                 continue
             r = self.enroll_image(name, image, source_path=str(f), source_sha256=hashlib.sha256(data).hexdigest(),
-                                  refuse_conflicts=refuse_conflicts)
+                                  refuse_conflicts=refuse_conflicts, audit=False)
+            if r.sample is not None:
+                added.append(r.sample.id)
             report.warnings += r.warnings
             reason = _strip_name(r.reason, str(f))
             if r.status == "added":
@@ -551,6 +652,9 @@ class GalleryService:
             else:
                 report.failed.append((str(f), reason))
         report.seconds = time.perf_counter() - t0
+        if added:
+            self.audit("samples.add", name, added=len(added), samples=added, skipped=len(report.skipped),
+                       failed=len(report.failed))
         return report
 
     # -------------------------------------------------------------- preprocessed/ and embeddings
@@ -563,6 +667,22 @@ class GalleryService:
         except (OSError, ValueError, AttributeError):
             return {}
         return {e["output"]: e for e in files.values() if isinstance(e, dict) and e.get("output")}
+
+    def embed(self, prune: bool = False, progress: bool = True,
+              batch_size: int | None = None) -> tuple[BatchReport, BatchReport]:
+        """``facerec embed``: :meth:`sync_preprocessed` then :meth:`embed_all`, logged as
+        one audit entry (``gallery.embed``) when either changed anything.
+
+        Returns:
+            ``(sync report, embed report)``.
+        """
+        sync = self.sync_preprocessed(prune=prune, progress=progress)
+        report = self.embed_all(progress=progress, batch_size=batch_size)
+        forgotten = len(sync.removed) if prune else 0
+        if sync.done or forgotten or report.done:
+            self.audit("gallery.embed", "*", samples_added=len(sync.done), samples_forgotten=forgotten,
+                       vectors=len(report.done), embedder=str(self.key))
+        return sync, report
 
     def sync_preprocessed(self, prune: bool = False, progress: bool = False) -> BatchReport:
         """Bring the store in step with the crops in ``data_dir/preprocessed/<Person>/``.
@@ -753,6 +873,7 @@ class GalleryService:
         emb = Embeddings.from_raw(feats[rows], self.key)
         use_norm = self.embedder.quality_is_norm
         self.store.put_embeddings(self.key, ids, emb, quality=emb.norm if use_norm else None)
+        self.audit("gallery.embed", "*", vectors=len(ids), embedder=str(self.key), source=src.name)
         return len(ids)
 
 

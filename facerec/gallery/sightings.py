@@ -7,8 +7,12 @@
   embedder key) and its crop. The matcher refuses to name X a face that is closer to one
   of X's negatives than to X.
 * The **audit log** records every gallery change: what, when, through which interface
-  (``cli``, ``api``, ``daemon``). It is append-only: the database refuses updates and
-  deletes of its rows (a trigger).
+  (``cli``, ``api``, ``daemon``). :class:`~facerec.gallery.service.GalleryService` writes
+  one entry per change it makes (its ``interface`` names the caller), and the
+  unknown-people and feedback functions of :mod:`facerec.unknowns` one per theirs. It is
+  append-only: the database refuses updates and deletes of its rows (a trigger).
+* **Negatives** have no age retention (``unknowns.retention_s`` is for crops a camera
+  happened to keep, these are deliberate feedback); they go with their person.
 
 Two backends with one behaviour, chosen by ``gallery.backend``: SQLite in
 ``<data_dir>/unknowns.db`` (crops in the file), or tables in the PostgreSQL gallery
@@ -411,8 +415,20 @@ class SightingStore:
             return c.run("DELETE FROM negatives WHERE person = ?", (person,))
 
     def rename_negatives(self, old: str, new: str) -> int:
+        """Give ``old``'s negatives to ``new`` (rename, merge). The rows are copied under
+        new ids and the old ones deleted, so :meth:`negatives_version` changes."""
+        if old == new:
+            return 0
         with self._tx() as c:
-            return c.run("UPDATE negatives SET person = ? WHERE person = ?", (new, old))
+            c.run("INSERT INTO negatives(person, embedder, vector, jpeg, added) "
+                  "SELECT ?, embedder, vector, jpeg, added FROM negatives WHERE person = ? ORDER BY id", (new, old))
+            return c.run("DELETE FROM negatives WHERE person = ?", (old,))
+
+    def negatives_version(self) -> int:
+        """A number that changes whenever a negative is added, removed or renamed (rows
+        are never updated in place): one cheap query to decide whether to reload."""
+        with self._tx() as c:
+            return int(c.all("SELECT coalesce(max(id), 0) * 1000003 + count(*) FROM negatives", ())[0][0])
 
     # ------------------------------------------------------------------ audit log
     def audit(self, interface: str, action: str, subject: str, **detail: Any) -> None:
@@ -477,12 +493,86 @@ def negatives_of(cfg: Config | GalleryConfig, embedder: str) -> tuple[list[str],
     """``(names, vectors, version)`` of the "not X" samples for ``embedder``, without
     creating anything: a gallery that never had feedback has no ``unknowns.db`` and
     gets empty lists. ``version`` changes whenever a negative is added or removed.
+
+    Called on every search-index check and every watcher poll (each second), so the
+    answer is cached per database and embedder: one open connection per database is
+    kept for the process, each call asks only :meth:`SightingStore.negatives_version`,
+    and the vectors are read again only when that changed.
     """
     g = getattr(cfg, "gallery", cfg)
-    if g.backend != "postgres" and not (Path(g.data_dir) / "unknowns.db").exists():
-        return [], np.zeros((0, 0), np.float32), 0
-    with open_sightings(cfg) as store:
-        names, vec = store.negatives(embedder)
-        with store._tx() as c:
-            version = int(c.all("SELECT coalesce(max(id), 0) * 1000003 + count(*) FROM negatives", ())[0][0])
-    return names, vec, version
+    if g.backend == "postgres":
+        from facerec.gallery.backend import resolve_dsn
+
+        where: tuple[str, str] = ("postgres", resolve_dsn(g))
+    else:
+        path = Path(g.data_dir).expanduser().absolute() / "unknowns.db"
+        where = ("sqlite", str(path))
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            _drop_cached(where)
+            return [], np.zeros((0, 0), np.float32), 0
+        file_id = (st.st_dev, st.st_ino)
+        old = _NEG_CACHE.get(where)
+        if old is not None and old.file_id != file_id:  # the file was replaced: the open one is stale
+            _drop_cached(where)
+    with _NEG_LOCK:
+        entry = _NEG_CACHE.get(where)
+        if entry is None:
+            if where[0] == "postgres":
+                entry = _NegativesEntry(SightingStore(dsn=where[1]))
+            else:
+                entry = _NegativesEntry(SightingStore(sqlite_path=where[1]), file_id=file_id)
+            _NEG_CACHE[where] = entry
+    with entry.lock:
+        try:
+            version = entry.store.negatives_version()
+            hit = entry.loaded.get(embedder)
+            if hit is not None and hit[2] == version:
+                return hit
+            names, vec = entry.store.negatives(embedder)
+        except Exception:
+            _drop_cached(where)  # a broken connection (server restart, file replaced) is reopened next call
+            raise
+        entry.loads += 1
+        entry.loaded[embedder] = (names, vec, version)
+        return names, vec, version
+
+
+@dataclass
+class _NegativesEntry:
+    """One database's open store and its loaded negatives per embedder."""
+
+    store: SightingStore
+    loaded: dict[str, tuple[list[str], np.ndarray, int]] = field(default_factory=dict)
+    loads: int = 0  # how many times vectors were read (tests check the cache with it)
+    file_id: tuple[int, int] | None = None  # SQLite: (device, inode) of the file opened
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_NEG_LOCK = threading.Lock()
+_NEG_CACHE: dict[tuple[str, str], _NegativesEntry] = {}
+
+
+def _drop_cached(where: tuple[str, str]) -> None:
+    with _NEG_LOCK:
+        entry = _NEG_CACHE.pop(where, None)
+    if entry is not None:
+        try:
+            entry.store.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is dropped anyway
+            pass
+
+
+def negatives_loads(cfg: Config | GalleryConfig) -> int:
+    """How many times :func:`negatives_of` read the vectors of this gallery's
+    negatives (not just their version) in this process."""
+    g = getattr(cfg, "gallery", cfg)
+    if g.backend == "postgres":
+        from facerec.gallery.backend import resolve_dsn
+
+        where = ("postgres", resolve_dsn(g))
+    else:
+        where = ("sqlite", str(Path(g.data_dir).expanduser().absolute() / "unknowns.db"))
+    entry = _NEG_CACHE.get(where)
+    return entry.loads if entry is not None else 0

@@ -276,7 +276,7 @@ class _Server:
         if face is not None:
             image = self.isolate_face(image, face, source)
             sha256 = hashlib.sha256(f"{sha256}#face{face}".encode()).hexdigest()
-        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256)
+        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256, audit=False)
         return {
             "file": source,
             "sample_id": result.sample.id if result.sample is not None else None,
@@ -332,7 +332,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
             and ``/api/stream`` answer 503.
     """
     if service is None:
-        service = GalleryService(cfg)
+        service = GalleryService(cfg, interface="api")
+    else:
+        service.interface = "api"  # every gallery change through this app came over HTTP
     if token is None:
         token, _ = resolve_token(cfg.serve.host)
     srv = _Server(cfg, service, feed)
@@ -413,6 +415,8 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
             reasons = "; ".join(r["reason"] for r in results)
             code = 409 if all(r["status"] == "skipped" for r in results) else 422
             raise HTTPException(code, f"nothing enrolled for {name!r}: {reasons}")
+        await srv.io(srv.service.audit, "samples.add", name, added=len(added),
+                     samples=[r["sample_id"] for r in added], skipped=len(results) - len(added))
         return {
             "person": name,
             "added": [{"file": r["file"], "sample_id": r["sample_id"], "warnings": r["warnings"]} for r in added],
@@ -451,7 +455,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         new = srv.valid_name(body.name)
         if new != old and await srv.io(srv.store.has_person, new):
             raise HTTPException(409, f"{new!r} is already enrolled; merge the two people instead")
-        await srv.io(srv.store.rename_person, old, new)
+        await srv.io(srv.service.rename_person, old, new)
         return {"name": new, "previous": old}
 
     @api.post("/people/{name}/merge", tags=["gallery"])
@@ -461,7 +465,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         dst = srv.valid_name(body.into)
         if dst == src:
             raise HTTPException(400, f"cannot merge {src!r} into itself")
-        await srv.io(srv.store.merge_people, src, dst)
+        await srv.io(srv.service.merge_people, src, dst)
         return {"name": dst, "merged": src}
 
     @api.delete("/people/{name}", tags=["gallery"])
@@ -477,14 +481,14 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         """Give one sample to another person (created if needed)."""
         sample = await srv.io(srv.require_sample, sample_id)
         dst = srv.valid_name(body.person)
-        await srv.io(srv.store.move_sample, sample.id, dst)
+        await srv.io(srv.service.move_sample, sample.id, dst)
         return {"id": sample.id, "person": dst, "previous": sample.person}
 
     @api.delete("/samples/{sample_id}", tags=["gallery"])
     async def delete_sample(sample_id: int) -> dict:
         """Remove one sample (the person stays, possibly with no samples)."""
         sample = await srv.io(srv.require_sample, sample_id)
-        await srv.io(srv.store.delete_sample, sample.id)
+        await srv.io(srv.service.delete_sample, sample.id)
         return {"deleted": sample.id, "person": sample.person}
 
     @api.post("/identify", tags=["recognition"])
@@ -607,9 +611,6 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     def limit_for(path: str) -> int:
         return srv.max_import_bytes if path.rstrip("/") == "/api/import" else srv.max_bytes
 
-    from facerec.serve.unknowns_routes import AuditMiddleware
-
-    app.add_middleware(AuditMiddleware, unknowns=app.state.unknowns)
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
     app.add_middleware(BearerGuard, token=token, prefix="/api/")
     app.add_middleware(_SecurityHeaders)

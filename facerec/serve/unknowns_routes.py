@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Annotated, Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from facerec.errors import GalleryError
 from facerec.gallery.backend import GalleryUnavailable
@@ -169,61 +167,3 @@ def add_unknowns_routes(api: APIRouter, srv: Any) -> _Unknowns:
         return {"entries": await srv.io(lambda: [e.to_json() for e in un.get().store.audit_log(limit)])}
 
     return un
-
-
-#: Gallery-changing routes the audit middleware records: (method, path prefix) -> action.
-_AUDITED = (
-    ("POST", "/api/people/", "samples.add"),   # /api/people/{name}/samples, /merge
-    ("POST", "/api/people", "person.add"),
-    ("PATCH", "/api/people/", "person.rename"),
-    ("POST", "/api/samples/", "sample.move"),
-    ("DELETE", "/api/samples/", "sample.delete"),
-    ("POST", "/api/import", "gallery.import"),
-)
-
-
-class AuditMiddleware:
-    """ASGI middleware appending every successful gallery change made over HTTP to the
-    audit log (interface ``api``): the action, the path (which names the person or the
-    sample) and the status. Person deletion and the unknown-people routes log themselves
-    with more detail.
-
-    Args:
-        app: the wrapped ASGI app.
-        unknowns: the app's :class:`_Unknowns` (its store holds the log).
-    """
-
-    def __init__(self, app: Any, unknowns: _Unknowns) -> None:
-        self.app = app
-        self.unknowns = unknowns
-
-    def _action(self, method: str, path: str) -> str | None:
-        if method == "POST" and path.startswith("/api/people/") and path.endswith("/merge"):
-            return "person.merge"
-        for m, prefix, action in _AUDITED:
-            if method == m and (path.startswith(prefix) if prefix.endswith("/") else path == prefix):
-                return action
-        return None
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        action = self._action(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
-        if action is None:
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 0}
-
-        async def watch(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
-            await send(message)
-
-        await self.app(scope, receive, watch)
-        if 200 <= status["code"] < 300:
-
-            def write() -> None:
-                try:
-                    self.unknowns.get().store.audit("api", action, unquote(scope["path"]), status=status["code"])
-                except Exception as e:  # the change is done; a lost log line must not fail it
-                    log.warning("audit log entry for %s not written: %s", scope["path"], e)
-
-            await run_in_threadpool(write)
