@@ -201,11 +201,14 @@ class GalleryWatcher:
                 ids, names, vec, quality = store.vectors(self.key, changed.tolist()) if len(changed) else (
                     np.zeros((0,), np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0,), np.float32))
                 keep = ~np.isin(self._ids, changed)
-                touched = {n for n, k in zip(self._names, keep) if not k} | set(names)
-                old_names = [n for n, k in zip(self._names, keep) if k]
+                kept_all = bool(keep.all())  # a new sample removes nothing: no copies for keep
+                touched = {self._names[i] for i in np.flatnonzero(~keep).tolist()} | set(names)
+                old_names = self._names if kept_all else [n for n, k in zip(self._names, keep) if k]
                 if len(ids):
                     d = vec.shape[1]
-                    old_vec = self._vec[keep] if self._vec.shape[1] == d else np.zeros((0, d), np.float32)
+                    old_vec = self._vec if kept_all else self._vec[keep]
+                    if old_vec.shape[1] != d:
+                        old_vec = np.zeros((0, d), np.float32)
                     self._vec = np.concatenate([old_vec, vec]) if len(old_vec) else vec
                 else:
                     self._vec = self._vec[keep]
