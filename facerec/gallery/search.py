@@ -26,7 +26,9 @@ Exact NumPy stays the ``auto`` choice below 200k rows (about 1 ms per face in a 
 100k x 512): below that, an approximate index saves fractions of a millisecond and costs
 accuracy.
 
-FAISS is imported only when used.
+A change to a few people does not rebuild the index: :meth:`GalleryIndex.with_people`
+recomputes only their templates and patches a copy of the rows (the live daemon's watcher
+uses it), with the same rows as a full build. FAISS is imported only when used.
 """
 
 from __future__ import annotations
@@ -224,7 +226,8 @@ class GalleryIndex:
                     nlist = int(min(1024, max(1, np.sqrt(n))))
                     self._quantizer = faiss.IndexFlatIP(self.dim)  # must outlive the IVF index
                     idx = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                    sample = rows if n <= 64 * nlist else rows[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+                    pick = np.random.default_rng(0).choice(n, 64 * nlist, replace=False) if n > 64 * nlist else None
+                    sample = rows if pick is None else rows[pick]
                     idx.train(sample)
                     idx.nprobe = min(o["nprobe"], nlist)
                 elif kind == "flat":
