@@ -176,3 +176,78 @@ def test_exact_and_faiss_same_top1_on_real_embeddings(johns_embeddings, template
         other = GalleryIndex(gnames, gal, quality, template, "faiss", faiss_kind=kind, key=key).search(emb, 0.3)
         assert [m.top[0][0] for m in other] == [m.top[0][0] for m in exact], kind
         assert [m.name for m in other] == [m.name for m in exact], kind
+
+
+def _patched_vs_fresh(rng, template: str, index: str, steps: int = 60) -> None:
+    """Random enroll / delete / rename steps applied with ``with_people`` equal a fresh build."""
+    d = 16
+    names = [f"p{i:02d}" for i in rng.integers(0, 8, 20)]
+    vec = rng.normal(size=(20, d)).astype(np.float32)
+    qual = rng.uniform(0, 1, 20).astype(np.float32)
+    qual[:3] = 0  # quality 0 samples exercise the plain-mean fallback
+    opts = dict(template=template, index=index, faiss_kind="flat")
+    idx = GalleryIndex(names, vec, qual, **opts)
+    probes = rng.normal(size=(40, d)).astype(np.float32)
+    for step in range(steps):
+        op = rng.choice(["enroll", "delete", "rename", "new"])
+        if op == "enroll" or not names:
+            n_new = int(rng.integers(1, 4))
+            who = [f"p{i:02d}" for i in rng.integers(0, 10, n_new)]
+            names += who
+            vec = np.concatenate([vec, rng.normal(size=(n_new, d)).astype(np.float32)])
+            qual = np.concatenate([qual, rng.uniform(0, 1, n_new).astype(np.float32)])
+            touched = set(who)
+        elif op == "delete":
+            drop = set(rng.choice(len(names), size=min(len(names), int(rng.integers(1, 4))), replace=False).tolist())
+            touched = {names[i] for i in drop}
+            keep = [i for i in range(len(names)) if i not in drop]
+            names, vec, qual = [names[i] for i in keep], vec[keep], qual[keep]
+        elif op == "rename":  # one person becomes another (existing or new) person
+            old = names[int(rng.integers(len(names)))]
+            new = f"p{int(rng.integers(0, 12)):02d}"
+            names = [new if n == old else n for n in names]
+            touched = {old, new}
+        else:  # someone new with one sample
+            new = f"q{step:02d}"
+            names, touched = names + [new], {new}
+            vec = np.concatenate([vec, rng.normal(size=(1, d)).astype(np.float32)])
+            qual = np.concatenate([qual, [0.5]]).astype(np.float32)
+        mine = [i for i, n in enumerate(names) if n in touched]
+        idx = idx.with_people(touched, [names[i] for i in mine], vec[mine], qual[mine], len(names))
+        fresh = GalleryIndex(names, vec, qual, **opts)
+        assert idx.people == fresh.people, (step, op)
+        assert idx.backend == fresh.backend and idx.n_samples == fresh.n_samples == len(names)
+        np.testing.assert_array_equal(idx.rows, fresh.rows)  # same template values, same order
+        got, want = idx.search(probes, 0.3, top_k=3), fresh.search(probes, 0.3, top_k=3)
+        for g, w in zip(got, want):
+            assert g.name == w.name and [n for n, _ in g.top] == [n for n, _ in w.top]
+            np.testing.assert_allclose([s for _, s in g.top], [s for _, s in w.top], atol=1e-5)
+
+
+@pytest.mark.parametrize("template", ["mean", "quality_mean", "max"])
+def test_patched_index_equals_fresh_build(rng, template):
+    _patched_vs_fresh(rng, template, "exact")
+
+
+@pytest.mark.parametrize("template", ["mean", "max"])
+def test_patched_faiss_index_equals_fresh_build(rng, template):
+    pytest.importorskip("faiss")
+    _patched_vs_fresh(rng, template, "faiss", steps=25)
+
+
+def test_patched_index_from_and_to_empty(rng):
+    idx = GalleryIndex([], np.zeros((0, 0), np.float32))
+    v = rng.normal(size=(2, 8)).astype(np.float32)
+    idx = idx.with_people({"A"}, ["A", "A"], v, None, 2)
+    assert idx.people == ["A"] and idx.search(v[:1], 0.1)[0].name == "A"
+    idx = idx.with_people({"A"}, [], np.zeros((0, 8), np.float32), None, 0)
+    assert len(idx) == 0 and idx.search(v[:1], 0.1)[0].name is None
+
+
+def test_patched_index_keeps_negatives(rng):
+    v = np.eye(4, dtype=np.float32)
+    idx = GalleryIndex(["A", "B"], v[:2])
+    idx.set_negatives(["A"], v[2:3] + 0.9 * v[0:1])
+    idx = idx.with_people({"C"}, ["C"], v[3:4], None, 3)
+    assert idx.people == ["A", "B", "C"]
+    assert idx.search(v[2:3] + v[0:1], 0.3)[0].name is None  # the "not A" veto still applies

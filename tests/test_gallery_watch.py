@@ -111,3 +111,46 @@ def test_sqlite_watcher_sees_a_gallery_created_later(tmp_path: Path):
         np.testing.assert_allclose(w.index.rows[0], emb(KEY_A, 1).vectors[0], rtol=1e-6)
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("template", ["mean", "max"])
+def test_patched_index_equals_a_fresh_load(cfg: GalleryConfig, template: str):
+    """Random enroll / delete / rename / move / merge through the backend: the watcher's
+    patched index has the same people, rows and answers as an index built from scratch."""
+    from facerec.gallery.search import GalleryIndex
+
+    cfg = cfg.model_copy(update={"template": template})
+    rng = np.random.default_rng(7)
+    with open_backend(cfg) as b:
+        ids = [add(b, f"p{i % 5}", i).id for i in range(12)]
+        w = GalleryWatcher(cfg.data_dir, KEY_A, cfg, poll_s=0.0, listen=False)
+        try:
+            seed = 100
+            for step in range(16):
+                op = ["enroll", "delete", "rename", "move", "merge", "delete_person"][step % 6]
+                people = sorted(p.name for p in b.people())
+                if op == "enroll" or len(ids) < 3:
+                    seed += 1
+                    ids.append(add(b, f"p{int(rng.integers(0, 8))}", seed).id)
+                elif op == "delete":
+                    b.delete_sample(ids.pop(int(rng.integers(len(ids)))))
+                elif op == "rename":
+                    b.rename_person(people[0], f"r{step}")
+                elif op == "move":
+                    b.move_sample(ids[int(rng.integers(len(ids)))], f"m{step}")
+                elif op == "merge" and len(people) > 1:
+                    b.merge_people(people[-1], people[0])
+                elif op == "delete_person":
+                    gone = people[int(rng.integers(len(people)))]
+                    b.delete_person(gone)
+                    ids = [s.id for s in b.samples()]
+                assert w.poll(force=True) or op == "merge"
+                assert w.full_reloads == 0
+                fresh = GalleryIndex.from_store(b, KEY_A, template)
+                assert w.index.people == fresh.people, (step, op)
+                probes = emb(KEY_A, 999, n=6)
+                np.testing.assert_allclose(w.index.similarities(probes), fresh.similarities(probes), atol=1e-5)
+                np.testing.assert_array_equal(np.sort(w.index.sample_ids), np.sort(fresh.sample_ids))
+                assert [m.name for m in w.index.search(probes, 0.2)] == [m.name for m in fresh.search(probes, 0.2)]
+        finally:
+            w.close()

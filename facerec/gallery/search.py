@@ -26,7 +26,9 @@ Exact NumPy stays the ``auto`` choice below 200k rows (about 1 ms per face in a 
 100k x 512): below that, an approximate index saves fractions of a millisecond and costs
 accuracy.
 
-FAISS is imported only when used.
+A change to a few people does not rebuild the index: :meth:`GalleryIndex.with_people`
+recomputes only their templates and patches a copy of the rows (the live daemon's watcher
+uses it), with the same rows as a full build. FAISS is imported only when used.
 """
 
 from __future__ import annotations
@@ -75,9 +77,35 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
 
 
+#: Samples summed per step in float64 when building templates (bounds the float64 working
+#: copy to about 256 MB at 512-d instead of a copy of the whole gallery).
+TEMPLATE_CHUNK = 65_536
+
+
+def _sample_weights(inverse: np.ndarray, n_people: int, quality: np.ndarray | None, n: int,
+                    template: Template) -> np.ndarray:
+    if template == "mean":
+        return np.ones(n, np.float64)
+    if template == "quality_mean":
+        if quality is None:
+            raise GalleryError("the quality_mean template needs a quality per sample")
+        w = np.clip(np.asarray(quality, np.float64).reshape(-1), 0.0, None)
+        if len(w) != n:
+            raise GalleryError(f"{len(w)} quality values for {n} vectors")
+        # a person whose samples all have quality 0 falls back to the plain mean
+        totals = np.bincount(inverse, weights=w, minlength=n_people)
+        return np.where(totals[inverse] > 0, w, 1.0)
+    raise GalleryError(f"unknown template {template!r}: choose mean, quality_mean or max")
+
+
 def build_templates(names: Sequence[str], vectors: np.ndarray, quality: np.ndarray | None,
                     template: Template) -> tuple[list[str], np.ndarray]:
     """Per-person template rows.
+
+    A person's rows depend only on their own samples (and their order), so the rows of a
+    few people can be recomputed alone and patched into an index
+    (:meth:`GalleryIndex.with_people`) with the same values as a full build. Weighted sums
+    are taken in float64, :data:`TEMPLATE_CHUNK` samples at a time.
 
     Returns:
         ``(row owner names, rows (m, d) float32 unit)``; for ``max`` every sample is a row,
@@ -87,32 +115,27 @@ def build_templates(names: Sequence[str], vectors: np.ndarray, quality: np.ndarr
     vec = np.asarray(vectors, np.float32)
     if len(names) != len(vec):
         raise GalleryError(f"{len(names)} names for {len(vec)} vectors")
+    if template not in ("mean", "quality_mean", "max"):
+        raise GalleryError(f"unknown template {template!r}: choose mean, quality_mean or max")
     if len(vec) == 0:
         return [], np.zeros((0, vec.shape[1] if vec.ndim == 2 else 0), np.float32)
     people, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
-    if template == "max":
-        order = np.argsort(inverse, kind="stable")
-        return [names[i] for i in order], _unit_rows(vec[order])
-    if template == "mean":
-        w = np.ones(len(vec), np.float64)
-    elif template == "quality_mean":
-        if quality is None:
-            raise GalleryError("the quality_mean template needs a quality per sample")
-        w = np.clip(np.asarray(quality, np.float64).reshape(-1), 0.0, None)
-        if len(w) != len(vec):
-            raise GalleryError(f"{len(w)} quality values for {len(vec)} vectors")
-        # a person whose samples all have quality 0 falls back to the plain mean
-        totals = np.bincount(inverse, weights=w, minlength=len(people))
-        w = np.where(totals[inverse] > 0, w, 1.0)
-    else:
-        raise GalleryError(f"unknown template {template!r}: choose mean, quality_mean or max")
-    if len(people) == len(vec):  # one sample per person: the template is the sample
-        order = np.argsort(inverse, kind="stable")
-        return [str(p) for p in people], _unit_rows(vec[order])
+    inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
+    if template == "max":
+        return [names[i] for i in order], _unit_rows(vec[order])
+    w = _sample_weights(inverse, len(people), quality, len(vec), template)
     starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
-    sums = np.add.reduceat(vec[order].astype(np.float64) * w[order, None], starts, axis=0)
-    return [str(p) for p in people], _unit_rows(sums)
+    ends = np.r_[starts[1:], len(order)]
+    out = np.empty((len(people), vec.shape[1]), np.float32)
+    g = 0
+    while g < len(starts):  # whole people per chunk, at least one
+        g2 = max(g + 1, int(np.searchsorted(ends, starts[g] + TEMPLATE_CHUNK, side="right")))
+        sel = order[starts[g]:ends[g2 - 1]]
+        part = vec[sel].astype(np.float64) * w[sel, None]
+        out[g:g2] = _unit_rows(np.add.reduceat(part, starts[g:g2] - starts[g], axis=0))
+        g = g2
+    return [str(p) for p in people], out
 
 
 class GalleryIndex:
@@ -153,23 +176,37 @@ class GalleryIndex:
         vec = np.asarray(vectors, np.float32)
         if vec.ndim != 2:
             vec = vec.reshape(len(names), -1) if len(names) else np.zeros((0, 0), np.float32)
+        if index not in ("auto", "exact", "faiss"):
+            raise GalleryError(f"unknown gallery index {index!r}: choose auto, exact or faiss")
         self.template: Template = template
         self.key = key
         self.sample_ids: np.ndarray | None = None
         self.dim = int(vec.shape[1])
         self.n_samples = len(vec)
-        self.row_names, self.rows = build_templates(names, vec, quality, template)
-        self.people: list[str] = sorted(set(self.row_names))
-        self._person_index = {p: i for i, p in enumerate(self.people)}
-        self._row_person = np.fromiter((self._person_index[n] for n in self.row_names), np.int64, len(self.row_names))
-        # rows are grouped by person (sorted), so a person's rows are one contiguous run
-        self._starts = np.flatnonzero(np.r_[True, np.diff(self._row_person) != 0]) if len(self.rows) else np.zeros(0, np.int64)
-        self._faiss_index = None
+        self._opts = dict(index=index, index_min_size=index_min_size, faiss_kind=faiss_kind, hnsw_m=hnsw_m,
+                          ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe)
         self._negatives: dict[str, np.ndarray] = {}
+        row_names, rows = build_templates(names, vec, quality, template)
+        people = sorted(set(row_names))
+        person_index = {p: i for i, p in enumerate(people)}
+        row_person = np.fromiter((person_index[n] for n in row_names), np.int64, len(row_names))
+        self._set_rows(people, person_index, row_person, rows)
+
+    def _set_rows(self, people: list[str], person_index: dict[str, int], row_person: np.ndarray,
+                  rows: np.ndarray) -> None:
+        """Install template rows (grouped by person, people sorted) and their search backend."""
+        self.rows = rows
+        self.people: list[str] = people
+        self._person_index = person_index
+        self._row_person = row_person
+        self.row_names = [people[i] for i in row_person.tolist()]
+        # rows are grouped by person (sorted), so a person's rows are one contiguous run
+        self._starts = np.flatnonzero(np.r_[True, np.diff(row_person) != 0]) if len(rows) else np.zeros(0, np.int64)
+        self._faiss_index = None
         self.backend = "exact"
+        o = self._opts
+        index, index_min_size, faiss_kind = o["index"], o["index_min_size"], o["faiss_kind"]
         use_faiss = index == "faiss" or (index == "auto" and len(self.rows) >= index_min_size)
-        if index not in ("auto", "exact", "faiss"):
-            raise GalleryError(f"unknown gallery index {index!r}: choose auto, exact or faiss")
         if use_faiss and len(self.rows):
             faiss = import_faiss(required=index == "faiss")
             if faiss is None:
@@ -182,24 +219,78 @@ class GalleryIndex:
                     kind = "flat" if n < index_min_size else "hnsw" if n < IVF_MIN_SIZE else "ivf"
                 rows = np.ascontiguousarray(self.rows)
                 if kind == "hnsw":
-                    idx = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-                    idx.hnsw.efConstruction = ef_construction
-                    idx.hnsw.efSearch = ef_search
+                    idx = faiss.IndexHNSWFlat(self.dim, o["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+                    idx.hnsw.efConstruction = o["ef_construction"]
+                    idx.hnsw.efSearch = o["ef_search"]
                 elif kind == "ivf":
                     nlist = int(min(1024, max(1, np.sqrt(n))))
                     self._quantizer = faiss.IndexFlatIP(self.dim)  # must outlive the IVF index
                     idx = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-                    sample = rows if n <= 64 * nlist else rows[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+                    pick = np.random.default_rng(0).choice(n, 64 * nlist, replace=False) if n > 64 * nlist else None
+                    sample = rows if pick is None else rows[pick]
                     idx.train(sample)
-                    idx.nprobe = min(nprobe, nlist)
+                    idx.nprobe = min(o["nprobe"], nlist)
                 elif kind == "flat":
                     idx = faiss.IndexFlatIP(self.dim)
                 else:
                     raise GalleryError(f"unknown FAISS index kind {faiss_kind!r}: choose auto, flat, hnsw or ivf")
                 idx.add(rows)
                 self._faiss_index = idx
-                self._ef_search = ef_search
+                self._ef_search = o["ef_search"]
                 self.backend = f"faiss-{kind}"
+
+    def with_people(self, people: Sequence[str], names: Sequence[str], vectors: np.ndarray,
+                    quality: np.ndarray | None, n_samples: int | None = None) -> GalleryIndex:
+        """A new index where only ``people``'s template rows are recomputed.
+
+        This index is left as it was (a search running on it in another thread is not
+        disturbed); rows of everyone else are copied as they are (float32, no float64
+        copy of the gallery), so a change costs the changed people's samples plus one
+        copy of the rows instead of a full :func:`build_templates`. The result equals a
+        fresh build over the whole updated gallery. A FAISS index is built again from the
+        patched rows (FAISS's HNSW cannot remove vectors).
+
+        Args:
+            people: everyone the change touched (enrolled, deleted, renamed from or to).
+            names, vectors, quality: *all* remaining samples of those people, in gallery
+                order; a person of ``people`` without samples here is removed.
+            n_samples: samples in the whole updated gallery (for :attr:`n_samples`).
+        """
+        vec = np.asarray(vectors, np.float32)
+        if len(vec) and self.dim and (vec.ndim != 2 or vec.shape[1] != self.dim):
+            raise GalleryError(f"vectors have {vec.shape[-1]} dimensions, the gallery has {self.dim}")
+        if len(vec) == 0:
+            vec = np.zeros((0, self.dim), np.float32)
+        new_names, new_rows = build_templates(names, vec, quality, self.template)
+        touched = set(map(str, people)) | set(new_names)
+        drop_p = np.zeros(len(self.people), bool)
+        drop_p[[self._person_index[p] for p in touched if p in self._person_index]] = True
+        new_people = sorted([p for p in self.people if p not in touched] + sorted(set(new_names)))
+        if not len(self.rows) or not self.dim:  # nothing to keep: the touched people are everyone
+            out = GalleryIndex(list(names), vec, quality, self.template, key=self.key, **self._opts)
+            out._negatives = self._negatives
+            return out
+        if new_people == self.people and self.template != "max":
+            # the same people, one row each: overwrite the touched rows of a copy
+            rows = self.rows.copy()
+            at = np.flatnonzero(drop_p[self._row_person])
+            rows[at] = new_rows  # rows of a person are contiguous and new_rows follow the same order
+            person_index, row_person = self._person_index, self._row_person
+        else:
+            person_index = {p: i for i, p in enumerate(new_people)}
+            old_to_new = np.fromiter((person_index.get(p, -1) for p in self.people), np.int64, len(self.people))
+            keep = ~drop_p[self._row_person]
+            kept_person = old_to_new[self._row_person[keep]]
+            new_person = np.fromiter((person_index[n] for n in new_names), np.int64, len(new_names))
+            pos = np.searchsorted(kept_person, new_person, side="left")
+            rows = np.insert(self.rows[keep], pos, new_rows, axis=0) if len(new_rows) else self.rows[keep]
+            row_person = np.insert(kept_person, pos, new_person)
+        out = object.__new__(GalleryIndex)
+        out.template, out.key, out.sample_ids, out.dim = self.template, self.key, None, self.dim
+        out.n_samples = self.n_samples if n_samples is None else int(n_samples)
+        out._opts, out._negatives = self._opts, self._negatives
+        out._set_rows(new_people, person_index, row_person, np.ascontiguousarray(rows, np.float32))
+        return out
 
     @classmethod
     def from_store(cls, store, key: EmbedderKey, template: Template = "mean", index: IndexKind = "auto",

@@ -1,8 +1,9 @@
 """The live daemon's in-memory gallery index, kept in step with the backend.
 
 :class:`GalleryWatcher` loads the vectors of one embedder once and then applies changes
-incrementally: it asks the backend's change feed which samples changed since its version
-and fetches only those (see :mod:`facerec.gallery.backend`). With PostgreSQL a background
+incrementally: it asks the backend's change feed which samples changed since its version,
+fetches only those (see :mod:`facerec.gallery.backend`) and recomputes only the templates of
+the people they belong to (:meth:`~facerec.gallery.search.GalleryIndex.with_people`). With PostgreSQL a background
 thread ``LISTEN``\\ s, so a change made on any host is applied within milliseconds; with
 SQLite (or as a safety net) the version is checked every ``poll_s``.
 
@@ -14,6 +15,7 @@ up from the change feed (or reloads everything when the feed no longer reaches b
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -123,6 +125,17 @@ class GalleryWatcher:
         self._neg_version = self._load_negatives(index)
         self._index = index
 
+    def _patch(self, touched: set[str]) -> None:
+        """Recompute only the ``touched`` people's templates (the rest of the index is kept)."""
+        if not touched:
+            index = copy.copy(self._index)
+        else:
+            mine = [i for i, n in enumerate(self._names) if n in touched]
+            index = self._index.with_people(touched, [self._names[i] for i in mine], self._vec[mine],
+                                            self._quality[mine], len(self._ids))
+        index.sample_ids = self._ids
+        self._index = index
+
     def _feedback_cfg(self) -> GalleryConfig:
         """The gallery section pointing at this watcher's folder (where ``unknowns.db`` lives)."""
         if self.cfg.backend == "postgres" or self.data_dir is None:
@@ -157,7 +170,10 @@ class GalleryWatcher:
             return False
         if version == getattr(self, "_neg_version", 0):
             return False
-        self._rebuild()
+        index = copy.copy(self._index)  # the templates did not change, only the "not X" samples
+        index._negatives = {}
+        self._neg_version = self._load_negatives(index)
+        self._index = index
         self.reloads += 1
         return True
 
@@ -185,10 +201,14 @@ class GalleryWatcher:
                 ids, names, vec, quality = store.vectors(self.key, changed.tolist()) if len(changed) else (
                     np.zeros((0,), np.int64), [], np.zeros((0, 0), np.float32), np.zeros((0,), np.float32))
                 keep = ~np.isin(self._ids, changed)
-                old_names = [n for n, k in zip(self._names, keep) if k]
+                kept_all = bool(keep.all())  # a new sample removes nothing: no copies for keep
+                touched = {self._names[i] for i in np.flatnonzero(~keep).tolist()} | set(names)
+                old_names = self._names if kept_all else [n for n, k in zip(self._names, keep) if k]
                 if len(ids):
                     d = vec.shape[1]
-                    old_vec = self._vec[keep] if self._vec.shape[1] == d else np.zeros((0, d), np.float32)
+                    old_vec = self._vec if kept_all else self._vec[keep]
+                    if old_vec.shape[1] != d:
+                        old_vec = np.zeros((0, d), np.float32)
                     self._vec = np.concatenate([old_vec, vec]) if len(old_vec) else vec
                 else:
                     self._vec = self._vec[keep]
@@ -197,7 +217,10 @@ class GalleryWatcher:
                 self._quality = np.concatenate([self._quality[keep], quality])
             first = self._index is None
             self._version = version
-            self._rebuild()
+            if full or first or self._index.dim not in (0, self._vec.shape[1]):
+                self._rebuild()
+            else:
+                self._patch(touched)
             self.applied_at = time.time()
             if not first:
                 self.reloads += 1
