@@ -395,9 +395,11 @@ def build_analyzer(cfg: Config) -> Any:
 
 
 def make_config(backend: str, data_dir: str, dsn: str | None) -> Config:
+    # one thread: the writer is forked after the models loaded, and an OpenMP pool of
+    # several threads does not survive a fork (the child would hang in its first model call)
     return load_config(None, {"gallery.backend": backend, "gallery.data_dir": data_dir, "gallery.dsn": dsn,
                               "models.detector": "yolov5n-0.5-face", "models.embedder": "mobilefacenet",
-                              "runtime.engine": "torch", "detection.input_size": 320})
+                              "runtime.engine": "torch", "runtime.threads": 1, "detection.input_size": 320})
 
 
 def db_check_cli(cfg: Config, folder: Path) -> tuple[int, str]:
