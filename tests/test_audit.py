@@ -18,7 +18,6 @@ from facerec.serve.app import create_app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]
 FR = "face_recognition_examples"
 TOKEN = "test-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,15 +26,16 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path: Path) -> dict:
     """``{"cfg", "argv"}``: a gallery config and the CLI options that select it."""
+    models = {"detector": "yolov5n-0.5-face", "embedder": "mobilefacenet"}  # in the file: not every command has the flags
+    cfg_file = tmp_path / "audit.yaml"
     if request.param == "postgres":
         dsn = request.getfixturevalue("pg_dsn")
         overrides = {"gallery.backend": "postgres", "gallery.dsn": dsn, "gallery.data_dir": str(tmp_path / "g")}
-        cfg_file = tmp_path / "pg.yaml"
-        cfg_file.write_text(yaml.safe_dump({"gallery": {"backend": "postgres", "dsn": dsn}}))
-        argv = ["--config", str(cfg_file), "--data-dir", str(tmp_path / "g"), *MODELS]
+        cfg_file.write_text(yaml.safe_dump({"models": models, "gallery": {"backend": "postgres", "dsn": dsn}}))
     else:
         overrides = {"gallery.data_dir": str(tmp_path / "g")}
-        argv = ["--data-dir", str(tmp_path / "g"), *MODELS]
+        cfg_file.write_text(yaml.safe_dump({"models": models}))
+    argv = ["--config", str(cfg_file), "--data-dir", str(tmp_path / "g")]
     return {"cfg": load_config(None, overrides), "argv": argv}
 
 
