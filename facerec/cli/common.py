@@ -22,10 +22,12 @@ def _parser(*, detector: bool, embedder: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
     g.add_argument("--config", metavar="FILE", help="configuration file (default: the project's config.yaml)")
-    if detector:
-        g.add_argument("--detector", metavar="NAME", help="detector model (see `facerec weights`)")
-    if embedder:
-        g.add_argument("--embedder", metavar="NAME", help="embedder model (see `facerec weights`)")
+    # A command that runs no such model still accepts its flags (scripts pass one set of
+    # options to every command) but does not list them: they would do nothing there.
+    g.add_argument("--detector", metavar="NAME",
+                   help="detector model (see `facerec weights`)" if detector else argparse.SUPPRESS)
+    g.add_argument("--embedder", metavar="NAME",
+                   help="embedder model (see `facerec weights`)" if embedder else argparse.SUPPRESS)
     g.add_argument("--engine", choices=("auto", *ENGINES),
                    help="inference engine (runtime.engine; auto = the fastest measured per model)")
     g.add_argument("--precision", choices=("auto", *PRECISIONS),
@@ -33,9 +35,10 @@ def _parser(*, detector: bool, embedder: bool) -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=("torch", "onnx"), help=argparse.SUPPRESS)  # old name of --engine
     g.add_argument("--weights-dir", metavar="DIR", help="directory searched first for weight files")
     g.add_argument("--data-dir", metavar="DIR", help="gallery root (default: data_recognition)")
-    if embedder:
-        g.add_argument("--threshold", type=float, metavar="COS", help="cosine similarity to accept a match")
-        g.add_argument("--flip", action="store_true", default=None, help="flip test-time augmentation")
+    g.add_argument("--threshold", type=float, metavar="COS",
+                   help="cosine similarity to accept a match" if embedder else argparse.SUPPRESS)
+    g.add_argument("--flip", action="store_true", default=None,
+                   help="flip test-time augmentation" if embedder else argparse.SUPPRESS)
     g.add_argument("--threads", type=int, metavar="N",
                    help="threads of every engine (runtime.threads; default: the cores available)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -49,14 +52,15 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def detector_parser() -> argparse.ArgumentParser:
-    """The common options of commands that run only the detector (no ``--embedder``,
-    ``--threshold``, ``--flip``: they would do nothing there)."""
+    """The common options of commands that run only the detector (``--embedder``,
+    ``--threshold`` and ``--flip`` are accepted but not listed: they would do nothing there)."""
     return _parser(detector=True, embedder=False)
 
 
 def plain_parser() -> argparse.ArgumentParser:
     """The common options of commands that run no model (the gallery, weights, database
-    commands): ``--config``, ``--data-dir``, the runtime flags and ``-v``."""
+    commands): ``--config``, ``--data-dir``, the runtime flags and ``-v`` are listed; the
+    model flags are accepted but not listed."""
     return _parser(detector=False, embedder=False)
 
 
