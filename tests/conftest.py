@@ -77,6 +77,17 @@ def analyzer(detector, embedder):
     return FaceAnalyzer(detector, embedder, threshold=embedder.default_threshold)
 
 
+@pytest.fixture
+def service(analyzer, tmp_path):
+    """A gallery service on a fresh SQLite gallery under ``tmp_path``, with the shared models."""
+    from facerec.config import load_config
+    from facerec.gallery.service import GalleryService
+
+    svc = GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "gallery")}), analyzer=analyzer)
+    yield svc
+    svc.close()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's torch work on one intra-op thread, then restore the setting.

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from facerec.config import load_config
-from facerec.gallery.service import GalleryService
 from facerec.serve.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,14 +55,6 @@ def serving(app) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(10)
-
-
-@pytest.fixture
-def service(analyzer, tmp_path):
-    cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "gallery")})
-    svc = GalleryService(cfg, analyzer=analyzer)
-    yield svc
-    svc.close()
 
 
 @pytest.fixture

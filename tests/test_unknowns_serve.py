@@ -13,8 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from facerec.align import align
-from facerec.config import load_config
-from facerec.gallery.service import GalleryService
 from facerec.gallery.sightings import open_sightings
 from facerec.imageio import read_image
 from facerec.serve.app import create_app
@@ -39,14 +37,6 @@ def add_sightings(analyzer, store, camera: str, paths: list[Path]) -> list[int]:
                                       str(analyzer.embedder.key), emb.vectors[0],
                                       [(encode_jpeg(faces.images[0]), float(det.score[0]))]))
     return ids
-
-
-@pytest.fixture
-def service(analyzer, tmp_path):
-    cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "gallery")})
-    svc = GalleryService(cfg, analyzer=analyzer)
-    yield svc
-    svc.close()
 
 
 @pytest.fixture
