@@ -310,22 +310,28 @@ def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: i
             pid = os.fork()
             if pid == 0:
                 writer(cfg, analyzer, photos, journal, rng.randrange(2**31))
-            deadline = time.monotonic() + 30
-            while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            aim = rng.choice(AIMS) if rng.random() < aim_share else None
-            if aim is None:
-                time.sleep(rng.uniform(0.0, max_delay))
-            else:  # kill within 10 ms after the writer began an operation of this kind
-                begin, end = f'{{"at": "begin", "op": "{aim}"'.encode(), time.monotonic() + 5
-                while time.monotonic() < end and not journal.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(begin):
-                    time.sleep(0.0005)
-                time.sleep(rng.uniform(0.0, 0.01))
-            if kill_the_server:
-                kill_server(server)
-                time.sleep(0.3)  # the writer sees the lost connection
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            try:  # whatever happens here, the writer never outlives its trial
+                deadline = time.monotonic() + 60
+                while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if not (journal.exists() and journal.read_text()):
+                    tally.failures.append(f"trial {trial}: the writer did not start within 60 s")
+                    print(f"  FAIL {tally.backend} trial {trial}: the writer did not start within 60 s", flush=True)
+                    continue
+                aim = rng.choice(AIMS) if rng.random() < aim_share else None
+                if aim is None:
+                    time.sleep(rng.uniform(0.0, max_delay))
+                else:  # kill within 10 ms after the writer began an operation of this kind
+                    begin, end = f'{{"at": "begin", "op": "{aim}"'.encode(), time.monotonic() + 5
+                    while time.monotonic() < end and not journal.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(begin):
+                        time.sleep(0.0005)
+                    time.sleep(rng.uniform(0.0, 0.01))
+                if kill_the_server:
+                    kill_server(server)
+                    time.sleep(0.3)  # the writer sees the lost connection
+            finally:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             if kill_the_server:
                 server.start()
             entries = read_journal(journal)

@@ -68,7 +68,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def torch_det() -> y5.YoloV5FaceDetector:
-    return create_detector("yolov5n-0.5-face", weights_dir=MODELS)
+    # fp32: this compares against the reference export (precision auto is bf16 on AVX512-BF16/AMX)
+    return create_detector("yolov5n-0.5-face", weights_dir=MODELS, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -350,11 +351,11 @@ def test_no_human_faces(torch_det):
 def test_min_face_max_faces_and_batch(torch_det):
     img = photo("detection/compreface_samples/015_6.jpg")
     full = torch_det(img)
-    capped = create_detector("yolov5n-0.5-face", model=torch_det.model, max_faces=2)(img)
+    capped = create_detector("yolov5n-0.5-face", model=torch_det.model, max_faces=2, precision="fp32")(img)
     assert len(capped) == 2 and np.allclose(capped.score, np.sort(full.score)[::-1][:2])
     side = (full.xyxy[:, 2:] - full.xyxy[:, :2]).min(1)
     cut = int(np.ceil(np.median(side)))  # min_face is whole pixels (detection.min_face)
-    big = create_detector("yolov5n-0.5-face", model=torch_det.model, min_face=cut)(img)
+    big = create_detector("yolov5n-0.5-face", model=torch_det.model, min_face=cut, precision="fp32")(img)
     assert len(big) == int((side >= cut).sum()) and len(big) < len(full)
     other = photo(SINGLE_FACE[4])
     batch = torch_det.detect_batch([img, np.zeros((64, 64, 3), np.uint8), other, img])

@@ -83,7 +83,7 @@ def real_faces(lfw_faces) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mfn(weights_dir):
-    return create_embedder("mobilefacenet", weights_dir=weights_dir)
+    return create_embedder("mobilefacenet", weights_dir=weights_dir, precision="fp32")  # parity: fp32 on every CPU
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,7 @@ def _save_magface(path: Path, net: torch.nn.Module, prefix: str, head: str, extr
 )
 def test_magface_checkpoint_loads_strictly_and_matches_functional(tmp_path, magface18, prefix, head):
     path = _save_magface(tmp_path / "magface_iresnet18_casia_dp.pth", magface18, prefix, head)
-    emb = create_embedder("magface-iresnet18", weights=path)
+    emb = create_embedder("magface-iresnet18", weights=path, precision="fp32")
     assert emb.quality_is_norm and emb.dim == 512
     assert emb.key.weights_sha256 == sha256_file(path)
     x = torch.rand(2, 3, 112, 112)
@@ -419,7 +419,7 @@ def test_magface_wrong_checkpoint_names_the_keys(tmp_path, magface18, how, expec
 def test_checkpoint_without_batchnorm_counters_loads(tmp_path, magface18):
     sd = {f"module.features.{k}": v for k, v in magface18.state_dict().items() if "num_batches_tracked" not in k}
     torch.save({"state_dict": sd}, tmp_path / "old.pth")
-    emb = create_embedder("magface-iresnet18", weights=tmp_path / "old.pth", engine="torch")  # a loader test
+    emb = create_embedder("magface-iresnet18", weights=tmp_path / "old.pth", engine="torch", precision="fp32")  # a loader test
     x = np.random.default_rng(1).random((1, 3, 112, 112), dtype=np.float32)
     with torch.no_grad():
         ref = magface18(torch.from_numpy(x)).numpy()

@@ -171,6 +171,8 @@ def test_embedder_parity_on_real_faces(engine, precision, faces, cache):
     emb = create_embedder("mobilefacenet", weights_dir=MODELS, engine=engine, precision=precision, threads=1,
                           cache_dir=str(cache))
     assert emb.engine == engine
+    if engine == "openvino":  # what the plugin really runs: bf16 only where the CPU has it
+        assert emb.precision == ("bf16" if precision == "bf16" and cpu_has_bf16() else "fp32")
     if engine == "onnx":  # ONNX Runtime runs the published export: another file, another vector space
         assert emb.key != ref.key and emb.key.weights_sha256 == emb.spec.onnx_sha256
     else:
@@ -207,10 +209,9 @@ def test_detector_parity_on_real_photos(engine, precision, ref_detector, photos,
         n += len(a)
     print(f"yolov5n-0.5-face {engine}/{det.precision} vs torch fp32 on {n} faces: "
           f"worst IoU {worst_iou:.4f}, worst landmark error {worst_lm:.4f} of the box")
-    # bf16 on a CPU without native bf16 (this project's AVX2 machine) is emulated by
-    # oneDNN and rounds the backbone harder: measured IoU 0.934, 2.5% there. precision auto
-    # never picks it on such a CPU; on AVX512-BF16/AMX the bound is the fp32 one.
-    min_iou = 0.95 if det.precision == "fp32" or cpu_has_bf16() else 0.9
+    # bf16 rounds the backbone: measured worst IoU 0.934 and 2.5% landmarks, both where it
+    # is emulated (AVX2) and where it is native (AMX: 0.935, 2.5% with torch and OpenVINO)
+    min_iou = 0.95 if det.precision == "fp32" else 0.9
     assert n >= 10 and worst_iou >= min_iou and worst_lm <= 0.03
 
 

@@ -58,8 +58,8 @@ class OpenVinoSession(SessionBase):
         inputs = self.compiled.inputs
         if len(inputs) != 1:
             raise CheckpointError(f"{path}: expected one input, the model has {len(inputs)}")
-        used = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        actual = "bf16" if "bf16" in used else "fp32"
+        # the property is an ov.Type (str() gives "<Type: 'bfloat16'>"): compare types, not text
+        actual = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         if precision == "bf16" and actual != "bf16":
             warn_once("openvino: this CPU has no native bf16 (AVX512-BF16/AMX); running fp32")
         names = tuple(next(iter(o.get_names()), f"output{i}") for i, o in enumerate(self.compiled.outputs))
