@@ -312,11 +312,12 @@ def run_trials(tally: Tally, cfg: Config, analyzer: Any, photos: list, trials: i
                 writer(cfg, analyzer, photos, journal, rng.randrange(2**31))
             try:  # whatever happens here, the writer never outlives its trial
                 deadline = time.monotonic() + 60
-                while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
+                while not (started := journal.exists() and journal.stat().st_size > 0) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                if not (journal.exists() and journal.read_text()):
-                    tally.failures.append(f"trial {trial}: the writer did not start within 60 s")
-                    print(f"  FAIL {tally.backend} trial {trial}: the writer did not start within 60 s", flush=True)
+                if not started:
+                    why = "the writer did not start within 60 s"
+                    tally.failures.append(f"trial {trial}: {why}")
+                    print(f"  FAIL {tally.backend} trial {trial}: {why}", flush=True)
                     continue
                 aim = rng.choice(AIMS) if rng.random() < aim_share else None
                 if aim is None:
