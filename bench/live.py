@@ -68,6 +68,8 @@ os.environ.setdefault("FACEREC_WEIGHTS", str(SHARED / "models"))
 
 import torch  # noqa: E402
 
+from burners import Burners  # noqa: E402  (bench/burners.py)
+
 from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
 from facerec.config import Config, TrackingConfig, load_config  # noqa: E402
@@ -264,6 +266,7 @@ def part_b(frames, args) -> dict:
     from face_embedding import create_embedder
     from face_embedding.iresnet import iresnet
 
+    from facerec.config import RuntimeConfig
     from facerec.detect import create_detector
     from facerec.detect.yolov5_face import MODEL_TABLES, YoloV5Face
     from facerec.gallery.search import GalleryIndex
@@ -273,11 +276,16 @@ def part_b(frames, args) -> dict:
     torch.manual_seed(0)
     yolo = YoloV5Face(MODEL_TABLES["yolov5s-face"]())
     det640 = ReplayDetector(create_detector("yolov5s-face", input_size=640, model=yolo), replay)
-    det_fast = ReplayDetector(fast_detector(create_detector("yolov5s-face", input_size=args.input_size,
-                                                            model=copy.deepcopy(yolo)), args.precision), replay)
     net = iresnet(50)
     emb = create_embedder("magface-iresnet50", model=net)
-    emb_fast = with_precision(create_embedder("magface-iresnet50", model=copy.deepcopy(net)), args.precision)
+    # the daemon: the engine and precision ``runtime: auto`` picks, as the live loop runs
+    # them (one thread per call, latency hint; facerec.models.live_threads)
+    live_rt = RuntimeConfig(engine="auto", precision=args.precision, threads=args.threads or 1, hint="latency")
+    det_fast = ReplayDetector(create_detector("yolov5s-face", input_size=args.input_size, model=copy.deepcopy(yolo),
+                                              runtime=live_rt), replay)
+    emb_fast = create_embedder("magface-iresnet50", model=copy.deepcopy(net), runtime=live_rt)
+    engines = (f"{det_fast.net.runner.session.info.engine} {det_fast.net.runner.session.info.precision} / "
+               f"{emb_fast.engine} {emb_fast.precision}")
     # a gallery of the same (random) vector space: names are meaningless, the cost is real
     crops = [align(img, replay[id(img)].landmarks[:1]).images for img in frames[:50:10] if len(replay[id(img)])]
     vecs = emb.embed(np.concatenate(crops))
@@ -286,10 +294,15 @@ def part_b(frames, args) -> dict:
     warm(det640, emb, args._shape)
     naive = naive_loop(frames, det640, emb, index, thr)
     det640_fast = ReplayDetector(fast_detector(det640.net, args.precision), replay)
-    warm(det640_fast, emb_fast, args._shape)
-    naive_fast = naive_loop(frames, det640_fast, emb_fast, index, thr)
+    emb_torch = with_precision(emb, args.precision)
+    warm(det640_fast, emb_torch, args._shape)
+    naive_fast = naive_loop(frames, det640_fast, emb_torch, index, thr)
     daemon = daemon_loop(frames, pipeline_for(det_fast, emb_fast, index, thr, args))
-    return {"naive": naive, "naive_fast": naive_fast, "daemon": daemon}
+    with Burners(args.burners, args.burn_limit_s) as burn:
+        busy = daemon_loop(frames, pipeline_for(det_fast, emb_fast, index, thr, args))
+        alive = burn.alive()
+    return {"naive": naive, "naive_fast": naive_fast, "daemon": daemon, "busy": busy, "engines": engines,
+            "alive": alive}
 
 
 def print_part(title: str, res: dict, args, naive_cfg: str, daemon_cfg: str) -> None:
@@ -306,6 +319,13 @@ def print_part(title: str, res: dict, args, naive_cfg: str, daemon_cfg: str) -> 
     print(f"speed ratio daemon/naive: {d.fps / n.fps:.1f}x"
           + (f" (against the naive loop with the same {args.precision}/channels-last speed-ups: "
              f"{d.fps / res['naive_fast'].fps:.1f}x)" if "naive_fast" in res else ""))
+    if "busy" in res:
+        b = res["busy"]
+        print(f"daemon engines (runtime auto): {res['engines']}")
+        print(f"daemon with {args.burners} CPU burners: {b.fps:.1f} FPS ({b.fps / d.fps:.2f} of idle; "
+              f"{res['alive']} burners still running at its end)")
+        print(f"mission pair targets: idle {d.fps:.1f} FPS (>= 30: {'met' if d.fps >= 30 else 'NOT met'}), "
+              f"busy {b.fps:.1f} FPS (>= 15: {'met' if b.fps >= 15 else 'NOT met'})")
     if "agreement" in res:
         print(f"name agreement with the naive loop: {100 * res['agreement']:.1f}% of {res['face_frames']} face-frames "
               f"(enrolled {res['enrolled']} samples; naive loop named the person on {res['naive_named']})")
@@ -490,34 +510,6 @@ def cameras_bench(args) -> None:
 # ----------------------------------------------------------------------------- contention
 
 #: A CPU burner: spins until killed or until its time limit (argv[1], s) is up.
-BURNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
-
-
-class Burners:
-    """``n`` CPU-burning processes for the duration of a ``with`` block (each also stops
-    on its own after ``limit_s``, should this process die first)."""
-
-    def __init__(self, n: int, limit_s: float) -> None:
-        self.n, self.limit_s = n, limit_s
-        self.procs: list[subprocess.Popen] = []
-
-    def __enter__(self) -> Burners:
-        self.procs = [subprocess.Popen([sys.executable, "-c", BURNER, str(self.limit_s)]) for _ in range(self.n)]
-        time.sleep(1.0)  # let the scheduler see them
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
-
-
 class MemoryCapture:
     """Frames decoded beforehand, served to :func:`run_live` as a file source would."""
 
@@ -602,10 +594,11 @@ def contention(frames, args) -> int:
     threads = args.threads or live_threads(cfg)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    detector, embedder = build_detector(cfg), build_embedder(cfg)
-    # the reference: the same models at detection.input_size (640), fp32 (build_pipeline
-    # runs copies of them at the live settings)
-    ref_det, ref_emb = detector, embedder
+    # the daemon's models exactly as facerec/daemon.py builds them (live=True: the live
+    # loop's threads and the latency hint); the reference and the enrollment use the batch
+    # tools' models at detection.input_size (640)
+    detector, embedder = build_detector(cfg, live=True), build_embedder(cfg, live=True)
+    ref_det, ref_emb = build_detector(cfg), build_embedder(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         index, added = enroll(load_frames(args.clip, int(args._fps * 3)),
                               FaceAnalyzer(ref_det, ref_emb, threshold=ref_emb.default_threshold), Path(tmp) / "g")
@@ -623,7 +616,7 @@ def contention(frames, args) -> int:
         with burn:
             daemon, stats = shipped_daemon(frames, cfg, detector, embedder, index, args._fps, args.clip.name)
             naive = ort_naive(frames, threads)
-            alive = sum(p.poll() is None for p in burn.procs)
+            alive = burn.alive()
         agree, face_frames = agreement(ref, daemon)
         res[cond] = {"daemon": daemon, "naive": naive, "stats": stats, "agree": agree, "face_frames": face_frames,
                      "alive": alive}
@@ -669,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
                          "2 shared cores OpenMP waits on busy cores and both loops slow down several-fold)")
     ap.add_argument("--contention", type=int, metavar="N",
                     help="the shipped defaults and the naive ONNX Runtime loop, idle and with N CPU burners")
+    ap.add_argument("--burners", type=int, default=2, metavar="N",
+                    help="part b: CPU burners for the daemon's busy run (default: %(default)s)")
     ap.add_argument("--burn-limit-s", type=float, default=300.0,
                     help="--contention: a burner ends on its own after this many seconds")
     ap.add_argument("--soak", type=int, metavar="N", help="loop the clip through the daemon for N frames, sample RSS")

@@ -46,6 +46,11 @@ class OpenVinoSession(SessionBase):
             "INFERENCE_PRECISION_HINT": _PRECISION[precision],
             "PERFORMANCE_HINT": _HINT[hint],
             "INFERENCE_NUM_THREADS": int(threads),
+            # OpenVINO pins its stream threads to cores by default: on a CPU shared with
+            # other programs a pinned thread waits for its busy core instead of moving to
+            # a free one (bench/live.py --contention: the detector call took 2.5x its idle
+            # time pinned, 1.7x unpinned, with 2 burners on 2 cores)
+            "ENABLE_CPU_PINNING": False,
         }
         if blob_cache is not None:
             blob_cache.mkdir(parents=True, exist_ok=True)
