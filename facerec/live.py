@@ -500,6 +500,7 @@ def run_live(
     sightings: Callable[[Sequence[TrackState]], None] | None = None,
     stop: threading.Event | None = None,
     options: RunOptions | None = None,
+    camera: str | None = None,
 ) -> dict:
     """Run the loop until the source ends, ``max_frames`` were processed, an output asks
     to stop, or ``stop`` is set; returns the stats (see :func:`make_stats`).
@@ -510,10 +511,16 @@ def run_live(
     ``sightings`` is called with the tracks that ended (every track; it picks the unknown
     ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`.
 
+    ``camera`` names the camera in this loop's log lines (``camera door: frames=...``), so
+    the lines of several cameras in one daemon tell apart; ``None``: the events' camera,
+    else the source.
+
     Nothing here raises for a source that drops or stalls: the capture thread reconnects,
     and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
     """
     opts = options or RunOptions()
+    if camera is None:
+        camera = events.camera if events is not None else str(capture.spec)
     stop = stop or threading.Event()
     outputs = list(outputs)
     timer = pipeline.timer
@@ -572,11 +579,11 @@ def run_live(
                 setting = pacer.update((done - t_work) * 1000.0, detect_ms, done)
                 if setting is not None:
                     pipeline.apply(setting)
-                    log.info("pace: %s (frames took %.1f ms, %.1f ms allowed)", setting.label,
+                    log.info("camera %s: pace: %s (frames took %.1f ms, %.1f ms allowed)", camera, setting.label,
                              pacer.history[-1]["frame_ms"], pacer.budget_ms)
             if opts.stats_every_s and time.monotonic() - last_log >= opts.stats_every_s:
                 last_log = time.monotonic()
-                log.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
+                log.info("camera %s: %s", camera, stats_line(make_stats(pipeline, capture, started, events)))
     finally:
         ended = pipeline.finish()
         if events is not None:
@@ -589,7 +596,7 @@ def run_live(
             try:
                 out.close()
             except Exception as e:
-                log.warning("closing output failed: %s", e)
+                log.warning("camera %s: closing output failed: %s", camera, e)
     return make_stats(pipeline, capture, started, events)
 
 
