@@ -407,7 +407,7 @@ class Daemon:
         cfg, live = self.cfg, self.cfg.live
         captures: dict[str, Capture] = {}
         for spec in self.specs:
-            cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop,
+            cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop, camera=spec.name,
                               reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
             self._closers.append(cap.close)
             captures[spec.name] = cap
