@@ -142,6 +142,16 @@ def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: floa
     return cv2.VideoCapture(str(target))
 
 
+class _CameraLog(logging.LoggerAdapter):
+    """Starts every line with ``camera NAME:`` (the daemon's way of naming a camera)."""
+
+    def __init__(self, logger: logging.Logger, camera: str) -> None:
+        super().__init__(logger, {"camera": camera})
+
+    def process(self, msg, kwargs):
+        return f"camera {self.extra['camera']}: {msg}", kwargs
+
+
 class Capture:
     """Reads a source on a background thread; see the module docstring for the policies.
 
@@ -160,6 +170,9 @@ class Capture:
         open_timeout_s: how long opening a stream may take; defaults to ``read_timeout_s``.
         queue_size: frames buffered ahead for offline sources.
         folder_fps: nominal frame rate of an image folder (gives ``t = index / fps``).
+        camera: the camera this source feeds; its log lines (reconnects, read errors,
+            skipped images) then start with ``camera NAME:``, so that several cameras on
+            one daemon, even on the same source, are told apart. ``None``: the source only.
     """
 
     def __init__(
@@ -173,8 +186,11 @@ class Capture:
         open_timeout_s: float | None = None,
         queue_size: int = 4,
         folder_fps: float = 25.0,
+        camera: str | None = None,
     ) -> None:
         self.spec = os.fspath(spec) if not isinstance(spec, int) else str(spec)
+        self.camera = camera
+        self._log: logging.Logger | logging.LoggerAdapter = log if camera is None else _CameraLog(log, camera)
         self.kind, self._target = classify_source(spec)
         self.realtime = realtime
         self.loop = loop
@@ -336,7 +352,8 @@ class Capture:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("capture thread for %s did not stop within %.1f s; abandoning it", self.spec, timeout)
+                self._log.warning("capture thread for %s did not stop within %.1f s; abandoning it",
+                                  self.spec, timeout)
         if self._thread is None or not self._thread.is_alive():
             self._release()
 
@@ -385,7 +402,7 @@ class Capture:
                 self._run_video()
         except Exception as e:  # never let a reader die silently: report and end the source
             self._error = f"{self.description}: reading failed: {e}"
-            log.error("%s", self._error)
+            self._log.error("%s", self._error)
         finally:
             self._release()
             self._finish()
@@ -422,7 +439,7 @@ class Capture:
                             f"video {self._target}: decoding stopped at frame {in_pass} of "
                             f"{self.frame_count} (truncated or corrupt file)"
                         )
-                        log.warning("%s", self._error)
+                        self._log.warning("%s", self._error)
                         if not self.loop:
                             return
                     if not self.loop or in_pass == 0:
@@ -433,7 +450,7 @@ class Capture:
                     cap = self._cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
                     if not cap.isOpened():
                         self._error = f"video {self._target}: cannot be reopened for the next loop"
-                        log.warning("%s", self._error)
+                        self._log.warning("%s", self._error)
                         return
                     continue
             t = offset_t + in_pass / fps
@@ -459,7 +476,7 @@ class Capture:
                     img = read_image(path)
                 except ImageReadError as e:
                     self.stats.skipped += 1
-                    log.warning("skipping %s", e)
+                    self._log.warning("skipping %s", e)
                     continue
                 t = index / self.folder_fps
                 if self.realtime and not self._pace(t, wall0):
@@ -496,7 +513,7 @@ class Capture:
         delay = FIRST_BACKOFF_S
         while not self._stop.is_set():
             self.stats.reconnects += 1
-            log.warning(
+            self._log.warning(
                 "%s: no frame (stream dropped or silent for %.0f s); reconnecting in %.1f s",
                 self.description, self.read_timeout_s, delay,
             )
@@ -508,7 +525,7 @@ class Capture:
                     cap.release()
                     return False
                 self._cap = cap
-                log.warning("%s: reconnected", self.description)
+                self._log.warning("%s: reconnected", self.description)
                 return True
             cap.release()
             delay = min(delay * 2, self.reconnect_max_s)

@@ -407,7 +407,7 @@ class Daemon:
         cfg, live = self.cfg, self.cfg.live
         captures: dict[str, Capture] = {}
         for spec in self.specs:
-            cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop,
+            cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop, camera=spec.name,
                               reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
             self._closers.append(cap.close)
             captures[spec.name] = cap
@@ -481,7 +481,7 @@ class Daemon:
                           overlay_stats=self.cfg.live.overlay_stats)
         try:
             run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
-                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts,
+                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts, camera=run.spec.name,
                                  sightings=run.sightings.tracks_ended if run.sightings is not None else None)
         except Exception as e:  # one broken camera must not take the others down
             run.failed = f"{type(e).__name__}: {e}"

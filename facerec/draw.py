@@ -1,31 +1,23 @@
 """Drawing results on frames. Knows nothing about models: it draws what it is given.
 
-:func:`annotate` takes a frame, the faces to show (anything with ``xyxy``, ``name``,
-``similarity`` and optionally ``track_id``) and optional stats, and returns the
-annotated frame.
+:func:`annotate` takes a frame, the faces to show (:class:`~facerec.types.TrackedFace`)
+and optional stats, and returns the annotated frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 import cv2
 import numpy as np
+
+from facerec.types import TrackedFace
 
 KNOWN_COLOR = (60, 200, 60)  # BGR green
 UNKNOWN_COLOR = (40, 40, 230)  # BGR red
 PENDING_COLOR = (200, 200, 200)  # grey: tracked, not recognised yet
 TEXT_COLOR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-class FaceLike(Protocol):
-    """The attributes :func:`annotate` reads from each face."""
-
-    xyxy: np.ndarray
-    name: str | None
-    similarity: float
 
 
 def face_label(name: str | None, similarity: float | None, track_id: int | None = None, decided: bool = True) -> str:
@@ -76,7 +68,7 @@ def draw_stats(img: np.ndarray, stats: Mapping[str, float], title: str | None = 
 
 def annotate(
     frame: np.ndarray,
-    faces: Sequence[FaceLike],
+    faces: Sequence[TrackedFace],
     stats: Mapping[str, float] | None = None,
     fps: float | None = None,
     copy: bool = True,
@@ -86,9 +78,8 @@ def annotate(
 
     Args:
         frame: ``(H, W, 3)`` uint8 BGR image.
-        faces: objects with ``xyxy`` (pixels), ``name`` (``None`` = unknown) and
-            ``similarity``; ``track_id`` and ``decided`` (False = not recognised yet)
-            are used when present.
+        faces: the faces to draw: a green box for a name, red for unknown, grey while
+            not decided; the label is the name, the similarity and the track id.
         stats: milliseconds per stage to print in the corner.
         fps: frames per second to print above the stage times (``None`` with ``stats``
             or ``info`` given: not measured yet, shown as ``FPS -``).
@@ -102,12 +93,11 @@ def annotate(
     img = frame.copy() if copy else frame
     scale, thick = _scale(img)
     for f in faces:
-        decided = bool(getattr(f, "decided", True))
         name = f.name
-        color = PENDING_COLOR if not decided else KNOWN_COLOR if name is not None else UNKNOWN_COLOR
-        x1, y1, x2, y2 = (int(round(v)) for v in np.asarray(f.xyxy, np.float32).reshape(4))
+        color = PENDING_COLOR if not f.decided else KNOWN_COLOR if name is not None else UNKNOWN_COLOR
+        x1, y1, x2, y2 = (int(round(v)) for v in f.xyxy)
         cv2.rectangle(img, (x1, y1), (x2, y2), color, thick + 1)
-        label = face_label(name, float(f.similarity) if decided else None, getattr(f, "track_id", None), decided)
+        label = face_label(name, float(f.similarity) if f.decided else None, f.track_id, f.decided)
         if label:
             _text_box(img, label, (x1, y1), color, scale, thick)
     if stats is not None or fps is not None or info is not None:

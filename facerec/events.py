@@ -35,6 +35,8 @@ from typing import IO, Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from facerec.types import TrackedFace
+
 log = logging.getLogger(__name__)
 
 #: Version of the event record; bumped when a field changes meaning or disappears.
@@ -309,30 +311,16 @@ class EventBus:
                 log.warning("closing event sink %s failed: %s", type(sink).__name__, e)
 
 
-@dataclass(frozen=True)
-class TrackView:
-    """What :class:`TrackEvents` reads from a track in one frame (the pipeline's
-    :class:`~facerec.live.TrackedFace` has the same attributes and is passed as it is)."""
-
-    track_id: int
-    name: str | None
-    similarity: float
-    decided: bool = True
-    xyxy: Any = None
-
-
 @dataclass
 class _Seen:
     name: str | None
     similarity: float
-    box: tuple[float, float, float, float] | None = None
+    box: tuple[float, float, float, float]
 
 
-def _box(xyxy: Any) -> tuple[float, float, float, float] | None:
-    if xyxy is None:
-        return None
-    a = np.asarray(xyxy, np.float64).reshape(-1)
-    return (float(a[0]), float(a[1]), float(a[2]), float(a[3])) if a.size == 4 else None
+def _box(xyxy: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return (x1, y1, x2, y2)
 
 
 class TrackEvents:
@@ -371,13 +359,12 @@ class TrackEvents:
         if len(self._last_recognized) > 1024:
             self._last_recognized = {k: v for k, v in self._last_recognized.items() if t - v < self.cooldown_s}
 
-    def update(self, t: float, tracks: Iterable[Any], left: Iterable[int] = ()) -> list[Event]:
+    def update(self, t: float, tracks: Iterable[TrackedFace], left: Iterable[int] = ()) -> list[Event]:
         """Feed one frame: the visible tracks and the ids of tracks that ended.
 
         Args:
             t: source time of the frame, s.
-            tracks: objects with ``track_id``, ``name``, ``similarity``, ``decided`` and
-                optionally ``xyxy`` (:class:`TrackView`, or the pipeline's faces).
+            tracks: the faces visible in this frame (undecided ones are not announced yet).
             left: ids of the tracks that ended with this frame.
 
         Returns:
@@ -386,13 +373,13 @@ class TrackEvents:
         events: list[Event] = []
         cam = self.camera
         for tr in tracks:
-            if not getattr(tr, "decided", True):
+            if not tr.decided:
                 continue
             tid, name, sim = int(tr.track_id), tr.name, float(tr.similarity)
-            box = _box(getattr(tr, "xyxy", None))
+            box = _box(tr.xyxy)
             st = self._tracks.get(tid)
             if st is not None:
-                st.box = box if box is not None else st.box
+                st.box = box
                 if st.name == name:
                     st.similarity = sim
                     continue

@@ -43,7 +43,7 @@ from facerec.events import TrackEvents, UnknownCrops
 from facerec.pace import Pacer, PaceSetting, can_resize, detector_input_size, set_input_size
 from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
                            touching)
-from facerec.types import Detections, Match, Matches
+from facerec.types import Detections, Match, Matches, TrackedFace
 
 log = logging.getLogger(__name__)
 
@@ -116,29 +116,6 @@ class StageTimer:
 
 # The daemon's in-memory gallery index (incremental updates, LISTEN/NOTIFY, outages).
 from facerec.gallery.watch import GalleryWatcher  # noqa: E402
-
-
-@dataclass
-class TrackedFace:
-    """A face in one frame, as the overlay and the events see it.
-
-    Attributes:
-        track_id: stable id of the face's track.
-        xyxy: ``(4,)`` box in frame pixels (the last detected box when coasting).
-        score: detector score of that box.
-        name: the track's voted name; ``None`` = unknown or not decided yet.
-        similarity: similarity behind the name (best candidate when unknown).
-        decided: False until the track's first embedding was matched.
-        detected: True when the detector saw the face in this very frame.
-    """
-
-    track_id: int
-    xyxy: np.ndarray
-    score: float
-    name: str | None
-    similarity: float
-    decided: bool
-    detected: bool
 
 
 @dataclass
@@ -353,8 +330,8 @@ class LivePipeline:
             st = self.tracks.get(key)
             if st is None:
                 continue
-            faces.append(TrackedFace(st.track_id, st.xyxy, st.score, st.vote.name, st.vote.similarity,
-                                     st.vote.decided, detect_now))
+            faces.append(TrackedFace(st.track_id, st.xyxy, st.vote.name, st.vote.similarity, score=st.score,
+                                     decided=st.vote.decided, detected=detect_now))
         self.frames += 1
         self.faces_seen += len(faces)
         return FrameResult(frame, faces, left, detect_now, embedded)
@@ -384,7 +361,7 @@ class LivePipeline:
                 if self.keep_crops:
                     st.best_crop = crop.copy()
                     keep_best_face(st, float(quality[i]), crop, emb.vectors[i], self.keep_best)
-                faces.append(TrackedFace(tid, st.xyxy, st.score, m.name, m.similarity, True, True))
+                faces.append(TrackedFace(tid, st.xyxy, m.name, m.similarity, score=st.score))
             self.faces_embedded += len(faces)
             self.tracks_started += len(faces)
         else:
@@ -523,6 +500,7 @@ def run_live(
     sightings: Callable[[Sequence[TrackState]], None] | None = None,
     stop: threading.Event | None = None,
     options: RunOptions | None = None,
+    camera: str | None = None,
 ) -> dict:
     """Run the loop until the source ends, ``max_frames`` were processed, an output asks
     to stop, or ``stop`` is set; returns the stats (see :func:`make_stats`).
@@ -533,10 +511,16 @@ def run_live(
     ``sightings`` is called with the tracks that ended (every track; it picks the unknown
     ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`.
 
+    ``camera`` names the camera in this loop's log lines (``camera door: frames=...``), so
+    the lines of several cameras in one daemon tell apart; ``None``: the events' camera,
+    else the source.
+
     Nothing here raises for a source that drops or stalls: the capture thread reconnects,
     and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
     """
     opts = options or RunOptions()
+    if camera is None:
+        camera = events.camera if events is not None else str(capture.spec)
     stop = stop or threading.Event()
     outputs = list(outputs)
     timer = pipeline.timer
@@ -595,11 +579,11 @@ def run_live(
                 setting = pacer.update((done - t_work) * 1000.0, detect_ms, done)
                 if setting is not None:
                     pipeline.apply(setting)
-                    log.info("pace: %s (frames took %.1f ms, %.1f ms allowed)", setting.label,
+                    log.info("camera %s: pace: %s (frames took %.1f ms, %.1f ms allowed)", camera, setting.label,
                              pacer.history[-1]["frame_ms"], pacer.budget_ms)
             if opts.stats_every_s and time.monotonic() - last_log >= opts.stats_every_s:
                 last_log = time.monotonic()
-                log.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
+                log.info("camera %s: %s", camera, stats_line(make_stats(pipeline, capture, started, events)))
     finally:
         ended = pipeline.finish()
         if events is not None:
@@ -612,7 +596,7 @@ def run_live(
             try:
                 out.close()
             except Exception as e:
-                log.warning("closing output failed: %s", e)
+                log.warning("camera %s: closing output failed: %s", camera, e)
     return make_stats(pipeline, capture, started, events)
 
 

@@ -214,3 +214,38 @@ class Matches:
 
     def __iter__(self):
         return iter(self.items)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in one frame, as the pipeline hands it to the overlay, the events and the
+    track log (:class:`facerec.live.LivePipeline` makes them; the sinks only read them).
+
+    Attributes:
+        track_id: stable id of the face's track; negative for a face that is not tracked
+            (a photo), which the overlay then labels without an id.
+        xyxy: ``(4,)`` float32 box, pixels of the original frame (the track's last
+            detected box on frames the detector skipped).
+        name: the track's voted name; ``None`` = unknown, or not decided yet.
+        similarity: cosine similarity behind the name (the best candidate's when unknown;
+            -1 or below = no candidate at all, an empty gallery).
+        score: detector confidence of the box, in [0, 1] (of its last detection when
+            coasting); 1.0 where no detector scored the box.
+        decided: False until the track's first embedding was matched (the overlay shows
+            the face grey and unnamed, events are not announced yet).
+        detected: True when the detector ran on this very frame (False: a coasting box).
+    """
+
+    track_id: int
+    xyxy: np.ndarray
+    name: str | None
+    similarity: float
+    score: float = 1.0
+    decided: bool = True
+    detected: bool = True
+
+    def __post_init__(self) -> None:
+        box = np.asarray(self.xyxy, dtype=np.float32)
+        if box.size != 4:
+            raise ValueError(f"xyxy must have 4 values (x1, y1, x2, y2), got shape {tuple(box.shape)}")
+        object.__setattr__(self, "xyxy", box.reshape(4))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import shutil
 import socket
 import socketserver
@@ -257,9 +258,10 @@ def test_mjpeg_stream_frames_are_read_and_slow_consumer_drops() -> None:
         assert cap.stats.dropped > 0
 
 
-def test_stream_killed_mid_run_reconnects_then_stops_when_asked() -> None:
+def test_stream_killed_mid_run_reconnects_then_stops_when_asked(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="facerec.capture")
     srv = MjpegServer(fps=30)
-    cap = open_source(srv.url, reconnect_max_s=0.5, read_timeout_s=1.0)
+    cap = open_source(srv.url, reconnect_max_s=0.5, read_timeout_s=1.0, camera="door")
     try:
         assert cap.read(timeout=5) is not None
         srv.kill()
@@ -268,6 +270,8 @@ def test_stream_killed_mid_run_reconnects_then_stops_when_asked() -> None:
             cap.read(timeout=0.2)
         assert cap.stats.reconnects >= 3
         assert not cap.ended  # still trying: a camera that comes back is picked up again
+        said = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+        assert said and all(m.startswith(f"camera door: {cap.description}: no frame") for m in said), said
     finally:
         t0 = time.monotonic()
         cap.close()

@@ -4,6 +4,7 @@ broker and a real subscriber (tests/mqtt_broker.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -251,6 +252,29 @@ def test_run_config_runs_every_camera_and_exits_at_the_end(tmp_path: Path, data_
     assert s["cameras"]["b"]["detect_every"] == 3 and s["fps"] > 0
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     assert {r["camera"] for r in rows} == {"a", "b"} and {r["event"] for r in rows} >= {"appeared", "left"}
+
+
+def test_periodic_log_lines_name_their_camera(tmp_path: Path, data_dir: Path, detector, embedder, caplog) -> None:
+    """Two cameras on the same clip in one daemon: each camera's periodic stats line says
+    which camera it is about (the source alone could not tell them apart)."""
+    from facerec.daemon import SharedModels
+
+    clip = str(data_dir / "video" / "lp_driving_d0.mp4")
+    cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "g"), "detection.input_size": 320,
+                             "live.stats_every_s": 0.001})
+    cfg.cameras = [{"name": "porch", "source": clip}, {"name": "garage", "source": clip}]
+    caplog.set_level(logging.INFO, logger="facerec")
+    daemon = Daemon(cfg, cameras_from_config(cfg), models=SharedModels(detector, embedder), max_frames=4)
+    try:
+        daemon.start()
+        assert daemon.wait(60), "the cameras did not finish their frames"
+    finally:
+        daemon.close()
+    said = [r.getMessage() for r in caplog.records]
+    for cam in ("porch", "garage"):
+        assert any(m.startswith(f"camera {cam}: frames=") for m in said), said
+        assert f"camera {cam} ended" in said
+    assert not any(m.startswith("frames=") for m in said), "a stats line without its camera"
 
 
 def test_camera_detector_roi_min_face_and_shared_weights(detector, photo) -> None:

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
-from facerec.draw import KNOWN_COLOR, UNKNOWN_COLOR, annotate, face_label
-
-
-@dataclass
-class Face:
-    xyxy: np.ndarray
-    name: str | None
-    similarity: float
-    track_id: int = -1
-    decided: bool = True
+from facerec.draw import KNOWN_COLOR, PENDING_COLOR, UNKNOWN_COLOR, annotate, face_label
+from facerec.types import TrackedFace
 
 
 @pytest.fixture
@@ -40,14 +30,15 @@ def test_labels() -> None:
 
 def test_boxes_in_colour_and_input_untouched(frame: np.ndarray) -> None:
     before = frame.copy()
-    faces = [Face(np.array([20, 60, 100, 160], np.float32), "alice", 0.7, 1),
-             Face(np.array([180, 60, 260, 160], np.float32), None, 0.2, 2)]
+    faces = [TrackedFace(1, [20, 60, 100, 160], "alice", 0.7), TrackedFace(2, [180, 60, 260, 160], None, 0.2),
+             TrackedFace(3, [120, 180, 170, 230], None, 0.0, decided=False)]
     out = annotate(frame, faces)
     np.testing.assert_array_equal(frame, before)
     assert out.shape == frame.shape and out.dtype == np.uint8
     # the box edges carry the name's colour: green for a known face, red for unknown
     assert tuple(out[110, 20]) == KNOWN_COLOR
     assert tuple(out[110, 180]) == UNKNOWN_COLOR
+    assert tuple(out[205, 120]) == PENDING_COLOR, "grey while the track is not decided"
     # the middle of a face is not painted over
     assert tuple(out[120, 60]) == (50, 50, 50)
 
@@ -61,6 +52,6 @@ def test_in_place_and_stats_overlay(frame: np.ndarray) -> None:
 
 def test_boxes_outside_the_frame_and_tiny_frames() -> None:
     tiny = np.zeros((20, 30, 3), np.uint8)
-    out = annotate(tiny, [Face(np.array([-50, -50, 500, 500], np.float32), "a very long name indeed", 0.9, 12345)],
+    out = annotate(tiny, [TrackedFace(12345, [-50, -50, 500, 500], "a very long name indeed", 0.9)],
                    stats={"detect": 1.0}, fps=1.0)
     assert out.shape == tiny.shape

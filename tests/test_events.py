@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facerec.events import (EVENT_SCHEMA, CallbackSink, Event, EventBus, JsonLinesSink, TrackEvents, TrackView,
-                            UnknownCrops, WebhookSink, iso_time)
+from facerec.events import (EVENT_SCHEMA, CallbackSink, Event, EventBus, JsonLinesSink, TrackEvents, UnknownCrops,
+                            WebhookSink, iso_time)
+from facerec.types import TrackedFace
+
+BOX = np.array([10, 20, 50, 70], np.float32)
 
 
 def _collect(cooldown: float = 10.0) -> tuple[TrackEvents, list[Event]]:
@@ -32,7 +35,7 @@ def test_no_tracks_no_events() -> None:
 
 def test_undecided_tracks_are_not_announced() -> None:
     ev, got = _collect()
-    ev.update(0.0, [TrackView(1, None, 0.0, decided=False)])
+    ev.update(0.0, [TrackedFace(1, BOX, None, 0.0, decided=False)])
     ev.update(0.1, [], [1])
     assert got == []
 
@@ -40,7 +43,7 @@ def test_undecided_tracks_are_not_announced() -> None:
 def test_appeared_recognized_then_left_with_the_last_name_and_box() -> None:
     ev, got = _collect()
     for k in range(5):
-        ev.update(k * 0.1, [TrackView(3, "alice", 0.6 + k * 0.01, True, np.array([10, 20, 50, 70.0]) + k)])
+        ev.update(k * 0.1, [TrackedFace(3, BOX + k, "alice", 0.6 + k * 0.01)])
     ev.update(1.0, [], left=[3])
     assert [(e.event, e.name, e.track_id) for e in got] == [
         ("appeared", "alice", 3), ("recognized", "alice", 3), ("left", "alice", 3)]
@@ -52,11 +55,11 @@ def test_appeared_recognized_then_left_with_the_last_name_and_box() -> None:
 
 def test_cooldown_per_person_on_recognized_only() -> None:
     ev, got = _collect(cooldown=10.0)
-    ev.update(0.0, [TrackView(1, "alice", 0.6)])
+    ev.update(0.0, [TrackedFace(1, BOX, "alice", 0.6)])
     ev.update(2.0, [], left=[1])
-    ev.update(5.0, [TrackView(2, "alice", 0.6), TrackView(3, "bob", 0.6)])  # alice again within 10 s
+    ev.update(5.0, [TrackedFace(2, BOX, "alice", 0.6), TrackedFace(3, BOX, "bob", 0.6)])  # alice again within 10 s
     ev.update(6.0, [], left=[2])
-    ev.update(12.0, [TrackView(4, "alice", 0.6)])  # after the cooldown
+    ev.update(12.0, [TrackedFace(4, BOX, "alice", 0.6)])  # after the cooldown
     kinds = [(e.event, e.name, e.track_id) for e in got if e.event != "appeared"]
     assert kinds == [("recognized", "alice", 1), ("left", "alice", 1), ("recognized", "bob", 3),
                      ("left", "alice", 2), ("recognized", "alice", 4)]
@@ -66,16 +69,16 @@ def test_cooldown_per_person_on_recognized_only() -> None:
 
 def test_unknown_tracks_are_each_announced() -> None:
     ev, got = _collect(cooldown=60.0)
-    ev.update(0.0, [TrackView(1, None, 0.1), TrackView(2, None, 0.2)])
+    ev.update(0.0, [TrackedFace(1, BOX, None, 0.1), TrackedFace(2, BOX, None, 0.2)])
     assert [(e.event, e.name, e.track_id) for e in got] == [
         ("appeared", None, 1), ("unknown", None, 1), ("appeared", None, 2), ("unknown", None, 2)]
 
 
 def test_unknown_turning_into_a_name_announces_the_name() -> None:
     ev, got = _collect()
-    ev.update(0.0, [TrackView(1, None, 0.2)])
-    ev.update(0.5, [TrackView(1, "alice", 0.5)])
-    ev.update(0.6, [TrackView(1, None, 0.3)])  # a named track turning unknown is no new arrival
+    ev.update(0.0, [TrackedFace(1, BOX, None, 0.2)])
+    ev.update(0.5, [TrackedFace(1, BOX, "alice", 0.5)])
+    ev.update(0.6, [TrackedFace(1, BOX, None, 0.3)])  # a named track turning unknown is no new arrival
     ev.update(0.7, [], left=[1])
     assert [(e.event, e.name) for e in got] == [("appeared", None), ("unknown", None), ("recognized", "alice"),
                                                ("left", None)]
@@ -122,7 +125,7 @@ def test_broken_sink_does_not_stop_the_others() -> None:
         raise RuntimeError("sink down")
 
     ev = TrackEvents([CallbackSink(boom), CallbackSink(got.append)], "cam")
-    ev.update(0.0, [TrackView(1, "alice", 0.6)])
+    ev.update(0.0, [TrackedFace(1, BOX, "alice", 0.6)])
     assert [e.event for e in got] == ["appeared", "recognized"]
 
 

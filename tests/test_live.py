@@ -170,7 +170,9 @@ def test_stills_mode_names_every_face_of_every_photo() -> None:
     assert p.faces_embedded == 3 and [s.track_id for s in p.finish()] == [2]
 
 
-def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: Path) -> None:
+def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: Path, caplog) -> None:
+    import logging
+
     import cv2
 
     from facerec.events import UnknownCrops
@@ -185,8 +187,10 @@ def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: P
     keeper = UnknownCrops(tmp_path / "unknown", retention_s=3600, max_files=10)
     p = LivePipeline(MovingFace(), StubEmbedder(), threshold=0.5, gallery=StubGallery(None, 0.1), keep_crops=True)
     with open_source(avi) as cap:
-        stats = run_live(cap, p, events=events, unknown_crops=keeper, options=RunOptions(stats_every_s=0))
+        with caplog.at_level(logging.INFO, logger="facerec.live"):
+            stats = run_live(cap, p, events=events, unknown_crops=keeper, options=RunOptions(stats_every_s=0.001))
     assert stats["frames"] == 20 and stats["faces_seen"] == 19 and stats["events"] == 3
+    assert any(r.getMessage().startswith("camera cam: frames=") for r in caplog.records), "named as in its events"
     assert [(e.event, e.name) for e in got] == [("appeared", None), ("unknown", None), ("left", None)]
     assert got[-1].t == pytest.approx(19 / 25)
     assert len(list((tmp_path / "unknown").glob("*.jpg"))) == 1

@@ -15,8 +15,9 @@ import pytest
 from mqtt_broker import Broker, Subscriber
 
 from facerec.config import MqttConfig
-from facerec.events import Event, TrackEvents, TrackView
+from facerec.events import Event, TrackEvents
 from facerec.mqtt import MqttSink, object_id
+from facerec.types import TrackedFace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,8 @@ def test_topics_payloads_discovery_presence_and_left(broker: Broker, sub: Subscr
         assert sub.json("facerec/people/alice")[-1]["present"] is False
 
         events = TrackEvents([sink], "door", cooldown_s=0)
-        events.update(0.0, [TrackView(1, "alice", 0.71, True, (10, 10, 60, 70)), TrackView(2, None, 0.2)])
+        events.update(0.0, [TrackedFace(1, (10, 10, 60, 70), "alice", 0.71),
+                            TrackedFace(2, (80, 10, 130, 70), None, 0.2)])
         assert sub.wait(lambda: any(d["present"] for d in sub.json("facerec/people/alice")))
         faces = sub.json("facerec/door/faces")
         assert sorted((f["name"] or "", f["id"]) for f in faces) == [("", "door-2"), ("alice", "door-1")]

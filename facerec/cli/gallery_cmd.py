@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -362,17 +361,12 @@ def cmd_enroll_import(args: argparse.Namespace, cfg: Config) -> int:
 # ---------------------------------------------------------------------------- identify / cluster
 
 
-@dataclass
-class _Face:
-    xyxy: np.ndarray
-    name: str | None
-    similarity: float
-
-
 def _annotate(image: np.ndarray, faces: list[dict], out: Path) -> None:
     from facerec.draw import annotate
+    from facerec.types import TrackedFace
 
-    img = annotate(image, [_Face(np.asarray(f["box"], np.float32), f["name"], f["similarity"]) for f in faces])
+    # faces of a photo are not tracked: no id in their labels
+    img = annotate(image, [TrackedFace(-1, f["box"], f["name"], f["similarity"], score=f["score"]) for f in faces])
     ok, buf = cv2.imencode(out.suffix, img)
     if ok:
         write_atomic(out, buf.tobytes())
