@@ -263,7 +263,8 @@ def test_every_embedder_family_runs_on_every_engine(name, faces):
 @pytest.mark.skipif("openvino" not in ENGINES, reason="openvino is not installed")
 def test_second_build_reads_the_cache(tmp_path, faces):
     """The first OpenVINO build exports and converts; the second reads the IR keyed by the
-    weights sha256, engine and precision, and is faster."""
+    weights sha256, engine and precision (how much faster that is, is bench/runtime.py's
+    "build" comment, not a timed assertion)."""
     t0 = time.perf_counter()
     first = create_embedder("mobilefacenet", weights_dir=MODELS, engine="openvino", precision="fp32", threads=1,
                             cache_dir=str(tmp_path))
@@ -276,7 +277,9 @@ def test_second_build_reads_the_cache(tmp_path, faces):
     ir = sorted(p.name for p in tmp_path.glob("*.xml"))
     assert ir == [f"mobilefacenet-{first.key.weights_sha256[:16]}-openvino-fp32.xml"]
     assert second.session.info.source == str(tmp_path / ir[0])
-    assert t2 - t1 < t1 - t0
+    # one thread, not pinned to a core: on a shared CPU a pinned thread waits for its busy core
+    assert second.session.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert second.session.compiled.get_property("ENABLE_CPU_PINNING") is False
     np.testing.assert_allclose(first.embed(faces[:3]).vectors, second.embed(faces[:3]).vectors, atol=1e-6)
 
 
