@@ -14,7 +14,9 @@ Parts:
     real size (timing only). Random detector heads would make NMS meaningless, so the real
     yolov5n-0.5 detector runs once beforehand and its boxes are replayed: in the timed run
     each detector call executes the random YOLOv5s forward pass for its cost and returns
-    the replayed boxes.
+    the replayed boxes. The daemon runs both models on the engine and precision
+    ``runtime: auto`` picks (one thread per call, latency hint), idle and then with
+    ``--burners`` CPU-burning processes (the issue's targets: 30 and 15 FPS).
 
 ``--cameras 1,2,4`` instead compares, for each N, one daemon running N cameras (N clips,
 shared models, as many model calls at once as cores / threads per call) with N separate one-camera processes started
