@@ -251,3 +251,75 @@ def test_patched_index_keeps_negatives(rng):
     idx = idx.with_people({"C"}, ["C"], v[3:4], None, 3)
     assert idx.people == ["A", "B", "C"]
     assert idx.search(v[2:3] + v[0:1], 0.3)[0].name is None  # the "not A" veto still applies
+
+
+@pytest.mark.parametrize("template", ["mean", "max"])
+def test_faiss_base_is_shared_across_small_changes(rng, template):
+    """Small changes keep the built FAISS base (same object) and search its live rows plus
+    an exact delta, with the answers of a fresh build; an older version answers as before;
+    once dead + delta rows pass DELTA_MAX_FRACTION the base is built again."""
+    pytest.importorskip("faiss")
+    d, n = 16, 600
+    names = [f"p{i:03d}" for i in rng.integers(0, 300, n)]
+    vec = rng.normal(size=(n, d)).astype(np.float32)
+    opts = dict(template=template, index="faiss", faiss_kind="flat")
+    idx = GalleryIndex(names, vec, None, **opts)
+    first_base = idx._base
+    probes = np.concatenate([vec[:30] + 0.3 * rng.normal(size=(30, d)), rng.normal(size=(10, d))]).astype(np.float32)
+    before = idx.search(probes, 0.3, top_k=3)
+    old = idx
+    rebuilt = False
+    for step in range(40):
+        if step % 3 == 0:  # a new person
+            who = f"new{step:02d}"
+            names, vec = names + [who], np.concatenate([vec, probes[step % 30][None] + 0.2 * rng.normal(size=(1, d))]).astype(np.float32)
+            touched = {who}
+        elif step % 3 == 1:  # someone's samples deleted
+            gone = names[int(rng.integers(len(names)))]
+            keep = [i for i, nm in enumerate(names) if nm != gone]
+            names, vec, touched = [names[i] for i in keep], vec[keep], {gone}
+        else:  # a rename onto someone else
+            a, b = names[int(rng.integers(len(names)))], names[int(rng.integers(len(names)))]
+            names, touched = [b if nm == a else nm for nm in names], {a, b}
+        mine = [i for i, nm in enumerate(names) if nm in touched]
+        prev_base = idx._base
+        idx = idx.with_people(touched, [names[i] for i in mine], vec[mine], None, len(names))
+        if idx._base is not prev_base:
+            rebuilt = True
+            assert idx._n_dead == 0 and len(idx._delta_rows) == 0
+        else:
+            assert idx._n_dead + len(idx._delta_rows) <= search_mod.DELTA_MAX_FRACTION * idx._base.n
+        fresh = GalleryIndex(names, vec, None, **opts)
+        assert idx.people == fresh.people and idx.backend == fresh.backend == "faiss-flat"
+        for g, w in zip(idx.search(probes, 0.3, top_k=3), fresh.search(probes, 0.3, top_k=3)):
+            assert g.name == w.name and [p for p, _ in g.top] == [p for p, _ in w.top], step
+            np.testing.assert_allclose([s for _, s in g.top], [s for _, s in w.top], atol=1e-5)
+        if step == 0:
+            assert idx._base is first_base  # one new person: nothing rebuilt
+            assert len(idx._delta_rows) >= 1
+    assert rebuilt  # 40 changes of a 300-person gallery pass the 5 % bound at least once
+    # the first version is untouched by everything derived from it
+    for g, w in zip(old.search(probes, 0.3, top_k=3), before):
+        assert g.name == w.name and g.top == w.top
+
+
+def test_faiss_hnsw_base_is_shared_and_finds_new_people(rng):
+    """An approximate base is shared too: a person enrolled after the build (in the delta)
+    and a deleted one (dead in the base) are found / not found like in a fresh build."""
+    pytest.importorskip("faiss")
+    d, n = 64, 2000
+    names = [f"p{i:04d}" for i in range(n)]
+    vec = rng.normal(size=(n, d)).astype(np.float32)
+    idx = GalleryIndex(names, vec, index="faiss", faiss_kind="hnsw")
+    base = idx._base
+    newcomer = rng.normal(size=(1, d)).astype(np.float32)
+    idx2 = idx.with_people({"zed"}, ["zed"], newcomer, None, n + 1)
+    idx3 = idx2.with_people({"p0007"}, [], np.zeros((0, d), np.float32), None, n)
+    assert idx3._base is base and idx3.backend == "faiss-hnsw"
+    assert idx3.search(newcomer, 0.5)[0].name == "zed"
+    m = idx3.search(vec[7:8], 0.5)[0]
+    assert m.name is None and "p0007" not in [p for p, _ in m.top]
+    assert idx.search(vec[7:8], 0.5)[0].name == "p0007"  # the first version still has them
+    probes = vec[100:200] + 0.2 * rng.normal(size=(100, d)).astype(np.float32)
+    got = [m.name for m in idx3.search(probes, 0.5)]
+    assert sum(g == f"p{100 + i:04d}" for i, g in enumerate(got)) >= 98
