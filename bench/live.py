@@ -511,7 +511,6 @@ def cameras_bench(args) -> None:
     _batching(args)
 # ----------------------------------------------------------------------------- contention
 
-#: A CPU burner: spins until killed or until its time limit (argv[1], s) is up.
 class MemoryCapture:
     """Frames decoded beforehand, served to :func:`run_live` as a file source would."""
 
@@ -595,7 +594,7 @@ def contention(frames, args) -> int:
     cfg = load_config(REPO / "config.yaml")
     threads = args.threads or live_threads(cfg)
     torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(threads)  # as facerec.daemon.build_models does
     # the daemon's models exactly as facerec/daemon.py builds them (live=True: the live
     # loop's threads and the latency hint); the reference and the enrollment use the batch
     # tools' models at detection.input_size (640)

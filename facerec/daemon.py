@@ -202,8 +202,14 @@ class SharedModels:
 
 def build_models(cfg: Config) -> SharedModels:
     """The configured detector and embedder (weights found and verified), built once."""
+    import cv2
+
     from facerec.models import build_detector, build_embedder, live_threads
 
+    # OpenCV's own pool (letterbox resize, face warps) follows the live loop's thread rule:
+    # its workers wait actively for work, which on a shared CPU takes time from the loop
+    # (bench/live.py --contention measures the daemon with this setting)
+    cv2.setNumThreads(live_threads(cfg))
     embedder = build_embedder(cfg, live=True)
     detector = build_detector(cfg, live=True)
     return SharedModels(detector, embedder, inference_slots(live_threads(cfg)))

@@ -31,7 +31,9 @@ def frame(data_dir: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def costs(detector, embedder, frame) -> dict:
     """Measured ms: the real yolov5n-0.5-face at each input size, MobileFaceNet on one real
-    face, and the per-frame rest (the median of a few runs each)."""
+    face, and the per-frame rest (the fastest of a few runs each: another job on the
+    shared cores only ever adds time, and one slow size would skew the ratios the tests
+    build their bounds from)."""
     import copy
     import time
 
@@ -43,20 +45,20 @@ def costs(detector, embedder, frame) -> dict:
         det.input_size = size
         det(frame)  # kernels for this shape
         times = []
-        for _ in range(5):
+        for _ in range(7):
             t0 = time.perf_counter()
             det(frame)
             times.append((time.perf_counter() - t0) * 1000)
-        out["detect"][size] = float(np.median(times))
+        out["detect"][size] = float(np.min(times))
     det.input_size = 320
     crops = align(frame, det(frame).landmarks[:1])
     embedder.embed(crops)
     times = []
-    for _ in range(5):
+    for _ in range(7):
         t0 = time.perf_counter()
         embedder.embed(crops)
         times.append((time.perf_counter() - t0) * 1000)
-    out["embed"] = float(np.median(times))
+    out["embed"] = float(np.min(times))
     out["plain"] = 1.0  # tracking, drawing and sinks of a frame without a detector run
     return out
 
