@@ -560,7 +560,8 @@ def shipped_daemon(frames, cfg: Config, detector, embedder, index, fps: float, s
     pipe.warmup(frames[0].shape)
     log = NameLog()
     t0 = time.perf_counter()
-    stats = run_live(MemoryCapture(frames, fps, spec), pipe, events=log, options=RunOptions(stats_every_s=0))
+    stats = run_live(MemoryCapture(frames, fps, spec), pipe, events=log, options=RunOptions(stats_every_s=0),
+                     camera=spec)
     seconds = time.perf_counter() - t0
     names = log.frames[:len(frames)]
     return LoopResult(seconds, stats["frames"], stats["faces_seen"], stats["faces_embedded"], names), stats
@@ -589,16 +590,19 @@ def ort_naive(frames, threads: int) -> LoopResult:
 
 def contention(frames, args) -> int:
     from facerec.analyze import FaceAnalyzer
+    from facerec.daemon import build_models
     from facerec.models import build_detector, build_embedder, live_threads, threshold_for
 
     cfg = load_config(REPO / "config.yaml")
-    threads = args.threads or live_threads(cfg)
+    if args.threads:
+        cfg.runtime.threads = args.threads
+    threads = live_threads(cfg)
     torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)  # as facerec.daemon.build_models does
-    # the daemon's models exactly as facerec/daemon.py builds them (live=True: the live
-    # loop's threads and the latency hint); the reference and the enrollment use the batch
+    # the daemon's models as facerec/daemon.py builds them (the live loop's threads, the
+    # latency hint, OpenCV's threads); the reference and the enrollment use the batch
     # tools' models at detection.input_size (640)
-    detector, embedder = build_detector(cfg, live=True), build_embedder(cfg, live=True)
+    models = build_models(cfg)
+    detector, embedder = models.detector, models.embedder
     ref_det, ref_emb = build_detector(cfg), build_embedder(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         index, added = enroll(load_frames(args.clip, int(args._fps * 3)),

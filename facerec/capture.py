@@ -142,8 +142,9 @@ def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: floa
     return cv2.VideoCapture(str(target))
 
 
-class _CameraLog(logging.LoggerAdapter):
-    """Starts every line with ``camera NAME:`` (the daemon's way of naming a camera)."""
+class CameraLog(logging.LoggerAdapter):
+    """Starts every line with ``camera NAME:`` (the daemon's way of naming a camera; the
+    capture and the live loop log through it)."""
 
     def __init__(self, logger: logging.Logger, camera: str) -> None:
         super().__init__(logger, {"camera": camera})
@@ -190,7 +191,7 @@ class Capture:
     ) -> None:
         self.spec = os.fspath(spec) if not isinstance(spec, int) else str(spec)
         self.camera = camera
-        self._log: logging.Logger | logging.LoggerAdapter = log if camera is None else _CameraLog(log, camera)
+        self._log: logging.Logger | logging.LoggerAdapter = log if camera is None else CameraLog(log, camera)
         self.kind, self._target = classify_source(spec)
         self.realtime = realtime
         self.loop = loop

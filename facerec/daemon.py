@@ -209,10 +209,11 @@ def build_models(cfg: Config) -> SharedModels:
     # OpenCV's own pool (letterbox resize, face warps) follows the live loop's thread rule:
     # its workers wait actively for work, which on a shared CPU takes time from the loop
     # (bench/live.py --contention measures the daemon with this setting)
-    cv2.setNumThreads(live_threads(cfg))
+    threads = live_threads(cfg)
+    cv2.setNumThreads(threads)
     embedder = build_embedder(cfg, live=True)
     detector = build_detector(cfg, live=True)
-    return SharedModels(detector, embedder, inference_slots(live_threads(cfg)))
+    return SharedModels(detector, embedder, inference_slots(threads))
 
 
 class CameraDetector:

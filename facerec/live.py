@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from facerec.align import align
-from facerec.capture import Capture, Frame
+from facerec.capture import CameraLog, Capture, Frame
 from facerec.config import Config, GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
@@ -521,6 +521,7 @@ def run_live(
     opts = options or RunOptions()
     if camera is None:
         camera = events.camera if events is not None else str(capture.spec)
+    clog = CameraLog(log, camera)
     stop = stop or threading.Event()
     outputs = list(outputs)
     timer = pipeline.timer
@@ -579,11 +580,11 @@ def run_live(
                 setting = pacer.update((done - t_work) * 1000.0, detect_ms, done)
                 if setting is not None:
                     pipeline.apply(setting)
-                    log.info("camera %s: pace: %s (frames took %.1f ms, %.1f ms allowed)", camera, setting.label,
-                             pacer.history[-1]["frame_ms"], pacer.budget_ms)
+                    clog.info("pace: %s (frames took %.1f ms, %.1f ms allowed)", setting.label,
+                              pacer.history[-1]["frame_ms"], pacer.budget_ms)
             if opts.stats_every_s and time.monotonic() - last_log >= opts.stats_every_s:
                 last_log = time.monotonic()
-                log.info("camera %s: %s", camera, stats_line(make_stats(pipeline, capture, started, events)))
+                clog.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
     finally:
         ended = pipeline.finish()
         if events is not None:
@@ -596,7 +597,7 @@ def run_live(
             try:
                 out.close()
             except Exception as e:
-                log.warning("camera %s: closing output failed: %s", camera, e)
+                clog.warning("closing output failed: %s", e)
     return make_stats(pipeline, capture, started, events)
 
 

@@ -227,7 +227,6 @@ class GalleryIndex:
         self.row_names = [people[i] for i in row_person.tolist()]
         # rows are grouped by person (sorted), so a person's rows are one contiguous run
         self._starts = np.flatnonzero(np.r_[True, np.diff(row_person) != 0]) if len(rows) else np.zeros(0, np.int64)
-        self._faiss_index = None
         self._base: _FaissBase | None = None
         self.backend = "exact"
         o = self._opts
@@ -267,7 +266,6 @@ class GalleryIndex:
             idx = faiss.IndexFlatIP(self.dim)
         idx.add(rows)
         self._base = _FaissBase(idx, kind, quantizer)
-        self._faiss_index = idx
         self._base_person = row_person.copy()  # person of each base row, -1 = dead in this version
         self._n_dead = 0
         self._delta_rows = np.zeros((0, self.dim), np.float32)
@@ -282,15 +280,15 @@ class GalleryIndex:
         if base is None or base.kind != kind:
             return False
         pb = parent._base_person
-        base_person = np.where(pb >= 0, old_to_new[np.maximum(pb, 0)], -1) if len(old_to_new) else np.full_like(pb, -1)
-        dp = old_to_new[parent._delta_person] if len(parent._delta_person) else parent._delta_person
+        base_person = np.where(pb >= 0, old_to_new[np.maximum(pb, 0)], -1)
+        dp = old_to_new[parent._delta_person]
         keep = dp >= 0
         delta_rows = np.concatenate([parent._delta_rows[keep], np.asarray(new_rows, np.float32).reshape(-1, self.dim)])
         delta_person = np.concatenate([dp[keep], np.asarray(new_person, np.int64)])
         n_dead = int(np.count_nonzero(base_person < 0))
         if n_dead + len(delta_rows) > DELTA_MAX_FRACTION * base.n:
             return False
-        self._base, self._faiss_index = base, base.index
+        self._base = base
         self._base_person, self._n_dead = base_person, n_dead
         self._delta_rows, self._delta_person = np.ascontiguousarray(delta_rows), delta_person
         return True
@@ -432,7 +430,7 @@ class GalleryIndex:
         if not len(self.rows):
             return Matches([Match(None, NO_CANDIDATE, []) for _ in range(len(q))])
         k = max(1, min(int(top_k), len(self.people)))
-        if self._faiss_index is not None:
+        if self._base is not None:
             cand_idx, cand_sim = self._faiss_candidates(q, k)
         else:
             s = self.similarities(q)
@@ -463,10 +461,11 @@ class GalleryIndex:
         base = self._base
         if base is None:
             raise GalleryError("no FAISS index was built")
-        faiss = import_faiss()
         per_person = self.template == "max"
+        # rows per query: k people, or more rows than that when a person has several
+        rows_for_k = max(4 * k, 32) if per_person else k
         alive = base.n - self._n_dead
-        want = min(alive, max(4 * k, 32) if per_person else k)
+        want = min(alive, rows_for_k)
         # dead rows come back from FAISS too: fetch more, and again with twice as many for
         # the queries that did not get k live people (rare: dead rows are <= 5 % of the base)
         fetch = min(base.n, want + min(self._n_dead, max(want, 16)))
@@ -475,7 +474,7 @@ class GalleryIndex:
         while len(todo) and want > 0:
             params = None
             if base.kind == "hnsw":  # per call, so threads sharing the base do not race on it
-                params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, fetch))
+                params = import_faiss().SearchParametersHNSW(efSearch=max(self._ef_search, fetch))
             sims, rows = base.index.search(q[todo], fetch, params=params)
             person = np.where(rows >= 0, self._base_person[np.maximum(rows, 0)], -1)
             again = []
@@ -493,7 +492,7 @@ class GalleryIndex:
             fetch = min(base.n, 2 * fetch)
         if len(self._delta_rows):
             ds = q @ self._delta_rows.T
-            m = min(ds.shape[1], want if per_person else max(k, 1) * 4)
+            m = min(ds.shape[1], rows_for_k)
             top = np.argpartition(-ds, m - 1, axis=1)[:, :m] if m < ds.shape[1] else np.broadcast_to(
                 np.arange(ds.shape[1]), ds.shape)
             for i in range(len(q)):
