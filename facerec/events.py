@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 #: Version of the event record; bumped when a field changes meaning or disappears.
 EVENT_SCHEMA = 1
 
-EventKind = Literal["appeared", "recognized", "unknown", "left"]
-EVENT_KINDS: tuple[str, ...] = ("appeared", "recognized", "unknown", "left")
+EventKind = Literal["appeared", "recognized", "unknown", "left", "camera"]
+EVENT_KINDS: tuple[str, ...] = ("appeared", "recognized", "unknown", "left", "camera")
+CameraState = Literal["online", "offline"]
 
 
 def iso_time(ts: float) -> str:
@@ -80,7 +81,8 @@ class Event:
         event: ``appeared`` (a track's identity was decided for the first time, name or
             not), ``recognized`` (the track was named, or renamed to another person),
             ``unknown`` (the track was decided to be nobody enrolled), ``left`` (the
-            track ended; carries its last name).
+            track ended; carries its last name), ``camera`` (a camera went online or
+            offline; ``state`` and ``reason`` say which and why, the face fields are empty).
         name: the person, ``None`` when unknown.
         score: cosine similarity behind the name (best candidate when unknown; -1 with
             an empty gallery).
@@ -90,6 +92,8 @@ class Event:
         ts: wall clock, Unix seconds; set when the event is made.
         box: ``(x1, y1, x2, y2)`` frame pixels of the face's last box, when known.
         crop: where a crop of the face was saved, when one was.
+        state: for ``camera`` events, ``online`` or ``offline``.
+        reason: for ``camera`` events, why the state changed (credentials redacted).
     """
 
     event: EventKind
@@ -101,6 +105,13 @@ class Event:
     ts: float = field(default_factory=time.time)
     box: tuple[float, float, float, float] | None = None
     crop: str | None = None
+    state: CameraState | None = None
+    reason: str | None = None
+
+    @classmethod
+    def camera_state(cls, camera: str, state: CameraState, t: float, reason: str | None = None) -> Event:
+        """A ``camera`` event: ``camera`` went ``online`` or ``offline`` at source time ``t``."""
+        return cls("camera", None, 0.0, -1, t, camera, state=state, reason=reason)
 
     @property
     def similarity(self) -> float:
@@ -109,6 +120,17 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready dict (the one shape every sink sends)."""
+        if self.event == "camera":
+            return {
+                "v": EVENT_SCHEMA,
+                "event": "camera",
+                "camera": self.camera,
+                "state": self.state,
+                "reason": self.reason,
+                "time": iso_time(self.ts),
+                "ts": round(float(self.ts), 3),
+                "t": round(float(self.t), 3),
+            }
         return {
             "v": EVENT_SCHEMA,
             "event": self.event,
