@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 EVENT_SCHEMA = 1
 
 EventKind = Literal["appeared", "recognized", "unknown", "left", "camera"]
-EVENT_KINDS: tuple[str, ...] = ("appeared", "recognized", "unknown", "left", "camera")
+EVENT_KINDS: tuple[str, ...] = ("appeared", "recognized", "unknown", "left")  # a face track's kinds
 CameraState = Literal["online", "offline"]
 
 
