@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from facerec.errors import ConfigError
 from facerec.weights import PROJECT_ROOT
@@ -150,6 +150,19 @@ class ServeConfig(_Section):
     max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted upload, MB.")
     max_import_mb: float = Field(500.0, gt=0, description="Largest accepted gallery archive upload, MB.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest accepted uploaded image, pixels (width x height).")
+    keyless_clients: list[str] = Field(default_factory=list, description="Addresses or networks that may recognise and detect through the DeepStack API without a key (CodeProject.AI-style clients); empty = none.")
+
+    @field_validator("keyless_clients")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 192.168.1.20 or 192.168.1.0/24)") from None
+        return v
 
 
 class MqttConfig(_Section):

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Interfaces named in the audit log.
-INTERFACES = ("cli", "api", "daemon", "test")
+INTERFACES = ("cli", "api", "daemon", "test", "deepstack", "compreface")
 
 _SQLITE_SCHEMA = """
 PRAGMA foreign_keys = ON;

@@ -606,13 +606,20 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     app.state.unknowns = add_unknowns_routes(api, srv)
     app.include_router(api)
 
+    # The DeepStack and CompreFace APIs for the clients people already run.
+    from facerec.serve import compreface, deepstack
+
+    deepstack.add_deepstack_routes(app, srv, token)
+    compreface.add_compreface_routes(app, srv)
+
     # The outermost layers: headers on everything, then the token (before any body is
     # read), then the body size limit.
     def limit_for(path: str) -> int:
         return srv.max_import_bytes if path.rstrip("/") == "/api/import" else srv.max_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
-    app.add_middleware(BearerGuard, token=token, prefix="/api/")
+    app.add_middleware(BearerGuard, token=token, prefix="/api/", exempt=(compreface.PREFIX,))
+    app.add_middleware(compreface.ApiKeyGuard, token=token, prefix=compreface.PREFIX)
     app.add_middleware(_SecurityHeaders)
     return app
 

@@ -104,13 +104,16 @@ class BearerGuard:
         app: the wrapped ASGI application.
         token: the expected token.
         prefix: guarded path prefix.
+        exempt: prefixes under ``prefix`` that are checked by a guard of their own (the
+            CompreFace API's ``x-api-key``).
     """
 
-    def __init__(self, app: Any, token: str, prefix: str = "/api/") -> None:
+    def __init__(self, app: Any, token: str, prefix: str = "/api/", exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.expected = token.encode("utf-8")
         self.prefix = prefix
         self.bare = prefix.rstrip("/")
+        self.exempt = exempt
 
     def allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """True when an ``Authorization: Bearer`` header carries the expected token."""
@@ -122,7 +125,7 @@ class BearerGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
-        guarded = path == self.bare or path.startswith(self.prefix)
+        guarded = (path == self.bare or path.startswith(self.prefix)) and not path.startswith(self.exempt)
         if not guarded or self.allowed(scope.get("headers", [])):
             await self.app(scope, receive, send)
             return
