@@ -11,26 +11,19 @@ removes a person registered through the other, and wrong or missing keys change 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-
+import serve_proc
 from compreface import CompreFace
 from deepstack.core import DeepstackException, DeepstackFace
 from deepstack_sdk import Face, ServerConfig
-from test_serve_e2e import free_port
 
 from facerec.serve.dropin import KeylessClients, ScoreScale
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "dropin-token-0123456789-abcdefgh"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -44,35 +37,8 @@ NEVER = ["Venus_Williams", "Tom_Ridge", "Tim_Henman", "Tiger_Woods", "Rubens_Bar
          "Richard_Gephardt", "Queen_Elizabeth_II", "Martin_Scorsese", "Li_Zhaoxing", "Laura_Bush", "John_Ashcroft"]
 
 
-@contextlib.contextmanager
-def facerec_serve(tmp: Path, gallery: Path, extra: str = "") -> Iterator[int]:
-    """Run ``facerec serve`` on a free loopback port with the real models; yields the port."""
-    conf = tmp / f"config-{time.monotonic_ns()}.yaml"
-    conf.write_text(f"gallery:\n  data_dir: {gallery}\nmodels:\n  detector: yolov5n-0.5-face\n"
-                    f"  embedder: mobilefacenet\n{extra}", encoding="utf-8")
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FACEREC_API_TOKEN": TOKEN}
-    log = open(tmp / f"serve-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "facerec", "serve", "--config", str(conf), "--port", str(port),
-                             "--threads", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        end = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < end, \
-                    "facerec serve did not start:\n" + (tmp / f"serve-{port}.log").read_text(errors="replace")
-                time.sleep(0.3)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def facerec_serve(tmp: Path, gallery: Path, extra: str = "") -> contextlib.AbstractContextManager[int]:
+    return serve_proc.facerec_serve(tmp, gallery, TOKEN, extra)
 
 
 @pytest.fixture(scope="module")
