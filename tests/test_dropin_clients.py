@@ -22,10 +22,11 @@ from compreface import CompreFace
 from deepstack.core import DeepstackException, DeepstackFace
 from deepstack_sdk import Face, ServerConfig
 
-from facerec.serve.dropin import KeylessClients, ScoreScale
+from facerec.serve.dropin import KeylessClients, ScoreScale, error_body
 
 TOKEN = "dropin-token-0123456789-abcdefgh"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_MB = 1.0  # serve.max_upload_mb of the server under test
 
 # Who registers whom (one photo each; Hans_Blix with two through deepstack-sdk).
 BY_DEEPSTACK_PY = ["Paul_Wolfowitz", "Jennifer_Lopez", "Zhu_Rongji"]
@@ -58,7 +59,7 @@ def gallery_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory, gallery_dir: Path) -> Iterator[int]:
-    with facerec_serve(tmp_path_factory.mktemp("dropin-serve"), gallery_dir) as p:
+    with facerec_serve(tmp_path_factory.mktemp("dropin-serve"), gallery_dir, f"serve:\n  max_upload_mb: {MAX_MB}\n") as p:
         yield p
 
 
@@ -232,6 +233,29 @@ def test_detection_and_no_face(port: int, data_dir: Path, lfw: Callable[[str, in
     assert r["code"] == 28, r  # what Double Take reads as "no face"
     assert cf.get_face_collection().add(str(empty), "Nobody")["code"] == 28
     assert "Nobody" not in people(port)
+
+
+def test_bad_photos_and_upload_limits(port: int, registered: dict[str, int], lfw: Callable[[str, int], Path]):
+    """As for facerec's own API: not an image 422, over serve.max_upload_mb 413, in each API's shape."""
+    ds_py, ds_sdk, cf = clients(port)
+    not_image = b"this is not a photo at all" * 10
+    with pytest.raises(DeepstackException, match="422"):
+        ds_py.recognize(not_image)
+    with pytest.raises(DeepstackException, match="422"):
+        ds_py.register("Broken", not_image)
+    r = cf.recognize(not_image)
+    assert r["code"] == 36 and "image" in r["message"], r
+    big = lfw("Laura_Bush", 0).read_bytes() + b"\0" * int(MAX_MB * 1024 * 1024)  # just over, within the framing slack
+    r = requests.post(f"http://127.0.0.1:{port}/v1/vision/face/register", files={"image": big},
+                      data={"api_key": TOKEN, "userid": "Huge"}, timeout=30)
+    assert r.status_code == 413 and r.json()["success"] is False and "limit" in r.json()["error"], r.text
+    r = cf.get_face_collection().add(big, "Huge")
+    assert r["code"] == 36 and "limit" in r["message"], r
+    assert set(people(port)) == set(registered)
+    # refusals made before any route runs (a declared size over the limit) take each API's shape too
+    assert error_body("/v1/vision/face/recognize", 413, "too big") == {"success": False, "error": "too big", "code": 413}
+    assert error_body("/api/v1/recognition/recognize", 413, "too big") == {"message": "too big", "code": 36}
+    assert error_body("/api/people", 413, "too big") == {"detail": "too big"}
 
 
 def test_delete_through_one_api_what_the_other_registered(port: int, registered: dict[str, int],

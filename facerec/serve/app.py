@@ -607,7 +607,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     app.include_router(api)
 
     # The DeepStack and CompreFace APIs for the clients people already run.
-    from facerec.serve import compreface, deepstack
+    from facerec.serve import compreface, deepstack, dropin
 
     deepstack.add_deepstack_routes(app, srv, token)
     compreface.add_compreface_routes(app, srv)
@@ -617,7 +617,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     def limit_for(path: str) -> int:
         return srv.max_import_bytes if path.rstrip("/") == "/api/import" else srv.max_bytes
 
-    app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    app.add_middleware(BodySizeLimit, limit_for=limit_for, shape=dropin.error_body)
     app.add_middleware(BearerGuard, token=token, prefix="/api/", exempt=(compreface.PREFIX,))
     app.add_middleware(compreface.ApiKeyGuard, token=token, prefix=compreface.PREFIX)
     app.add_middleware(_SecurityHeaders)

@@ -39,25 +39,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from facerec.serve.dropin import (
-    COMPREFACE_DET_ANCHOR,
-    DropinError,
-    ScoreScale,
-    as_dropin_error,
-    enroll_photos,
-    face_area,
-    int_box,
-    interface_view,
-    key_matches,
-    parse_unit,
-    read_part,
-)
+from facerec.serve import dropin
+from facerec.serve.dropin import DropinError, face_area, parse_unit
 from facerec.serve.uploads import ImageUpload, decode_upload
 
 log = logging.getLogger(__name__)
 
 #: Every path of the API starts with this (and sits under facerec's ``/api/``).
-PREFIX = "/api/v1/"
+PREFIX = dropin.COMPREFACE_PREFIX
 
 #: What the audit log names as the source of changes made through this API.
 INTERFACE = "compreface"
@@ -101,7 +90,7 @@ class ApiKeyGuard:
             await self.app(scope, receive, send)
             return
         sent = next((v for k, v in scope.get("headers", []) if k.lower() == b"x-api-key"), None)
-        if key_matches(sent.strip() if sent else None, self.token):
+        if dropin.key_matches(sent.strip() if sent else None, self.token):
             await self.app(scope, receive, send)
             return
         body = json.dumps({"message": UNAUTHORIZED, "code": MISSING_HEADER if sent is None else 10}).encode()
@@ -157,7 +146,7 @@ async def _photo(request: Request, srv: Any) -> ImageUpload:
         part = form.get("file")
         if part is None:
             raise DropinError(400, "no photo: send it as the multipart field 'file'", MISSING_PARAMETER)
-        return await read_part(part, srv, "file")
+        return await dropin.read_part(part, srv, "file")
 
 
 def add_compreface_routes(app: FastAPI, srv: Any) -> None:
@@ -168,14 +157,14 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
         srv: its route state (:class:`facerec.serve.app._Server`).
     """
     rec = APIRouter(prefix="/api/v1/recognition", tags=["compreface"])
-    det_scale = ScoreScale(float(srv.cfg.detection.conf_thres), COMPREFACE_DET_ANCHOR)
-    view = interface_view(srv.service, INTERFACE)
+    det_scale = dropin.ScoreScale(float(srv.cfg.detection.conf_thres), dropin.COMPREFACE_DET_ANCHOR)
+    view = dropin.interface_view(srv.service, INTERFACE)
 
     async def answer(handler: Handler, status: int = 200) -> Response:
         try:
             body = await handler()
         except Exception as e:  # noqa: BLE001 - each becomes the client's error shape or is re-raised
-            err = as_dropin_error(e)
+            err = dropin.as_dropin_error(e)
             code = err.code or {404: IMAGE_NOT_FOUND, 413: BAD_ARGUMENT, 422: BAD_ARGUMENT}.get(err.status, 0)
             return _error(err.status, err.message, code)
         return body if isinstance(body, Response) else JSONResponse(body, status_code=status)
@@ -197,7 +186,7 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
         try:
             return await srv.io(srv.store.sample, sid)
         except Exception as e:  # noqa: BLE001
-            err = as_dropin_error(e)
+            err = dropin.as_dropin_error(e)
             if err.status == 503:
                 raise err from None
             raise DropinError(404, f"no face example with image_id {image_id[:40]!r}", IMAGE_NOT_FOUND) from None
@@ -218,7 +207,7 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
         return up, faces, ms
 
     def box_json(f: dict[str, Any], w: int, h: int) -> dict[str, Any]:
-        x1, y1, x2, y2 = int_box(f["box"], w, h)
+        x1, y1, x2, y2 = dropin.int_box(f["box"], w, h)
         return {"probability": round(det_scale.to_client(float(f["score"])), 5),
                 "x_min": x1, "y_min": y1, "x_max": x2, "y_max": y2}
 
@@ -257,7 +246,7 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
             name = srv.valid_name(name)
             parse_unit(request.query_params.get("det_prob_threshold"), "det_prob_threshold")
             up = await _photo(request, srv)
-            done = await enroll_photos(srv, name, [up], INTERFACE)
+            done = await dropin.enroll_photos(srv, name, [up], INTERFACE)
             return {"image_id": str(done.sample_ids[0]), "subject": name}
         return await answer(run, status=201)
 

@@ -33,11 +33,13 @@ from starlette.datastructures import FormData, UploadFile
 
 from facerec.serve.dropin import (
     DEEPSTACK_ANCHOR,
+    DEEPSTACK_PREFIX,
     DropinError,
     KeylessClients,
     ScoreScale,
     as_dropin_error,
     enroll_photos,
+    error_body,
     int_box,
     interface_view,
     key_matches,
@@ -47,8 +49,8 @@ from facerec.serve.dropin import (
 
 log = logging.getLogger(__name__)
 
-#: The path prefix of the API.
-PREFIX = "/v1/vision/face"
+#: The path prefix of the API's face routes.
+PREFIX = DEEPSTACK_PREFIX + "face"
 
 #: What the audit log names as the source of changes made through this API.
 INTERFACE = "deepstack"
@@ -62,7 +64,7 @@ Handler = Callable[[FormData], Awaitable[dict[str, Any]]]
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": message, "code": status}, status_code=status)
+    return JSONResponse(error_body(PREFIX, status, message), status_code=status)
 
 
 def _text(form: FormData, name: str) -> str:
@@ -112,6 +114,7 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
         return await read_part(part, srv, "image")
 
     async def recognize(form: FormData) -> dict[str, Any]:
+        """Every face with its ``userid`` (``unknown`` below facerec's threshold or ``min_confidence``)."""
         scale = rec_scale()
         need = scale.required(parse_unit(form.get("min_confidence"), "min_confidence"))
         up = await one_image(form)
@@ -129,6 +132,7 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
         return {"predictions": predictions, "duration": 0}
 
     async def detect(form: FormData) -> dict[str, Any]:
+        """Every face's box and detector confidence; ``min_confidence`` filters."""
         need = det_scale.required(parse_unit(form.get("min_confidence"), "min_confidence"))
         up = await one_image(form)
         det = await srv.model(srv.service.detect, up.image)
@@ -143,6 +147,7 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
         return {"predictions": predictions, "duration": 0}
 
     async def register(form: FormData) -> dict[str, Any]:
+        """Add the photos' faces to ``userid`` (created if needed) through facerec's enrollment."""
         name = srv.valid_name(_text(form, "userid"))
         parts = _image_parts(form)
         if not parts:
@@ -154,10 +159,12 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
         return {"message": "face added" if done.added else "face already registered"}
 
     async def list_faces(form: FormData) -> dict[str, Any]:
+        """Every person of facerec's gallery."""
         people = await srv.io(srv.store.people)
         return {"faces": sorted((p.name for p in people), key=str.casefold)}
 
     async def delete(form: FormData) -> dict[str, Any]:
+        """Remove ``userid`` with every sample, as ``DELETE /api/people/{name}``."""
         from facerec.unknowns import purge_person
 
         name = srv.valid_name(_text(form, "userid"))
@@ -167,29 +174,19 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
             log.info("deepstack delete: no person named %r", name)
         return {}
 
-    @router.post("", summary="Detect faces (DeepStack)")
-    async def face_detect(request: Request) -> JSONResponse:
-        """Every face's box and detector confidence; ``min_confidence`` filters."""
-        return await answer(request, detect, keyless_ok=True)
+    def endpoint(handler: Handler, keyless_ok: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def call(request: Request) -> JSONResponse:
+            return await answer(request, handler, keyless_ok)
+        return call
 
-    @router.post("/recognize", summary="Recognise faces (DeepStack)")
-    async def face_recognize(request: Request) -> JSONResponse:
-        """Every face with its ``userid`` (``unknown`` below facerec's threshold or ``min_confidence``)."""
-        return await answer(request, recognize, keyless_ok=True)
-
-    @router.post("/register", summary="Register a person (DeepStack)")
-    async def face_register(request: Request) -> JSONResponse:
-        """Add the photos' faces to ``userid`` (created if needed) through facerec's enrollment."""
-        return await answer(request, register, keyless_ok=False)
-
-    @router.post("/list", summary="List registered people (DeepStack)")
-    async def face_list(request: Request) -> JSONResponse:
-        """Every person of facerec's gallery."""
-        return await answer(request, list_faces, keyless_ok=False)
-
-    @router.post("/delete", summary="Delete a person (DeepStack)")
-    async def face_delete(request: Request) -> JSONResponse:
-        """Remove ``userid`` with every sample, as ``DELETE /api/people/{name}``."""
-        return await answer(request, delete, keyless_ok=False)
+    for path, handler, keyless_ok, summary in (
+        ("", detect, True, "Detect faces"),
+        ("/recognize", recognize, True, "Recognise faces"),
+        ("/register", register, False, "Register a person"),
+        ("/list", list_faces, False, "List registered people"),
+        ("/delete", delete, False, "Delete a person"),
+    ):
+        router.add_api_route(path, endpoint(handler, keyless_ok), methods=["POST"], summary=f"{summary} (DeepStack)",
+                             description=handler.__doc__, name=f"deepstack_{handler.__name__}")
 
     app.include_router(router)

@@ -48,6 +48,21 @@ DEEPSTACK_ANCHOR = 0.7
 COMPREFACE_DET_ANCHOR = 0.8
 
 
+#: Where each API lives: ``/v1/vision/...`` (DeepStack) and ``/api/v1/...`` (CompreFace).
+DEEPSTACK_PREFIX = "/v1/vision/"
+COMPREFACE_PREFIX = "/api/v1/"
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, Any]:
+    """A refusal's JSON body in the shape of the API ``path`` belongs to (facerec's own
+    ``{"detail": ...}`` elsewhere); for refusals made before a route runs (upload size)."""
+    if path.startswith(DEEPSTACK_PREFIX):
+        return {"success": False, "error": message, "code": status}
+    if path.startswith(COMPREFACE_PREFIX):
+        return {"message": message, "code": 36 if status < 500 else 0}
+    return {"detail": message}
+
+
 class DropinError(Exception):
     """A refusal, answered in the calling API's own error shape.
 

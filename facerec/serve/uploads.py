@@ -55,12 +55,16 @@ class BodySizeLimit:
         app: the wrapped ASGI application.
         limit_for: request path -> largest accepted upload in bytes.
         slack: bytes allowed on top for multipart framing and small form fields.
+        shape: ``(path, status, message)`` -> the JSON body of a refusal (default
+            ``{"detail": message}``; the DeepStack and CompreFace paths answer in their own).
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], slack: int = MULTIPART_SLACK) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], slack: int = MULTIPART_SLACK,
+                 shape: Callable[[str, int, str], dict[str, Any]] | None = None) -> None:
         self.app = app
         self.limit_for = limit_for
         self.slack = slack
+        self.shape = shape or (lambda path, status, message: {"detail": message})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -73,10 +77,11 @@ class BodySizeLimit:
             try:
                 length = int(declared)
             except ValueError:
-                await _reply(send, 400, "invalid Content-Length header")
+                await _reply(send, 400, self.shape(scope["path"], 400, "invalid Content-Length header"))
                 return
             if length > limit:
-                await _reply(send, 413, f"the upload is {_mb(length)}, more than the limit of {_mb(shown)}")
+                message = f"the upload is {_mb(length)}, more than the limit of {_mb(shown)}"
+                await _reply(send, 413, self.shape(scope["path"], 413, message))
                 return
         received = 0
 
@@ -99,8 +104,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _reply(send: Send, code: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
+async def _reply(send: Send, code: int, answer: dict[str, Any]) -> None:
+    body = json.dumps(answer).encode("utf-8")
     await send({
         "type": "http.response.start",
         "status": code,
