@@ -279,6 +279,12 @@ def test_delete_through_one_api_what_the_other_registered(port: int, registered:
     assert cf.get_face_collection().delete_all("")["code"] == 33
     assert cf.get_subjects().delete_all()["code"] == 33
     assert people(port) == left
+    # a rename through CompreFace (a name with a space and an accent, sent unencoded) is
+    # what the DeepStack clients then answer
+    assert cf.get_subjects().update("Amelie_Mauresmo", "Amélie Mauresmo") == {"updated": True}
+    assert ("compreface", "person.rename", "Amélie Mauresmo") in audit(port)
+    assert "Amélie Mauresmo" in ds_py.get_registered_faces() and "Amelie_Mauresmo" not in people(port)
+    assert "Amélie Mauresmo" in [p["userid"] for p in ds_py.recognize(lfw("Amelie_Mauresmo", 2).read_bytes())]
 
 
 def test_keyless_setting(port: int, registered: dict[str, int], gallery_dir: Path,
