@@ -10,6 +10,7 @@ removes a person registered through the other, and wrong or missing keys change 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,6 +252,15 @@ def test_bad_photos_and_upload_limits(port: int, registered: dict[str, int], lfw
     assert r.status_code == 413 and r.json()["success"] is False and "limit" in r.json()["error"], r.text
     r = cf.get_face_collection().add(big, "Huge")
     assert r["code"] == 36 and "limit" in r["message"], r
+    assert set(people(port)) == set(registered)
+    # the base64 JSON body CompreFace also takes (no client library sends it), then a delete by image_id
+    r = requests.post(f"http://127.0.0.1:{port}/api/v1/recognition/faces?subject=Laura Bush", timeout=30,
+                      json={"file": base64.b64encode(lfw("Laura_Bush", 0).read_bytes()).decode()},
+                      headers={"x-api-key": TOKEN})
+    assert r.status_code == 201 and r.json()["subject"] == "Laura Bush", r.text
+    assert cf.get_face_collection().delete(r.json()["image_id"]) == r.json()
+    assert people(port)["Laura Bush"] == 0  # CompreFace keeps the subject of a deleted example
+    assert cf.get_subjects().delete("Laura Bush") == {"subject": "Laura Bush"}
     assert set(people(port)) == set(registered)
     # refusals made before any route runs (a declared size over the limit) take each API's shape too
     assert error_body("/v1/vision/face/recognize", 413, "too big") == {"success": False, "error": "too big", "code": 413}
