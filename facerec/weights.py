@@ -90,7 +90,7 @@ class WeightsSpec:
         return (self.onnx_page or self.url) if backend == "onnx" else self.url
 
 
-def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The directories searched for weights, in order (see module docstring)."""
     dirs: list[Path] = []
     if weights_dir:
@@ -113,7 +113,7 @@ def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, cached per (path, size, mtime) for this process."""
     p = Path(path)
     st = p.stat()
@@ -127,8 +127,8 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _HASH_CACHE[key]
 
 
-def find_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
-                 weights_dir: str | os.PathLike | None = None,
+def find_weights(spec: WeightsSpec, path: str | os.PathLike[str] | None = None,
+                 weights_dir: str | os.PathLike[str] | None = None,
                  backend: Backend = "torch") -> Path | None:
     """The first existing file for ``spec`` and ``backend`` on the search path, or ``None``."""
     if path is not None:
@@ -158,8 +158,8 @@ def fetch_command(spec: WeightsSpec) -> str:
     return "facerec weights fetch NAME"
 
 
-def use_onnx_export(spec: WeightsSpec, engine: str, weights: str | os.PathLike | None,
-                    weights_dir: str | os.PathLike | None, checkpoint: Path | None) -> bool:
+def use_onnx_export(spec: WeightsSpec, engine: str, weights: str | os.PathLike[str] | None,
+                    weights_dir: str | os.PathLike[str] | None, checkpoint: Path | None) -> bool:
     """Whether a model built by name runs from its upstream ONNX export, not its checkpoint.
 
     The ``onnx`` engine takes the export when it is present; OpenVINO takes it when the
@@ -182,8 +182,8 @@ def use_onnx_export(spec: WeightsSpec, engine: str, weights: str | os.PathLike |
     return find_weights(spec, None, weights_dir, "onnx") is not None
 
 
-def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
-                    weights_dir: str | os.PathLike | None = None, *, verify: bool = True,
+def resolve_weights(spec: WeightsSpec, path: str | os.PathLike[str] | None = None,
+                    weights_dir: str | os.PathLike[str] | None = None, *, verify: bool = True,
                     backend: Backend = "torch") -> Path:
     """Find and verify the weights file for ``spec``.
 

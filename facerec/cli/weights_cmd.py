@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from face_embedding import embedder_registry
 from facerec.cli.common import print_json
 from facerec.config import Config
 from facerec.detect import detector_registry
 from facerec.errors import ConfigError, UnknownModelError, WeightsError
-from facerec.weights import find_weights, resolve_weights, search_dirs
+from facerec.weights import Backend, WeightsSpec, find_weights, resolve_weights, search_dirs
 from facerec.models import DEFAULT_PAIR
 from facerec.weights_fetch import MIRROR_ENV, FetchResult, ModelFetch, copy_tree_hint, fetch_model, files_of
 
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     f.set_defaults(func=cmd_fetch)
 
 
-def _status(spec, cfg: Config, backend: str) -> tuple[str, str]:
+def _status(spec: WeightsSpec, cfg: Config, backend: Backend) -> tuple[str, str]:
     path = find_weights(spec, None, cfg.models.weights_dir, backend)
     if path is None:
         return "missing", ""
@@ -71,11 +72,12 @@ def _status(spec, cfg: Config, backend: str) -> tuple[str, str]:
 
 
 def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    backends: tuple[Backend, ...] = ("torch", "onnx")
     for kind, registry in (("detector", detector_registry()), ("embedder", embedder_registry())):
         for entry in registry.entries():
             spec = entry.weights
-            for backend in ("torch", "onnx"):
+            for backend in backends:
                 if backend == "onnx" and not spec.onnx_file:
                     continue
                 status, path = _status(spec, cfg, backend)
@@ -101,7 +103,7 @@ def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _spec_of(name: str):
+def _spec_of(name: str) -> WeightsSpec:
     for registry in (detector_registry(), embedder_registry()):
         if name in registry:
             return registry.get(name).weights

@@ -30,13 +30,13 @@ _PAGE = """<!doctype html>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>facerec HTTP API</title>
-  <link rel="icon" href="{assets}/favicon.png">
   <link rel="stylesheet" href="{assets}/swagger-ui.css">
-  <script src="{assets}/swagger-ui-bundle.js" defer></script>
-  <script src="/static/api-docs.js" defer></script>
+  <link rel="icon" href="{assets}/favicon.png">
 </head>
 <body>
   <div id="swagger-ui" data-openapi="{openapi}"></div>
+  <script src="{assets}/swagger-ui-bundle.js"></script>
+  <script src="/static/api-docs.js"></script>
 </body>
 </html>
 """

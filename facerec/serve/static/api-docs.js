@@ -1,7 +1,7 @@
 // Starts Swagger UI on /docs (facerec/serve/docs.py). A file of its own, not an inline
 // script, so the page keeps the strict content security policy of the rest of the app.
 "use strict";
-window.addEventListener("DOMContentLoaded", () => {
+(() => {
   const root = document.getElementById("swagger-ui");
   window.ui = SwaggerUIBundle({
     url: root.dataset.openapi,
@@ -12,4 +12,4 @@ window.addEventListener("DOMContentLoaded", () => {
     layout: "BaseLayout",
     presets: [SwaggerUIBundle.presets.apis],
   });
-});
+})();
