@@ -234,7 +234,7 @@ def _serve_only(models_dir: Path, root: Path, names: list[str]) -> Path:
     return root
 
 
-def test_mirror_with_only_the_checkpoints_is_enough(models_dir, tmp_path, capsys):
+def test_mirror_with_only_the_checkpoints_is_enough(models_dir, tmp_path, monkeypatch, capsys):
     """The issue's case: a mirror with the two .pt files and no .onnx export: exit 0, both
     verified, the exports listed as optional and nothing else written."""
     served = _serve_only(models_dir, tmp_path / "served", ["yolov5n-0.5-face.pt", "mobilefacenet_foamliu_ms1m.pt"])
@@ -248,6 +248,13 @@ def test_mirror_with_only_the_checkpoints_is_enough(models_dir, tmp_path, capsys
         assert sha256_file(dest / name) == FILES[name]
     assert out.count("\noptional ") == 2 and "FAILED" not in out
     assert "2 verified, 0 unverified, 0 failed, of 4 files (2 optional not available" in out
+    # and `facerec weights` calls the absent exports optional, not missing
+    monkeypatch.setenv("FACEREC_WEIGHTS", "")
+    monkeypatch.chdir(tmp_path)
+    assert run(["weights", "--weights-dir", str(dest)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "yolov5n-0.5-face " in line]
+    assert [r[2:5] for r in rows] == [["torch", "verified", str(dest / "yolov5n-0.5-face.pt")],
+                                      ["onnx", "missing", "(optional)"]]
 
 
 def test_from_folder_with_only_a_checkpoint(models_dir, tmp_path, capsys):

@@ -81,6 +81,9 @@ def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
                 if backend == "onnx" and not spec.onnx_file:
                     continue
                 status, path = _status(spec, cfg, backend)
+                if status == "missing" and backend == "onnx" and rows and rows[-1]["name"] == entry.name \
+                        and rows[-1]["status"] != "missing":
+                    status = "missing (optional)"  # the checkpoint beside it runs every engine
                 rows.append({
                     "kind": kind, "name": entry.name, "backend": backend,
                     "file": spec.names(backend)[0], "status": status, "path": path,
@@ -97,6 +100,9 @@ def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
     for r in rows:
         print(f"{r['kind']:9} {r['name']:{w}} {r['backend']:7} {r['status']:30} {r['path'] or r['file']}")
     missing = [r for r in rows if r["status"] == "missing"]
+    if any(r["status"] == "missing (optional)" for r in rows):
+        print("\n(optional): the .onnx export is not needed where the .pt is present; the onnx and openvino "
+              "engines convert the .pt once and cache it.")
     if missing:
         print("\nMissing files: `facerec weights fetch NAME` downloads and verifies them into ./weights/ "
               "(or copy them there, or into a folder named by FACEREC_WEIGHTS).")
