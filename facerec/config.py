@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from facerec.config_rules import check_camera_source, check_http_url, check_roi, check_unique_names
+from facerec.config_rules import (check_camera_source, check_http_url, check_roi, check_unique_names,
+                                  webcam_index_as_text)
 from facerec.errors import ConfigError
 from facerec.weights import PROJECT_ROOT
 
@@ -189,6 +190,7 @@ class CameraConfig(_Section):
 
     _roi = field_validator("roi")(check_roi)
     _source = field_validator("source")(check_camera_source)
+    _webcam = field_validator("source", mode="before")(webcam_index_as_text)
 
 
 class Config(_Section):

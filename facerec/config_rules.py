@@ -28,6 +28,11 @@ def check_roi(roi: tuple[int, int, int, int] | None) -> tuple[int, int, int, int
     return roi
 
 
+def webcam_index_as_text(source: object) -> object:
+    """``source: 0`` in YAML is an int; a webcam index is kept as its text (``"0"``)."""
+    return str(source) if isinstance(source, int) and not isinstance(source, bool) else source
+
+
 def check_camera_source(source: str) -> str:
     """A source that is written as a URL uses a scheme the capture can open."""
     text = source.strip()

@@ -107,9 +107,11 @@ def test_good_cameras_and_urls_load(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("events:\n  webhook_url: https://ha.local:8123/api/webhook/x\n"
                  "cameras:\n  - {name: a, source: 'rtsp://u:p@cam/1', roi: [0, 0, 640, 480]}\n"
-                 "  - {name: b, source: 'file:///tmp/x.mp4'}\n  - {name: c, source: '0'}\n")
+                 "  - {name: b, source: 'file:///tmp/x.mp4'}\n  - {name: c, source: '0'}\n"
+                 "  - {name: d, source: 1}\n")  # a webcam index written as a number, as the README does
     cfg = load_config(p)
-    assert [c.name for c in cfg.cameras] == ["a", "b", "c"] and cfg.cameras[0].roi == (0, 0, 640, 480)
+    assert [c.name for c in cfg.cameras] == ["a", "b", "c", "d"] and cfg.cameras[0].roi == (0, 0, 640, 480)
+    assert cfg.cameras[3].source == "1"
 
 
 def test_yaml_error_names_the_file(tmp_path):
