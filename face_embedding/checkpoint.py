@@ -25,7 +25,7 @@ from facerec.runtime import Session
 from facerec.runtime.base import state_sha256
 from facerec.runtime.settings import merge_section
 from facerec.types import EmbedderKey
-from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
+from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file, use_onnx_export
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +235,7 @@ def build_embedder(
     else:
         explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
         pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
-        use_onnx = explicit_onnx or (engine == "onnx" and spec.onnx_file is not None and weights is None) \
-            or (engine == "openvino" and pt is None and spec.onnx_file is not None and weights is None)
+        use_onnx = explicit_onnx or use_onnx_export(spec, engine, weights, weights_dir, pt)
         if use_onnx:
             if engine == "torch":
                 engine = "onnx"  # PyTorch cannot run an ONNX file

@@ -141,6 +141,7 @@ WEIGHTS = WeightsSpec(
     onnx_urls=(
         "https://github.com/foamliu/MobileFaceNet/raw/a6cc9032a659b615f477833e1a70b5e7931bcccc/weights/MobileFaceNet.onnx",
     ),
+    onnx_page="https://github.com/foamliu/MobileFaceNet (weights/MobileFaceNet.onnx, a contributor's export of the .pt)",
 )
 
 #: Cosine threshold for a name, from ``facerec calibrate --pairs pairsDevTrain.txt --far 1e-3``

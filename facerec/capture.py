@@ -34,13 +34,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facerec.config_rules import STREAM_SCHEMES as STREAM_SCHEMES  # URL schemes handed to FFmpeg as streams
 from facerec.errors import ImageReadError, SourceError
 from facerec.imageio import IMAGE_SUFFIXES, list_images, read_image
 
 log = logging.getLogger(__name__)
-
-#: URL schemes handed to FFmpeg as network streams.
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 #: First wait before reopening a dropped stream, seconds; doubles up to ``reconnect_max_s``.
 FIRST_BACKOFF_S = 0.5

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from facerec.config_rules import (check_camera_source, check_http_url, check_roi, check_unique_names,
+                                  webcam_index_as_text)
 from facerec.errors import ConfigError
 from facerec.weights import PROJECT_ROOT
 
@@ -123,13 +125,15 @@ class LiveConfig(_Section):
 
 
 class EventsConfig(_Section):
-    cooldown_s: float = Field(10.0, ge=0, description="Per-person seconds between two 'appeared' events.")
-    webhook_url: str | None = Field(None, description="POST each event as JSON here.")
-    queue_size: int = Field(256, ge=1, description="Events waiting for the webhook; older ones are dropped.")
+    cooldown_s: float = Field(10.0, ge=0, description="Seconds of source time between two 'recognized' events of the same person on one camera ('appeared', 'unknown' and 'left' are never held back).")
+    webhook_url: str | None = Field(None, description="POST each event as JSON here (an http:// or https:// URL).")
+    queue_size: int = Field(256, ge=1, description="Events waiting for the webhook, and for the event bus that feeds every sink (at least 64 there); when full the oldest is dropped and counted.")
     webhook_timeout_s: float = Field(5.0, gt=0, description="Longest wait for one webhook POST, s.")
     keep_unknown_crops: bool = Field(False, description="Save crops of unknown tracks for later enrollment.")
     unknown_retention_s: float = Field(7 * 24 * 3600, ge=0, description="Delete kept unknown crops after this, s.")
     unknown_max_files: int = Field(1000, ge=0, description="Keep at most this many unknown crops.")
+
+    _webhook = field_validator("webhook_url")(check_http_url)
 
 
 class UnknownsConfig(_Section):
@@ -193,9 +197,13 @@ class CameraConfig(_Section):
     realtime: bool = Field(False, description="Play a file at its own frame rate (as a camera would).")
     loop: bool = Field(False, description="Restart a file or folder at its end.")
     detect_every: int | None = Field(None, ge=1, description="Override of live.detect_every.")
-    input_size: int | None = Field(None, ge=64, le=4096, multiple_of=32, description="Override of detection.input_size, px.")
+    input_size: int | None = Field(None, ge=64, le=4096, multiple_of=32, description="Override of live.input_size for this camera (with live.adapt, the largest it uses), px.")
     min_face: int | None = Field(None, ge=0, description="Override of detection.min_face, px.")
     roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest [x1, y1, x2, y2], frame px; only this part of the frame is searched for faces.")
+
+    _roi = field_validator("roi")(check_roi)
+    _source = field_validator("source")(check_camera_source)
+    _webcam = field_validator("source", mode="before")(webcam_index_as_text)
 
 
 class Config(_Section):
@@ -213,6 +221,11 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     mqtt: MqttConfig = MqttConfig()
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras one daemon runs; empty = --source.")
+
+    @model_validator(mode="after")
+    def _camera_names(self) -> Config:
+        check_unique_names([c.name for c in self.cameras])
+        return self
 
 
 def format_errors(err: ValidationError, source: str, flags: dict[str, str] | None = None,
@@ -238,10 +251,14 @@ def format_errors(err: ValidationError, source: str, flags: dict[str, str] | Non
         msg = str(e["msg"]).replace("Input should be", "must be").replace("Value error, ", "")
         if name:
             lines.append(f"  {name} {e.get('input')!r}: {msg} (config key {key})")
+        elif not key or e["type"] == "value_error":  # a rule of ours: its sentence names the value
+            lines.append(f"  {key + ': ' if key else ''}{msg}")
         else:
             lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
     if len(lines) == 2 and any(f in lines[1] for f in flags.values()):
         return lines[1].strip()  # one bad flag: just that line
+    if len(lines) == 2:
+        return f"{lines[0]} {lines[1].strip()}"  # one problem: one line
     return "\n".join(lines)
 
 
@@ -290,7 +307,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         p = Path(path)
         source = str(p)
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            with p.open(encoding="utf-8") as f:  # a stream, so YAML errors name the file
+                loaded = yaml.safe_load(f)
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist") from None
         except (OSError, UnicodeDecodeError) as e:

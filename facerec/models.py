@@ -1,17 +1,21 @@
 """Building the configured detector and embedder, including the ``auto`` choice.
 
 ``auto`` prefers the mission's pair (YOLOv5s-face + MagFace iResNet-50) and falls back,
-model by model, to the first whose weights are present; the choice is logged with how to
-pin another model, so a user always knows which vector space their gallery lives in.
+model by model, to the first whose weights are present. Landing on the default pair (what
+``facerec weights fetch`` installs) is one ``-v`` line; landing on any other model is a
+warning with how to pin one. Which vector space a gallery lives in is recorded with its
+vectors (the embedder key) either way.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from face_embedding import Embedder, create_embedder, embedder_registry
 from facerec.config import Config, RuntimeConfig
 from facerec.detect import Detector, create_detector, detector_registry
+from facerec.registry import Registry
 from facerec.runtime.base import warn_once
 from facerec.weights import find_weights
 
@@ -21,8 +25,22 @@ log = logging.getLogger(__name__)
 DETECTOR_PREFERENCE = ("yolov5s-face", "yolov5m-face", "yolov5l-face", "yolov5n-face", "yolov5n-0.5-face")
 EMBEDDER_PREFERENCE = ("magface-iresnet50", "magface-iresnet100", "magface-iresnet18", "mobilefacenet")
 
+#: The default pair: the models whose files carry a published sha256 and direct download
+#: addresses, so ``facerec weights fetch`` (without names) gets them. ``auto`` uses them
+#: without a warning when no preferred model is present, and names them when nothing is.
+DEFAULT_PAIR = ("yolov5n-0.5-face", "mobilefacenet")
 
-def _auto(kind: str, preference: tuple[str, ...], registry, explicit: str | None, cfg: Config) -> str:
+_noted_default: list[bool] = []
+
+
+def _auto(kind: str, preference: tuple[str, ...], registry: Registry[Any], explicit: str | None, cfg: Config,
+          default: str) -> str:
+    """The first model of ``preference`` whose weights are found; ``default`` when none is.
+
+    Falling back to the default pair is the normal state of a fresh install, so it is one
+    ``-v`` line per process, not a warning; falling back to another model still warns,
+    since it is neither what was preferred nor what ``weights fetch`` installs.
+    """
     if explicit:  # an explicit file without a name: use the mission's model of that kind
         return preference[0]
     for name in preference:
@@ -30,20 +48,27 @@ def _auto(kind: str, preference: tuple[str, ...], registry, explicit: str | None
             continue
         spec = registry.get(name).weights
         if any(find_weights(spec, None, cfg.models.weights_dir, b) is not None for b in ("torch", "onnx")):
-            if name != preference[0]:
+            if name == default and name != preference[0]:
+                if not _noted_default:
+                    _noted_default.append(True)
+                    log.info("models: auto uses the default pair %s + %s where the preferred %s / %s weights "
+                             "are absent (`facerec weights` lists them)", *DEFAULT_PAIR,
+                             DETECTOR_PREFERENCE[0], EMBEDDER_PREFERENCE[0])
+            elif name != preference[0]:
                 warn_once("%s: %s weights not found, using %s (set models.%s in config.yaml or pass --%s to choose)",
                           kind, preference[0], name, kind, kind)
             else:
-                log.info("%s: %s", kind, name)
+                log.debug("%s: %s", kind, name)
             return name
-    return preference[0]  # nothing found: building it raises the not-found error with the search path
+    return default  # nothing found: building it raises the not-found error naming `facerec weights fetch`
 
 
 def detector_name(cfg: Config) -> str:
     """The detector ``cfg`` asks for, with ``auto`` resolved (the embedder is not looked at)."""
     det = cfg.models.detector
     if det == "auto":
-        det = _auto("detector", DETECTOR_PREFERENCE, detector_registry(), cfg.models.detector_weights, cfg)
+        det = _auto("detector", DETECTOR_PREFERENCE, detector_registry(), cfg.models.detector_weights, cfg,
+                    DEFAULT_PAIR[0])
     return det
 
 
@@ -51,7 +76,8 @@ def embedder_name(cfg: Config) -> str:
     """The embedder ``cfg`` asks for, with ``auto`` resolved (the detector is not looked at)."""
     emb = cfg.models.embedder
     if emb == "auto":
-        emb = _auto("embedder", EMBEDDER_PREFERENCE, embedder_registry(), cfg.models.embedder_weights, cfg)
+        emb = _auto("embedder", EMBEDDER_PREFERENCE, embedder_registry(), cfg.models.embedder_weights, cfg,
+                    DEFAULT_PAIR[1])
     return emb
 
 

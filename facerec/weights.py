@@ -53,6 +53,8 @@ class WeightsSpec:
             fetch`` (never at run time); empty where upstream publishes only pages that need
             a person (e.g. a Google Drive folder), then ``url`` says where to go.
         onnx_urls: the same for ``onnx_file``.
+        onnx_page: where a person gets ``onnx_file`` by hand, where that is not ``url``
+            (the export often lives elsewhere than the checkpoint's release).
     """
 
     file: str
@@ -68,6 +70,7 @@ class WeightsSpec:
     onnx_sha256: str | None = None
     urls: tuple[str, ...] = ()
     onnx_urls: tuple[str, ...] = ()
+    onnx_page: str | None = None
 
     def names(self, backend: Backend = "torch") -> tuple[str, ...]:
         """File names to look for with ``backend``."""
@@ -82,8 +85,12 @@ class WeightsSpec:
         """Direct download addresses of the ``backend`` file, in the order to try them."""
         return self.onnx_urls if backend == "onnx" else self.urls
 
+    def page(self, backend: Backend = "torch") -> str:
+        """Where a person gets the ``backend`` file by hand."""
+        return (self.onnx_page or self.url) if backend == "onnx" else self.url
 
-def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+
+def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The directories searched for weights, in order (see module docstring)."""
     dirs: list[Path] = []
     if weights_dir:
@@ -106,7 +113,7 @@ def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, cached per (path, size, mtime) for this process."""
     p = Path(path)
     st = p.stat()
@@ -120,8 +127,8 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _HASH_CACHE[key]
 
 
-def find_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
-                 weights_dir: str | os.PathLike | None = None,
+def find_weights(spec: WeightsSpec, path: str | os.PathLike[str] | None = None,
+                 weights_dir: str | os.PathLike[str] | None = None,
                  backend: Backend = "torch") -> Path | None:
     """The first existing file for ``spec`` and ``backend`` on the search path, or ``None``."""
     if path is not None:
@@ -135,8 +142,48 @@ def find_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
     return None
 
 
-def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
-                    weights_dir: str | os.PathLike | None = None, *, verify: bool = True,
+def fetch_command(spec: WeightsSpec) -> str:
+    """The ``facerec weights fetch NAME`` command that gets ``spec``'s files.
+
+    The registries are imported here, on the error path only: by then the model that
+    asked for ``spec`` has imported them already.
+    """
+    from face_embedding import embedder_registry
+    from facerec.detect import detector_registry
+
+    for registry in (detector_registry(), embedder_registry()):
+        for entry in registry.entries():
+            if entry.weights == spec:
+                return f"facerec weights fetch {entry.name}"
+    return "facerec weights fetch NAME"
+
+
+def use_onnx_export(spec: WeightsSpec, engine: str, weights: str | os.PathLike[str] | None,
+                    weights_dir: str | os.PathLike[str] | None, checkpoint: Path | None) -> bool:
+    """Whether a model built by name runs from its upstream ONNX export, not its checkpoint.
+
+    The ``onnx`` engine takes the export when it is present; OpenVINO takes it when the
+    checkpoint is absent. Without the export both engines convert the checkpoint (the
+    ``.pt`` alone runs every engine, which is why ``facerec weights fetch`` calls the
+    export optional), and when neither file is there the checkpoint is what the
+    not-found error names. An explicit ``weights`` file is used as given.
+
+    Args:
+        spec: the model's weights spec.
+        engine: the concrete engine (``torch``, ``onnx`` or ``openvino``).
+        weights: an explicit file, if any.
+        weights_dir: directory from the configuration, searched first.
+        checkpoint: the checkpoint found on the search path, or ``None``.
+    """
+    if weights is not None or spec.onnx_file is None or engine == "torch":
+        return False
+    if engine == "openvino" and checkpoint is not None:
+        return False
+    return find_weights(spec, None, weights_dir, "onnx") is not None
+
+
+def resolve_weights(spec: WeightsSpec, path: str | os.PathLike[str] | None = None,
+                    weights_dir: str | os.PathLike[str] | None = None, *, verify: bool = True,
                     backend: Backend = "torch") -> Path:
     """Find and verify the weights file for ``spec``.
 
@@ -161,8 +208,9 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None,
             raise WeightsNotFoundError(f"weights file {path} does not exist (expected {spec.file}, from {spec.url})")
         places = "\n  ".join(str(d) for d in search_dirs(weights_dir))
         raise WeightsNotFoundError(
-            f"weights {' or '.join(wanted)} not found. Looked in:\n  {places}\n"
-            f"Get it from {spec.url}"
+            f"weights {' or '.join(wanted)} not found. Run `{fetch_command(spec)}` to download and verify it "
+            f"into ./weights/ (--mirror URL or --from DIR when offline). Looked in:\n  {places}\n"
+            f"By hand: get it from {spec.page(backend)}"
             + (f" (sha256 {expected})" if expected else "")
             + f", put it in ./weights/ or point {ENV_VAR} or models.weights_dir at its folder."
         )

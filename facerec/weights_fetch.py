@@ -13,6 +13,11 @@ connection breaks or the command is run again. The sha256 is checked on the ``.p
 only a match is moved into place (``os.replace``, atomic on one file system), a mismatch is
 deleted, so a wrong file never sits under the model's name. A file whose upstream publishes
 no sha256 is kept but reported as *unverified*.
+
+A model is fetched when one runnable file of it is in place: its checkpoint runs on every
+engine (the ONNX and OpenVINO engines convert it), so an export the source does not have
+is *optional*, not a failure (:class:`ModelFetch`). A source that has a file but gives a
+bad copy of it (wrong sha256, an HTML page) is always a failure.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal, Sequence
 
 from tqdm import tqdm
 
@@ -43,7 +48,7 @@ TIMEOUT_S = 30.0
 ATTEMPTS = 4
 _CHUNK = 1 << 16
 
-Status = Literal["verified", "unverified", "failed"]
+Status = Literal["verified", "unverified", "missing", "failed"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,10 @@ class FetchResult:
 
     Attributes:
         item: the file asked for.
-        status: ``verified`` (sha256 matches), ``unverified`` (present, no published hash)
-            or ``failed`` (not present afterwards).
+        status: ``verified`` (sha256 matches), ``unverified`` (present, no published hash),
+            ``missing`` (no source has it: every address answered "not found", or the
+            ``--from`` folder lacks it) or ``failed`` (a source was unreachable or gave a
+            bad copy, which was discarded).
         path: where it is now (``None`` when failed).
         how: ``"already present"``, ``"copied from DIR"``, ``"downloaded from URL"``.
         problems: one line per address or folder that did not give a good file.
@@ -92,18 +99,19 @@ class FetchResult:
 def files_of(model: str, spec: WeightsSpec) -> list[WeightsFile]:
     """The files of one model: its checkpoint and, where published, its ONNX export."""
     out = []
-    for backend in ("torch", "onnx"):
-        names = spec.names(backend)  # type: ignore[arg-type]
+    backends: tuple[Backend, ...] = ("torch", "onnx")
+    for backend in backends:
+        names = spec.names(backend)
         if not names:
             continue
-        urls = spec.download_urls(backend)  # type: ignore[arg-type]
+        urls = spec.download_urls(backend)
         upstream = list(names[1:])
         for u in urls:
             base = Path(urllib.parse.urlparse(u).path).name
             if base and "." in base and base not in upstream and base != names[0]:
                 upstream.append(base)
-        out.append(WeightsFile(model, backend, names[0], spec.expected_sha256(backend),  # type: ignore[arg-type]
-                               urls, tuple(upstream), spec.url))
+        out.append(WeightsFile(model, backend, names[0], spec.expected_sha256(backend), urls, tuple(upstream),
+                               spec.page(backend)))
     return out
 
 
@@ -114,7 +122,16 @@ def mirror_urls(item: WeightsFile, mirror: str) -> tuple[str, ...]:
 
 
 class _Rejected(Exception):
-    """This source gives no good file (HTTP error, HTML page, wrong hash); try the next."""
+    """This source gives no good file (HTTP error, HTML page, wrong hash); try the next.
+
+    Attributes:
+        absent: the source does not have the file at all (HTTP 404/410), as opposed to
+            giving a bad copy or being unreachable.
+    """
+
+    def __init__(self, message: str, *, absent: bool = False) -> None:
+        super().__init__(message)
+        self.absent = absent
 
 
 def _check_and_place(part: Path, item: WeightsFile, final: Path) -> Status:
@@ -175,7 +192,7 @@ def _download(url: str, part: Path, desc: str, progress: bool) -> None:
         except urllib.error.HTTPError as e:
             if e.code == 416 and have:  # asked past the end: the .part is already whole
                 return
-            raise _Rejected(f"HTTP {e.code} {e.reason}") from None
+            raise _Rejected(f"HTTP {e.code} {e.reason}", absent=e.code in (404, 410)) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:  # refused, reset, timeout, cut short
             last = str(getattr(e, "reason", None) or e) or type(e).__name__
             log.info("%s: %s; resuming", url, last)
@@ -199,6 +216,7 @@ def fetch_one(item: WeightsFile, dest: Path, *, from_dir: Path | None = None, mi
         problems.append(f"{final}: sha256 does not match the published one; replacing it")
 
     if from_dir is not None:
+        bad = False
         for name in (item.file, *item.upstream_names):
             src = from_dir / name
             if not src.is_file():
@@ -212,27 +230,74 @@ def fetch_one(item: WeightsFile, dest: Path, *, from_dir: Path | None = None, mi
                 status = _check_and_place(part, item, final)
                 return FetchResult(item, status, final, f"copied from {src}", problems)
             except _Rejected as e:
+                bad = True
                 problems.append(f"{src}: {e}")
-        if not any("sha256" in p for p in problems):
+        if not bad:
             problems.append(f"{from_dir}: has none of {', '.join((item.file, *item.upstream_names))}")
-        return FetchResult(item, "failed", None, "", problems)
+        return FetchResult(item, "failed" if bad else "missing", None, "", problems)
 
     urls = mirror_urls(item, mirror) if mirror else item.urls
     if not urls:
         problems.append(f"no direct download address is published; get {item.file} by hand from {item.page}")
+    absent = bool(urls)
     for url in urls:
         try:
             _download(url, part, item.file, progress)
             status = _check_and_place(part, item, final)
             return FetchResult(item, status, final, f"downloaded from {url}", problems)
         except _Rejected as e:
+            absent = absent and e.absent
             problems.append(f"{url}: {e}")  # a .part left by a broken connection stays: the next try resumes it
-    return FetchResult(item, "failed", None, "", problems)
+    return FetchResult(item, "missing" if absent else "failed", None, "", problems)
+
+
+@dataclass
+class ModelFetch:
+    """The files of one model after fetching: whether the model can run.
+
+    Attributes:
+        model: registry name.
+        results: one per file, the checkpoint first.
+    """
+
+    model: str
+    results: list[FetchResult]
+
+    @property
+    def runnable(self) -> bool:
+        """One file of the model is in place (the checkpoint runs every engine)."""
+        return any(r.status in ("verified", "unverified") for r in self.results)
+
+    def optional(self, r: FetchResult) -> bool:
+        """``r`` is an alternative format no source has, while another file of the model is
+        in place: listed, not a failure."""
+        return r.status == "missing" and self.runnable
+
+    def failed(self) -> list[FetchResult]:
+        """Files that make the fetch fail: bad copies and unreachable sources always, and
+        missing files when nothing of the model is in place."""
+        return [r for r in self.results if r.status == "failed" or (r.status == "missing" and not self.runnable)]
+
+
+def fetch_model(model: str, items: Sequence[WeightsFile], dest: Path, *, from_dir: Path | None = None,
+                mirror: str | None = None, progress: bool = True,
+                report: Callable[[ModelFetch, FetchResult], None] | None = None) -> ModelFetch:
+    """:func:`fetch_one` for each file of ``model``.
+
+    Args:
+        report: called once per file after all files of the model are done (whether a
+            missing file is optional depends on the others).
+    """
+    m = ModelFetch(model, [fetch_one(i, dest, from_dir=from_dir, mirror=mirror, progress=progress) for i in items])
+    for r in m.results:
+        if report is not None:
+            report(m, r)
+    return m
 
 
 def copy_tree_hint(results: list[FetchResult]) -> str:
     """One sentence on what to do when some files failed."""
-    failed = [r for r in results if r.status == "failed"]
+    failed = [r for r in results if r.status in ("failed", "missing")]
     if not failed:
         return ""
     return ("Get the missing files by hand from the pages named above (or from a machine that has them: "
@@ -240,4 +305,5 @@ def copy_tree_hint(results: list[FetchResult]) -> str:
             "that serves them by file name.")
 
 
-__all__ = ["MIRROR_ENV", "FetchResult", "WeightsFile", "fetch_one", "files_of", "mirror_urls", "copy_tree_hint"]
+__all__ = ["MIRROR_ENV", "FetchResult", "ModelFetch", "WeightsFile", "fetch_model", "fetch_one", "files_of",
+           "mirror_urls", "copy_tree_hint"]

@@ -83,3 +83,47 @@ def test_checksums_file_matches_the_registered_specs():
                 if names and sha:
                     known[names[0]] = sha
     assert listed == known
+
+
+def test_not_found_names_weights_fetch_first(tmp_path, monkeypatch):
+    """The message starts with the command that fixes it, then the places, then the page."""
+    from face_embedding.mobilefacenet import WEIGHTS
+
+    monkeypatch.setenv("FACEREC_WEIGHTS", "")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError) as e:
+        resolve_weights(WEIGHTS, weights_dir=tmp_path / "none")
+    msg = str(e.value)
+    assert msg.index("`facerec weights fetch mobilefacenet`") < msg.index("Looked in") < msg.index("By hand")
+
+
+def test_onnx_hint_names_the_onnx_file_not_the_checkpoint(tmp_path, monkeypatch):
+    from face_embedding.mobilefacenet import WEIGHTS
+
+    monkeypatch.setenv("FACEREC_WEIGHTS", "")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotFoundError) as e:
+        resolve_weights(WEIGHTS, weights_dir=tmp_path / "none", backend="onnx")
+    msg = str(e.value)
+    assert "mobilefacenet_foamliu_ms1m.onnx not found" in msg and "MobileFaceNet.onnx" in msg
+    assert "mobilefacenet.pt" not in msg and "mobilefacenet_foamliu_ms1m.pt" not in msg
+
+
+def test_fresh_install_error_names_the_default_pair_and_fetch(tmp_path):
+    """No weights anywhere: ``facerec detect`` names the model ``weights fetch`` installs
+    (not yolov5s-face, which it cannot download) and the command first."""
+    import os
+    import subprocess
+    import sys
+
+    from facerec.weights import ENV_VAR, PROJECT_ROOT
+
+    img = PROJECT_ROOT.parent / "shared/data/identities/face_recognition_examples/obama/obama.jpg"
+    env = {**os.environ, ENV_VAR: ""}
+    (tmp_path / "c.yaml").write_text("{}\n")
+    out = subprocess.run([sys.executable, "-m", "facerec", "detect", str(img), "--config", str(tmp_path / "c.yaml")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "yolov5n-0.5-face.pt" in out.stderr and "yolov5s-face" not in out.stderr
+    assert out.stderr.index("facerec weights fetch yolov5n-0.5-face") < out.stderr.index("Looked in")
+    assert "Traceback" not in out.stderr

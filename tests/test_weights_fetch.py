@@ -12,6 +12,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facerec.cli import run
@@ -221,3 +222,90 @@ def test_default_pair_has_published_addresses_and_hashes(name):
     spec = _spec_of(name)
     assert spec.sha256 and spec.urls and spec.onnx_sha256 and spec.onnx_urls
     assert all(u.startswith("https://") for u in (*spec.urls, *spec.onnx_urls))
+
+
+# ---- a model is fetched when one runnable file verifies; exports are optional --------------------
+
+
+def _serve_only(models_dir: Path, root: Path, names: list[str]) -> Path:
+    root.mkdir()
+    for n in names:
+        shutil.copy(models_dir / n, root / n)
+    return root
+
+
+def test_mirror_with_only_the_checkpoints_is_enough(models_dir, tmp_path, monkeypatch, capsys):
+    """The issue's case: a mirror with the two .pt files and no .onnx export: exit 0, both
+    verified, the exports listed as optional and nothing else written."""
+    served = _serve_only(models_dir, tmp_path / "served", ["yolov5n-0.5-face.pt", "mobilefacenet_foamliu_ms1m.pt"])
+    dest = tmp_path / "w"
+    with _Server(served) as srv:
+        rc = _fetch("yolov5n-0.5-face", "mobilefacenet", "--mirror", srv.url, "--weights-dir", str(dest))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert sorted(p.name for p in dest.iterdir()) == ["mobilefacenet_foamliu_ms1m.pt", "yolov5n-0.5-face.pt"]
+    for name in ("yolov5n-0.5-face.pt", "mobilefacenet_foamliu_ms1m.pt"):
+        assert sha256_file(dest / name) == FILES[name]
+    assert out.count("\noptional ") == 2 and "FAILED" not in out
+    assert "2 verified, 0 unverified, 0 failed, of 4 files (2 optional not available" in out
+    # and `facerec weights` calls the absent exports optional, not missing
+    monkeypatch.setenv("FACEREC_WEIGHTS", "")
+    monkeypatch.chdir(tmp_path)
+    assert run(["weights", "--weights-dir", str(dest)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if "yolov5n-0.5-face " in line]
+    assert [r[2:5] for r in rows] == [["torch", "verified", str(dest / "yolov5n-0.5-face.pt")],
+                                      ["onnx", "missing", "(optional)"]]
+
+
+def test_from_folder_with_only_a_checkpoint(models_dir, tmp_path, capsys):
+    src = _serve_only(models_dir, tmp_path / "usb", ["mobilefacenet_foamliu_ms1m.pt"])
+    rc = _fetch("mobilefacenet", "--from", str(src), "--weights-dir", str(tmp_path / "w"))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "optional" in out and "mobilefacenet_foamliu_ms1m.onnx" in out
+
+
+def test_corrupt_checkpoint_alone_is_refused_and_leaves_nothing(models_dir, tmp_path, capsys):
+    """No export to fall back on and a bad checkpoint: exit 1, the folder stays empty."""
+    served = tmp_path / "served"
+    served.mkdir()
+    data = bytearray((models_dir / "mobilefacenet_foamliu_ms1m.pt").read_bytes())
+    data[-100] ^= 0x80
+    (served / "mobilefacenet_foamliu_ms1m.pt").write_bytes(bytes(data))
+    dest = tmp_path / "w"
+    with _Server(served) as srv:
+        rc = _fetch("mobilefacenet", "--mirror", srv.url, "--weights-dir", str(dest))
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "FAILED" in out and "is not the published 90a00ba1" in out and "optional" not in out
+    assert list(dest.iterdir()) == []
+
+
+def test_model_with_no_file_on_the_mirror_fails(models_dir, tmp_path, capsys):
+    served = _serve_only(models_dir, tmp_path / "served", ["yolov5n-0.5-face.pt"])
+    with _Server(served) as srv:
+        rc = _fetch("yolov5n-0.5-face", "mobilefacenet", "--mirror", srv.url, "--weights-dir", str(tmp_path / "w"))
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "1 verified, 0 unverified, 2 failed, of 4 files (1 optional not available: yolov5n-0.5-face.onnx)" in out
+    assert out.count("FAILED") == 2 and "get it by hand from https://github.com/foamliu/MobileFaceNet " in out
+
+
+def test_checkpoints_alone_run_on_the_onnx_engine(models_dir, tmp_path, monkeypatch):
+    """What makes the export optional: with only the .pt files, the onnx engine converts them."""
+    from face_embedding import create_embedder
+    from facerec.detect import create_detector
+    from facerec.align import align
+    from facerec.imageio import read_image
+
+    only = _serve_only(models_dir, tmp_path / "w", ["yolov5n-0.5-face.pt", "mobilefacenet_foamliu_ms1m.pt"])
+    monkeypatch.setenv("FACEREC_WEIGHTS", "")
+    monkeypatch.chdir(tmp_path)
+    det = create_detector("yolov5n-0.5-face", weights_dir=only, engine="onnx", threads=1, cache_dir=str(tmp_path / "c"))
+    emb = create_embedder("mobilefacenet", weights_dir=only, engine="onnx", threads=1, cache_dir=str(tmp_path / "c"))
+    assert det.engine == "onnx" and emb.engine == "onnx"
+    image = read_image(models_dir.parent / "data/identities/face_recognition_examples/obama/obama.jpg")
+    faces = det(image)
+    assert len(faces) == 1
+    vec = emb.embed(align(image, faces.landmarks)).vectors
+    assert vec.shape == (1, 128) and abs(float(np.linalg.norm(vec)) - 1) < 1e-4

@@ -79,7 +79,7 @@ _OVERRIDES = {
 
 #: dotted config key -> the flag that sets it, for error messages.
 FLAGS = {key: "--" + dest.replace("_", "-") for dest, key in _OVERRIDES.items()}
-FLAGS["detection.input_size"] = "--input-size"
+FLAGS["live.input_size"] = "--input-size"
 FLAGS["live.detect_every"] = "--detect-every"
 
 

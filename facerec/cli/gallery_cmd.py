@@ -176,10 +176,17 @@ def _detector_for_file(file_name: str, default: str) -> str:
 
 
 def cmd_align(args: argparse.Namespace, cfg: Config) -> int:
-    if args.conf_thres is not None:
-        cfg.detection.conf_thres = args.conf_thres
-    if args.iou_thres is not None:
-        cfg.detection.iou_thres = args.iou_thres
+    from pydantic import ValidationError
+
+    from facerec.cli.common import option_error
+
+    try:  # the section validates each assignment
+        if args.conf_thres is not None:
+            cfg.detection.conf_thres = args.conf_thres
+        if args.iou_thres is not None:
+            cfg.detection.iou_thres = args.iou_thres
+    except ValidationError as e:
+        raise option_error(e, {"conf_thres": "--conf_thres", "iou_thres": "--iou_thres"}) from None
     if args.weights:
         cfg.models.detector_weights = args.weights
         if cfg.models.detector == "auto":

@@ -53,7 +53,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     g.add_argument("--detect-every", type=int, metavar="N", help="run the detector on every Nth frame (live.detect_every)")
     g.add_argument("--input-size", "--img-size", dest="input_size", type=int, metavar="PX",
-                   help="detector input size, a multiple of 32 (detection.input_size)")
+                   help="detector input size in the live loop, a multiple of 32 (live.input_size; with live.adapt, the largest it uses)")
     g.add_argument("--events", metavar="FILE", help="append events as JSON lines to FILE ('-' = stdout)")
     g.add_argument("--webhook", metavar="URL", help="POST each event as JSON to URL (events.webhook_url)")
     g.add_argument("--camera", metavar="NAME", help="camera name written into events (live.camera_name)")
@@ -123,7 +123,7 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
         if args.detect_every is not None:
             cfg.live.detect_every = args.detect_every
         if args.input_size is not None:
-            cfg.detection.input_size = args.input_size
+            cfg.live.input_size = args.input_size
         if args.webhook is not None:
             cfg.events.webhook_url = args.webhook
         if args.camera is not None:
@@ -140,6 +140,24 @@ def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
                                "stats_every_s": "--stats-every"}) from None
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
+
+
+def check_save_path(save: str | None) -> None:
+    """Refuse a ``--save-img`` path that ends in an extension no writer here makes.
+
+    A video goes to a file ending in one of :data:`VIDEO_SUFFIXES`; anything else is a
+    folder. ``x.gif`` would otherwise become a folder named ``x.gif``. An existing folder
+    is taken whatever its name.
+
+    Raises:
+        ConfigError: the path ends in another extension.
+    """
+    if not save:
+        return
+    suffix = Path(save).suffix.lower()
+    if suffix and suffix not in VIDEO_SUFFIXES and suffix[1:].isalnum() and not Path(save).is_dir():
+        raise ConfigError(f"--save-img {save}: cannot write {suffix} files; give a video file ending in "
+                          f"{', '.join(VIDEO_SUFFIXES)}, or a folder (annotated images, or one video per camera)")
 
 
 def save_target(save: str, capture) -> tuple[str, Path]:
@@ -240,6 +258,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
     _quiet_opencv(getattr(args, "verbose", 0))
     _apply_overrides(args, cfg)
+    check_save_path(args.save_img)
     if args.view_img and (problem := gui_problem()):
         raise ConfigError(problem)
     if getattr(args, "verbose", 0) == 0 and cfg.live.stats_every_s:

@@ -6,18 +6,20 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from face_embedding import embedder_registry
 from facerec.cli.common import print_json
 from facerec.config import Config
 from facerec.detect import detector_registry
 from facerec.errors import ConfigError, UnknownModelError, WeightsError
-from facerec.weights import find_weights, resolve_weights, search_dirs
-from facerec.weights_fetch import MIRROR_ENV, fetch_one, files_of, copy_tree_hint
+from facerec.weights import Backend, WeightsSpec, find_weights, resolve_weights, search_dirs
+from facerec.models import DEFAULT_PAIR
+from facerec.weights_fetch import MIRROR_ENV, FetchResult, ModelFetch, copy_tree_hint, fetch_model, files_of
 
 #: What ``fetch`` takes for ``auto``: the pair whose files have a published sha256 and
 #: direct download addresses (``auto`` at run time then finds and uses them).
-DEFAULT_FETCH = ("yolov5n-0.5-face", "mobilefacenet")
+DEFAULT_FETCH = DEFAULT_PAIR
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,11 +38,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description=(
             "Download the files of the named models (checkpoint and, where published, ONNX export) from\n"
             "their published addresses, check each sha256 before moving it into place, and report.\n"
+            "A model is fetched when one runnable file of it verifies: the checkpoint runs every engine\n"
+            "(ONNX and OpenVINO convert it), so an export the source lacks is listed as optional.\n"
             "Without NAME: the configured detector and embedder; with models.detector/embedder: auto,\n"
             f"the pair whose files carry a published sha256: {DEFAULT_FETCH[0]} + {DEFAULT_FETCH[1]}.\n"
             "Interrupted downloads resume (FILE.part). Nothing is ever downloaded except by this command.\n\n"
-            "exit status: 0 every file present and verified; 3 every file present, some with no\n"
-            "published sha256 (kept, reported UNVERIFIED); 1 some file missing or rejected."
+            "exit status: 0 every model fetched and verified; 3 every model fetched, some file with no\n"
+            "published sha256 (kept, reported UNVERIFIED); 1 some model has no file, or a source gave a\n"
+            "bad copy (refused, nothing kept) or could not be reached."
         ),
     )
     f.add_argument("names", nargs="*", metavar="NAME", help="model names from `facerec weights` (default: see above)")
@@ -53,7 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     f.set_defaults(func=cmd_fetch)
 
 
-def _status(spec, cfg: Config, backend: str) -> tuple[str, str]:
+def _status(spec: WeightsSpec, cfg: Config, backend: Backend) -> tuple[str, str]:
     path = find_weights(spec, None, cfg.models.weights_dir, backend)
     if path is None:
         return "missing", ""
@@ -67,14 +72,18 @@ def _status(spec, cfg: Config, backend: str) -> tuple[str, str]:
 
 
 def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    backends: tuple[Backend, ...] = ("torch", "onnx")
     for kind, registry in (("detector", detector_registry()), ("embedder", embedder_registry())):
         for entry in registry.entries():
             spec = entry.weights
-            for backend in ("torch", "onnx"):
+            for backend in backends:
                 if backend == "onnx" and not spec.onnx_file:
                     continue
                 status, path = _status(spec, cfg, backend)
+                if status == "missing" and backend == "onnx" and rows and rows[-1]["name"] == entry.name \
+                        and rows[-1]["status"] != "missing":
+                    status = "missing (optional)"  # the checkpoint beside it runs every engine
                 rows.append({
                     "kind": kind, "name": entry.name, "backend": backend,
                     "file": spec.names(backend)[0], "status": status, "path": path,
@@ -91,13 +100,16 @@ def cmd_weights(args: argparse.Namespace, cfg: Config) -> int:
     for r in rows:
         print(f"{r['kind']:9} {r['name']:{w}} {r['backend']:7} {r['status']:30} {r['path'] or r['file']}")
     missing = [r for r in rows if r["status"] == "missing"]
+    if any(r["status"] == "missing (optional)" for r in rows):
+        print("\n(optional): the .onnx export is not needed where the .pt is present; the onnx and openvino "
+              "engines convert the .pt once and cache it.")
     if missing:
         print("\nMissing files: `facerec weights fetch NAME` downloads and verifies them into ./weights/ "
               "(or copy them there, or into a folder named by FACEREC_WEIGHTS).")
     return 0
 
 
-def _spec_of(name: str):
+def _spec_of(name: str) -> WeightsSpec:
     for registry in (detector_registry(), embedder_registry()):
         if name in registry:
             return registry.get(name).weights
@@ -123,25 +135,34 @@ def cmd_fetch(args: argparse.Namespace, cfg: Config) -> int:
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--weights-dir {dest}: exists and is not a folder")
     print(f"into {dest}" + (f", from {from_dir}" if from_dir else f", mirror {mirror}" if mirror else ""))
-    results = []
-    for name, spec in specs:
-        for item in files_of(name, spec):
-            r = fetch_one(item, dest, from_dir=from_dir, mirror=mirror, progress=not args.no_progress)
-            results.append(r)
-            label = {"verified": "verified", "unverified": "UNVERIFIED", "failed": "FAILED"}[r.status]
-            extra = {"verified": f"sha256 {item.sha256[:12]}... matches" if item.sha256 else "",
-                     "unverified": "no published sha256: kept, NOT checked; check its source yourself",
-                     "failed": "not fetched"}[r.status]
-            print(f"{label:10} {name:20} {item.file:40} {extra}" + (f" ({r.how})" if r.how else ""), flush=True)
-            for line in r.problems:
-                print(f"           {line}")
-            if r.status == "failed":
-                print(f"           get it by hand from {item.page}")
+    fetched = [fetch_model(name, files_of(name, spec), dest, from_dir=from_dir, mirror=mirror,
+                           progress=not args.no_progress, report=_report) for name, spec in specs]
+    results = [r for m in fetched for r in m.results]
+    failed = [r for m in fetched for r in m.failed()]
+    optional = [r for m in fetched for r in m.results if m.optional(r)]
     n_ok = sum(r.status == "verified" for r in results)
     n_unv = sum(r.status == "unverified" for r in results)
-    n_bad = sum(r.status == "failed" for r in results)
-    print(f"{n_ok} verified, {n_unv} unverified, {n_bad} failed, of {len(results)} files")
-    if n_bad:
-        print(copy_tree_hint(results))
+    print(f"{n_ok} verified, {n_unv} unverified, {len(failed)} failed, of {len(results)} files"
+          + (f" ({len(optional)} optional not available: {', '.join(r.item.file for r in optional)})"
+             if optional else ""))
+    if failed:
+        print(copy_tree_hint(failed))
         return 1
     return 3 if n_unv else 0
+
+
+def _report(m: ModelFetch, r: FetchResult) -> None:
+    """One line per file as soon as it is done, and the reasons under it."""
+    item = r.item
+    if m.optional(r):
+        label, extra = "optional", f"not available there; the {item.backend} file of the model is enough to run it"
+    else:
+        label = {"verified": "verified", "unverified": "UNVERIFIED", "missing": "FAILED", "failed": "FAILED"}[r.status]
+        extra = {"verified": f"sha256 {item.sha256[:12]}... matches" if item.sha256 else "",
+                 "unverified": "no published sha256: kept, NOT checked; check its source yourself",
+                 "missing": "not fetched", "failed": "not fetched"}[r.status]
+    print(f"{label:10} {m.model:20} {item.file:40} {extra}" + (f" ({r.how})" if r.how else ""), flush=True)
+    for line in r.problems:
+        print(f"           {line}")
+    if label == "FAILED":
+        print(f"           get it by hand from {item.page}")

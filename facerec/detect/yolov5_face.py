@@ -47,7 +47,7 @@ from facerec.errors import CheckpointError, ConfigError
 from facerec.runtime import Session
 from facerec.runtime.settings import InvalidSettingError, merge_section
 from facerec.types import Detections
-from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
+from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file, use_onnx_export
 
 try:  # numpy >= 2 moved the pickling helpers; numpy.core still works but warns
     from numpy._core import multiarray as _np_multiarray
@@ -1268,8 +1268,7 @@ def create(name: str, spec: WeightsSpec, *, weights: str | os.PathLike | None = 
     else:
         explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
         pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
-        if explicit_onnx or (weights is None and spec.onnx_file is not None
-                             and (engine == "onnx" or (engine == "openvino" and pt is None))):
+        if explicit_onnx or use_onnx_export(spec, engine, weights, weights_dir, pt):
             engine = "onnx" if engine == "torch" else engine
             path = onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
         else:

@@ -3,8 +3,8 @@
 :func:`create_app` builds a FastAPI application around one
 :class:`~facerec.gallery.service.GalleryService`. Layout:
 
-* ``/health``, ``/``, ``/static/*``, ``/openapi.json``: open (the page shell asks for the
-  token and sends it with every request it makes).
+* ``/health``, ``/``, ``/static/*``, ``/openapi.json``, ``/docs``: open (the page shell asks
+  for the token and sends it with every request it makes).
 * ``/api/*``: bearer token required (checked before a request body is read).
 
 Model work is CPU-bound and the torch modules are not shared between threads here: it
@@ -40,6 +40,7 @@ from facerec.gallery.backend import GalleryUnavailable
 from facerec.gallery.service import GalleryService
 from facerec.gallery.store import validate_name
 from facerec.serve.auth import BearerGuard, resolve_token, token_dependency
+from facerec.serve.docs import add_api_docs
 from facerec.serve.uploads import (
     MB,
     BodySizeLimit,
@@ -343,7 +344,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         title="facerec",
         version=__version__,
         summary="Enroll, identify and manage the face gallery; watch a live source.",
-        docs_url=None,  # the interactive docs load scripts from a CDN; the page must work offline
+        docs_url=None,  # FastAPI's docs load scripts from a CDN; facerec.serve.docs serves them offline
         redoc_url=None,
     )
     app.state.api_token = token
@@ -371,6 +372,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_api_docs(app)
 
     # ------------------------------------------------------------------ the API
 
