@@ -610,7 +610,7 @@ def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
     from facerec import __version__
     from facerec.errors import GalleryError
     from facerec.gallery.backend import open_backend
-    from facerec.mqtt import MqttSink
+    from facerec.mqtt import MqttSink, page_url
 
     people: list[str] = []
     try:
@@ -621,4 +621,5 @@ def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
             backend.close()
     except GalleryError as e:  # no gallery yet, or the database is away: entities come with sightings
         log.info("mqtt: no enrolled people to announce yet (%s)", e)
-    return MqttSink(cfg.mqtt, cameras=list(cameras), people=people, version=__version__)
+    return MqttSink(cfg.mqtt, cameras=list(cameras), people=people, version=__version__,
+                    configuration_url=page_url(cfg.serve))
