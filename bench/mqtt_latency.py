@@ -31,7 +31,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,13 +56,13 @@ class Arrivals:
         ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{free_port()}")
 
-        def on_connect(client, userdata, flags, rc, props) -> None:  # type: ignore[no-untyped-def]
+        def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
             client.subscribe(topic, qos=1)
 
-        def on_subscribe(client, userdata, mid, rcs, props) -> None:  # type: ignore[no-untyped-def]
+        def on_subscribe(client: Any, userdata: Any, mid: Any, rcs: Any, props: Any) -> None:
             ready.set()
 
-        def on_message(client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
             with self._cond:
                 self.got.append((time.perf_counter(), msg.topic, bytes(msg.payload)))
                 self._cond.notify_all()
@@ -71,7 +73,7 @@ class Arrivals:
         assert ready.wait(10), "the subscriber could not subscribe"
         self.client = c
 
-    def wait_for(self, match, timeout: float = 5.0) -> float:  # type: ignore[no-untyped-def]
+    def wait_for(self, match: Callable[[str, bytes], bool], timeout: float = 5.0) -> float:
         """Arrival time of the first message ``match(topic, payload)`` accepts."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -147,8 +149,12 @@ def main() -> int:
                 payload = sample.replace('"name"', f'"n{i:04d}"', 1)
                 t0 = time.perf_counter()
                 raw.publish("facerec/people/_bench", payload, qos=1, retain=True)
-                paho_ms.append((sub.wait_for(lambda t, p, payload=payload: t == "facerec/people/_bench"
-                                             and p == payload.encode()) - t0) * 1000)
+                sent = payload.encode()
+
+                def is_raw(topic: str, got: bytes, sent: bytes = sent) -> bool:
+                    return topic == "facerec/people/_bench" and got == sent
+
+                paho_ms.append((sub.wait_for(is_raw) - t0) * 1000)
                 time.sleep(args.gap_ms / 1000)
         finally:
             bus.close()
