@@ -567,8 +567,7 @@ class MqttSink:
         if self.version:
             origin["sw_version"] = self.version
         return {"name": name, "unique_id": f"facerec_{self.node}_{oid}", "availability": avail,
-                "availability_mode": "all", "payload_available": "online", "payload_not_available": "offline",
-                "device": device, "origin": origin, **extra}
+                "availability_mode": "all", "device": device, "origin": origin, **extra}
 
     def _camera_discovery(self, camera: str) -> list[tuple[str, dict[str, Any]]]:
         oid = object_id("camera", camera)
