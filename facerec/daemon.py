@@ -144,7 +144,8 @@ def with_file_flags(specs: Sequence[CameraSpec], *, realtime: bool | None = None
         flags = " and ".join(f"--{k}" if v else f"no --{k}" for k, v in changes.items())
         raise ConfigError(f"{flags}: no camera reads a file (these apply to video files and image folders; "
                           f"set realtime / loop per camera in cameras:)")
-    return [dataclasses.replace(s, **changes) if s.name in files else s for s in specs]
+    return [dataclasses.replace(s, realtime=s.realtime if realtime is None else realtime,
+                                loop=s.loop if loop is None else loop) if s.name in files else s for s in specs]
 
 
 class ModelUse:

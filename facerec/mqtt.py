@@ -192,7 +192,7 @@ class MqttSink:
         self._restored = False
         self._restore_done = threading.Event()
         self._restore_msgs: list[tuple[str, bytes]] = []
-        self._marker = f"{self.prefix}/_start/{self.client_id}"
+        self._marker = f"{self.prefix}/_start/{topic_part(self.client_id)}"
         self._mqtt = mqtt
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311)
         client.will_set(self.available_topic, "offline", qos=1, retain=True)
