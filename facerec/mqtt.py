@@ -577,7 +577,7 @@ class MqttSink:
         return [
             (base % ("sensor", "last_recognized"), self._entity(
                 f"{oid}_last_recognized", "Last recognized", dev, camera, state_topic=state,
-                value_template="{{ value_json.last_recognized or None }}", icon="mdi:face-recognition")),
+                value_template="{{ value_json.last_recognized or 'unknown' }}", icon="mdi:face-recognition")),
             (base % ("sensor", "faces"), self._entity(
                 f"{oid}_faces", "Faces", dev, camera, state_topic=state, value_template="{{ value_json.faces }}",
                 state_class="measurement", unit_of_measurement="faces", icon="mdi:account-group")),
@@ -605,7 +605,7 @@ class MqttSink:
                 value_template="{{ 'ON' if value_json.present else 'OFF' }}")),
             (base % ("sensor", "camera"), self._entity(
                 f"{oid}_camera", f"{shown} last camera", dev, state_topic=state,
-                value_template="{{ value_json.camera or None }}", icon="mdi:cctv")),
+                value_template="{{ value_json.camera or 'unknown' }}", icon="mdi:cctv")),
             (base % ("device_tracker", "tracker"), self._entity(
                 f"{oid}_tracker", shown, dev, state_topic=state, source_type="router",
                 value_template="{{ 'home' if value_json.home else 'not_home' }}",

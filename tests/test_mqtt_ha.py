@@ -33,8 +33,7 @@ def _cfg(port: int, **kw) -> MqttConfig:
 
 
 def _render(template: str, payload: bytes) -> str:
-    """A discovery ``value_template`` applied to a payload, as Home Assistant's Jinja does
-    (it turns the rendered text ``None`` into the state unknown)."""
+    """A discovery ``value_template`` applied to a payload, as Home Assistant's Jinja does."""
     return jinja2.Environment().from_string(template).render(value_json=json.loads(payload), value=payload.decode())
 
 
@@ -112,6 +111,8 @@ def test_start_and_exit_order_and_a_restart_without_a_false_arrival(broker: Brok
 
 
 def test_missing_values_render_as_unknown_not_none(broker: Broker) -> None:
+    """A text sensor's state is the rendered text (Home Assistant 2024.3 showed ``None``
+    literally), so a missing value renders as ``unknown``, Home Assistant's own state for it."""
     sub = Subscriber(broker.port)
     sink = MqttSink(_cfg(broker.port), cameras=["gate"], people=["bob"])
     try:
@@ -120,8 +121,8 @@ def test_missing_values_render_as_unknown_not_none(broker: Broker) -> None:
         camera_cfg = sub.json(f"homeassistant/sensor/facerec/{oid}_camera/config")[-1]
         last_cfg = sub.json(f"homeassistant/sensor/facerec/{cam_oid}_last_recognized/config")[-1]
         assert json.loads(sub.payloads("facerec/people/bob")[-1])["camera"] is None
-        assert _render(camera_cfg["value_template"], sub.payloads("facerec/people/bob")[-1]) == "None"
-        assert _render(last_cfg["value_template"], sub.payloads("facerec/cameras/gate")[-1]) == "None"
+        assert _render(camera_cfg["value_template"], sub.payloads("facerec/people/bob")[-1]) == "unknown"
+        assert _render(last_cfg["value_template"], sub.payloads("facerec/cameras/gate")[-1]) == "unknown"
         assert camera_cfg["name"] == "Bob last camera"
     finally:
         sink.close()
