@@ -170,7 +170,8 @@ class ServeConfig(_Section):
 
 
 class MqttConfig(_Section):
-    enabled: bool = Field(False, description="Publish events and Home Assistant discovery over MQTT.")
+    enabled: bool = Field(False, description="Publish events and Home Assistant discovery over MQTT; "
+                                             "unset = on when the section names a host.")
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
     topic_prefix: str = Field("facerec", min_length=1, pattern=r"^[^#+]+$", description="First level of every topic.")
@@ -180,11 +181,22 @@ class MqttConfig(_Section):
     password: str | None = Field(None, description="Broker password.")
     tls: bool = Field(False, description="Connect with TLS (system CA certificates unless ca_certs is set).")
     ca_certs: str | None = Field(None, description="CA bundle file for TLS.")
-    client_id: str | None = Field(None, description="MQTT client id; null = facerec-<topic_prefix>.")
+    client_id: str | None = Field(None, description="MQTT client id; null = <topic_prefix>-<host name>, unique per machine.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive, s; the Last Will fires about 1.5x this after a silent death.")
     presence_timeout_s: float = Field(30.0, gt=0, description="A person is no longer present this long after their last track left, s.")
     queue_size: int = Field(1024, ge=1, description="Messages waiting for the broker; older ones are dropped and counted.")
     reconnect_max_s: float = Field(30.0, ge=1, description="Longest wait between two reconnect attempts, s.")
+    consider_home_s: float = Field(180.0, gt=0, description="A person's device_tracker turns not_home this long after their last track left, s.")
+    configuration_url: str | None = Field(None, description="Link shown on the Home Assistant devices; null = the `facerec serve` page (serve.host, serve.port), empty = none.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_with_a_host(cls, data: Any) -> Any:
+        """A section that names a ``host`` and says nothing of ``enabled`` is on: writing
+        the broker's address is asking for MQTT."""
+        if isinstance(data, dict) and "enabled" not in data and "host" in data:
+            data = {**data, "enabled": True}
+        return data
 
 
 class CameraConfig(_Section):

@@ -29,6 +29,7 @@ per-camera overrides) or, for ``--source``, from one synthesized camera
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -115,6 +116,36 @@ def cameras_from_config(cfg: Config) -> list[CameraSpec]:
     if dup:
         raise ConfigError(f"cameras: the name {dup[0]!r} is used twice; every camera needs its own name")
     return specs
+
+
+def with_file_flags(specs: Sequence[CameraSpec], *, realtime: bool | None = None,
+                    loop: bool | None = None) -> list[CameraSpec]:
+    """``--realtime`` / ``--loop`` given on the command line, applied to every camera that
+    reads files (a video, an image, a folder); webcams and streams keep their settings.
+    ``None`` keeps each camera's own setting.
+
+    Raises:
+        ConfigError: a flag was given but no camera reads files (it would do nothing).
+    """
+    from facerec.capture import classify_source
+    from facerec.errors import SourceError
+
+    def reads_files(spec: CameraSpec) -> bool:
+        try:
+            return not classify_source(spec.source)[0].is_live
+        except SourceError:  # a missing file: opening it reports that
+            return True
+
+    changes = {k: v for k, v in (("realtime", realtime), ("loop", loop)) if v is not None}
+    if not changes:
+        return list(specs)
+    files = [s.name for s in specs if reads_files(s)]
+    if not files:
+        flags = " and ".join(f"--{k}" if v else f"no --{k}" for k, v in changes.items())
+        raise ConfigError(f"{flags}: no camera reads a file (these apply to video files and image folders; "
+                          f"set realtime / loop per camera in cameras:)")
+    return [dataclasses.replace(s, realtime=s.realtime if realtime is None else realtime,
+                                loop=s.loop if loop is None else loop) if s.name in files else s for s in specs]
 
 
 class ModelUse:
@@ -610,7 +641,7 @@ def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
     from facerec import __version__
     from facerec.errors import GalleryError
     from facerec.gallery.backend import open_backend
-    from facerec.mqtt import MqttSink
+    from facerec.mqtt import MqttSink, page_url
 
     people: list[str] = []
     try:
@@ -621,4 +652,5 @@ def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
             backend.close()
     except GalleryError as e:  # no gallery yet, or the database is away: entities come with sightings
         log.info("mqtt: no enrolled people to announce yet (%s)", e)
-    return MqttSink(cfg.mqtt, cameras=list(cameras), people=people, version=__version__)
+    return MqttSink(cfg.mqtt, cameras=list(cameras), people=people, version=__version__,
+                    configuration_url=page_url(cfg.serve))

@@ -4,26 +4,41 @@ Topics (``<prefix>`` = ``mqtt.topic_prefix``; payloads in docs/events.md):
 
 * ``<prefix>/available``: retained ``online``; ``offline`` on a clean stop and, through
   the broker's Last Will (qos 1, retained), when the daemon dies without a word;
-* ``<prefix>/events`` and ``<prefix>/<camera>/events``: every event record;
+* ``<prefix>/events``: every event record; ``<prefix>/<camera>/events``: the face events
+  of one camera (the Home Assistant event entity);
 * ``<prefix>/<camera>/faces``: one message per ``recognized`` / ``unknown`` face, shaped
   like Frigate's face ``tracked_object_update`` (type, id, name, score, camera,
   timestamp);
-* ``<prefix>/people/<name>``: retained last sighting and ``present``, which turns false
-  ``mqtt.presence_timeout_s`` after the person's last track left;
-* ``<prefix>/cameras/<camera>``: retained counts of the faces visible now.
+* ``<prefix>/<camera>/available``: retained ``online`` / ``offline``, the camera's stream
+  (from the ``camera`` events);
+* ``<prefix>/people/<name>``: retained last sighting, ``present`` (false
+  ``mqtt.presence_timeout_s`` after the person's last track left) and ``home`` (false
+  ``mqtt.consider_home_s`` after it);
+* ``<prefix>/cameras/<camera>``: retained counts of the faces visible now, the last person
+  recognized there and the stream's state.
 
-Home Assistant discovery configs (retained, ``unique_id``, a device block, availability on
-``<prefix>/available``) are published under ``mqtt.discovery_prefix`` for every camera and
-for every person enrolled (:meth:`MqttSink.set_people`, called when the gallery changes:
-enrolment creates the entities, deletion removes them, a rename does both), and published
-again whenever ``<discovery_prefix>/status`` says ``online`` and after every reconnect.
+Retained state is published only when it changes. At start the retained state of the last
+run is read back (the last sighting and the last person recognized survive a restart;
+nobody is present until seen again), then discovery, the state and only then ``online``;
+a clean stop publishes everyone absent, then ``offline``. So Home Assistant never sees a
+person arrive because the daemon restarted.
+
+Home Assistant discovery configs (retained, ``unique_id``, ``origin``, a device block with
+``configuration_url``) are published under ``mqtt.discovery_prefix``: one device for the
+daemon holding a presence, a last camera and a ``device_tracker`` entity per enrolled
+person (:meth:`MqttSink.set_people`, called when the gallery changes: enrolment creates the
+entities, deletion removes them, a rename does both), and one device per camera (so each
+can go into its own area) whose entities are available while both the daemon and the
+camera are. They are published again whenever ``<discovery_prefix>/status`` says
+``online`` and after every reconnect.
 
 The camera never waits for the broker: :meth:`MqttSink.publish` puts the event on a
 bounded queue (the oldest is dropped and counted when full) and a worker thread turns it
 into messages. paho's network thread reconnects with a backoff of 1 s doubling up to
-``mqtt.reconnect_max_s``; messages that cannot be sent meanwhile are counted as dropped,
-and the retained state (availability, discovery, people, cameras) is sent again on
-reconnect, so nothing a subscriber relies on stays stale.
+``mqtt.reconnect_max_s``; an unreachable or lost broker is logged once per change (with
+host, port and the reason), messages that cannot be sent meanwhile are counted as
+dropped, and the retained state is sent again on reconnect, so nothing a subscriber relies
+on stays stale.
 """
 
 from __future__ import annotations
@@ -33,17 +48,22 @@ import json
 import logging
 import queue
 import re
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from facerec.config import MqttConfig
+from facerec.config import MqttConfig, ServeConfig
 from facerec.errors import ConfigError
 from facerec.events import EVENT_KINDS, Event, iso_time, put_dropping_oldest
 
 log = logging.getLogger(__name__)
+
+#: Longest wait at start for the retained state of the last run, s.
+RESTORE_WAIT_S = 2.0
 
 
 def topic_part(text: str) -> str:
@@ -59,13 +79,42 @@ def object_id(kind: str, text: str) -> str:
     return f"{kind}_{slug}_{hashlib.sha1(text.encode('utf-8')).hexdigest()[:6]}"
 
 
+def display_name(name: str) -> str:
+    """How a gallery name reads in Home Assistant: a key-like name (all lower case, words
+    joined by ``_``) becomes words with capitals (``lin_manuel_miranda`` -> ``Lin Manuel
+    Miranda``); a name written with capitals or spaces is the display name already."""
+    if name != name.lower() or " " in name.strip():
+        return name
+    words = [w for w in name.replace("_", " ").split() if w]
+    return " ".join(w[:1].upper() + w[1:] for w in words) or name
+
+
+def default_client_id(prefix: str) -> str:
+    """``<prefix>-<host name>``: unique per machine, so two daemons on two machines with
+    the default prefix never take each other's session at the broker."""
+    host = re.sub(r"[^A-Za-z0-9_-]+", "_", socket.gethostname()) or "host"
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '_', prefix)}-{host}"[:64]
+
+
+def page_url(serve: ServeConfig) -> str:
+    """The ``facerec serve`` page as Home Assistant should link it: ``serve.host`` and
+    ``serve.port``, with the machine's name when the server binds every address."""
+    host = serve.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{serve.port}/"
+
+
 @dataclass
 class _Person:
     present: bool = False
+    home: bool = False
     camera: str | None = None
     score: float | None = None
     ts: float | None = None
     expire_at: float | None = None  # monotonic; set while present with no track visible
+    away_at: float | None = None  # monotonic; set while home with no track visible
 
 
 @dataclass
@@ -73,6 +122,8 @@ class _Camera:
     tracks: dict[int, str | None] = field(default_factory=dict)  # track -> name; "" = not decided
     last_recognized: str | None = None
     ts: float | None = None
+    state: str = "online"
+    reason: str | None = None
 
 
 @dataclass
@@ -102,14 +153,16 @@ class MqttSink:
         cfg: the ``mqtt:`` section.
         cameras: names of the cameras (their discovery entities and count topics).
         people: the people enrolled now (more come through :meth:`set_people`).
-        version: software version written into the Home Assistant device block.
+        version: software version written into the Home Assistant device and origin.
+        configuration_url: the ``facerec serve`` page, linked from the Home Assistant
+            devices when ``mqtt.configuration_url`` is not set (``None``: no link).
 
     Raises:
         ConfigError: paho-mqtt is missing or the TLS files cannot be read.
     """
 
     def __init__(self, cfg: MqttConfig, cameras: Sequence[str] = (), people: Iterable[str] = (),
-                 version: str = "") -> None:
+                 version: str = "", configuration_url: str | None = None) -> None:
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -120,17 +173,28 @@ class MqttSink:
         self.node = re.sub(r"[^A-Za-z0-9_-]+", "_", self.prefix)
         self.available_topic = f"{self.prefix}/available"
         self.version = version
+        url = cfg.configuration_url if cfg.configuration_url is not None else configuration_url
+        self.configuration_url = url or None
+        self.client_id = cfg.client_id or default_client_id(self.prefix)
         self.stats = MqttStats()
         self._cameras: dict[str, _Camera] = {c: _Camera() for c in cameras}
         self._people: dict[str, _Person] = {p: _Person() for p in people}
         self._active: dict[tuple[str, int], str] = {}  # (camera, track) -> name, tracks named now
         self._retained: dict[str, str] = {}  # every retained payload, re-sent after a reconnect
+        self._published: dict[str, str] = {}  # retained payloads the broker has now (publish on change)
+        self._lock = threading.Lock()
         self._resync = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, cfg.queue_size))
         self._closed = False
+        self._closing = False
+        self._broker_up: bool | None = None  # None until the first attempt; logs once per change
+        self._down_since: float | None = None
+        self._restored = False
+        self._restore_done = threading.Event()
+        self._restore_msgs: list[tuple[str, bytes]] = []
+        self._marker = f"{self.prefix}/_start/{topic_part(self.client_id)}"
         self._mqtt = mqtt
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"facerec-{self.node}",
-                             protocol=mqtt.MQTTv311)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311)
         client.will_set(self.available_topic, "offline", qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
@@ -141,7 +205,9 @@ class MqttSink:
                 raise ConfigError(f"mqtt.tls: cannot set up TLS ({e}); check mqtt.ca_certs") from None
         client.reconnect_delay_set(1, max(1, int(cfg.reconnect_max_s)))
         client.max_queued_messages_set(max(16, cfg.queue_size))
+        client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self.client = client
@@ -156,29 +222,84 @@ class MqttSink:
 
     # ------------------------------------------------------------------ paho callbacks
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    @property
+    def where(self) -> str:
+        """``host:port`` of the broker, for messages."""
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def _broker_down(self, why: str, lost: bool) -> None:
+        """Log the broker going away once, not on every reconnect attempt."""
+        self.stats.connected = False
+        if self._closing:
+            return
+        if self._broker_up is False:
+            log.debug("mqtt: %s still away (%s)", self.where, why)
+            return
+        self._broker_up = False
+        self._down_since = time.monotonic()
+        self.stats.errors = (self.stats.errors + [why])[-5:]
+        if lost:
+            log.warning("mqtt: lost the broker %s (%s); reconnecting, the cameras keep running", self.where, why)
+        else:
+            log.warning("mqtt: cannot reach the broker %s (%s); retrying every %g s at most, the cameras keep "
+                        "running", self.where, why, max(1, int(self.cfg.reconnect_max_s)))
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        """No Nagle delay: one event is several small messages, and without this all but
+        the first wait for the broker's delayed ACK (about 40 ms on Linux)."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # not a TCP socket (a proxy, a websocket wrapper)
+            pass
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        err = sys.exc_info()[1]  # paho calls this from its ``except OSError`` block
+        if isinstance(err, socket.gaierror):
+            why = f"the host name does not resolve: {err.strerror or err}"
+        elif isinstance(err, ConnectionRefusedError):
+            why = "connection refused: is the broker running on that port?"
+        elif err is not None:
+            why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        else:
+            why = "connection failed"
+        self._broker_down(why, lost=False)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            msg = f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}"
-            self.stats.errors = (self.stats.errors + [msg])[-5:]
-            log.warning("mqtt: %s (check mqtt.username / mqtt.password)", msg)
+            self._broker_down(f"the broker refused the connection: {reason_code}; check mqtt.username / "
+                              f"mqtt.password", lost=False)
             return
         self.stats.connected = True
         self.stats.connects += 1
-        log.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        if self._broker_up is False and self._down_since is not None:
+            log.warning("mqtt: connected to %s again after %.0f s", self.where, time.monotonic() - self._down_since)
+        else:
+            log.info("mqtt: connected to %s", self.where)
+        self._broker_up, self._down_since = True, None
+        with self._lock:
+            self._published.clear()  # the broker may have restarted without its retained messages
         client.subscribe(f"{self.disc}/status", qos=1)
+        if not self._restored:
+            client.subscribe([(f"{self.prefix}/people/+", 1), (f"{self.prefix}/cameras/+", 1), (self._marker, 1)])
+            client.publish(self._marker, "1", qos=1)  # comes back after every retained message above
         self._resync.set()
         self._wake()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.stats.connected:
-            log.warning("mqtt: lost the broker %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port, reason_code)
-        self.stats.connected = False
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._broker_down(str(reason_code), lost=True)
 
-    def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic == f"{self.disc}/status" and msg.payload.strip().lower() == b"online":
-            log.info("mqtt: Home Assistant came online; publishing discovery again")
-            self._resync.set()
-            self._wake()
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == self._marker:
+            self._restore_done.set()
+        elif msg.topic == f"{self.disc}/status":
+            if msg.payload.strip().lower() == b"online":
+                log.info("mqtt: Home Assistant came online; publishing discovery again")
+                with self._lock:
+                    self._published.clear()  # it asks for every config again, unchanged or not
+                self._resync.set()
+                self._wake()
+        elif not self._restore_done.is_set() and msg.retain:
+            self._restore_msgs.append((msg.topic, bytes(msg.payload)))
 
     # ------------------------------------------------------------------ the sink interface
 
@@ -204,21 +325,30 @@ class MqttSink:
 
     # ------------------------------------------------------------------ worker
 
-    def _send(self, topic: str, payload: str, retain: bool = False, qos: int = 0) -> None:
+    def _send(self, topic: str, payload: str, retain: bool = False, qos: int = 0) -> Any:
+        """Publish now when connected; a retained payload is remembered for reconnects and
+        sent only when it differs from what the broker holds."""
         if retain:
             if payload:
                 self._retained[topic] = payload
             else:
                 self._retained.pop(topic, None)
+            with self._lock:
+                if self.stats.connected and self._published.get(topic) == payload:
+                    return None
         if not self.stats.connected:
             if not retain:
                 self.stats.dropped += 1
-            return
+            return None
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == self._mqtt.MQTT_ERR_SUCCESS:
             self.stats.sent += 1
+            if retain:
+                with self._lock:
+                    self._published[topic] = payload
         elif not retain:
             self.stats.dropped += 1
+        return info
 
     def _work(self) -> None:
         while True:
@@ -229,8 +359,10 @@ class MqttSink:
             if item is _STOP:
                 return
             try:
-                if self._resync.is_set():
+                if self._resync.is_set() and self.stats.connected:
                     self._resync.clear()
+                    if not self._restored:
+                        self._restore()
                     self._republish()
                 if item is not None:
                     kind, payload = item
@@ -242,34 +374,81 @@ class MqttSink:
             except Exception:  # never let one bad message end the sink
                 log.exception("mqtt: publishing failed")
 
+    def _restore(self) -> None:
+        """Take the last sighting of everyone and the last person recognized per camera
+        from the retained state of the last run (never ``present``: nobody is here until
+        seen again), then stop listening to the state topics."""
+        if not self._restore_done.wait(RESTORE_WAIT_S):
+            log.info("mqtt: no answer from %s about the last run's state within %g s; starting afresh", self.where,
+                     RESTORE_WAIT_S)
+        self._restored = True
+        self._restore_done.set()
+        self.client.unsubscribe([f"{self.prefix}/people/+", f"{self.prefix}/cameras/+", self._marker])
+        for topic, raw in self._restore_msgs:
+            try:
+                old = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(old, dict):
+                continue
+            if topic.startswith(f"{self.prefix}/people/"):
+                p = self._people.get(str(old.get("name")))
+                if p is not None and p.ts is None and isinstance(old.get("ts"), (int, float)):
+                    p.camera, p.ts = old.get("camera"), float(old["ts"])
+                    p.score = float(old["score"]) if isinstance(old.get("score"), (int, float)) else None
+                    self._person_state(str(old["name"]))
+            else:
+                c = self._cameras.get(str(old.get("camera")))
+                if c is not None and c.last_recognized is None and old.get("last_recognized"):
+                    c.last_recognized = str(old["last_recognized"])
+                    c.ts = float(old["ts"]) if isinstance(old.get("ts"), (int, float)) else None
+                    self._camera_state(str(old["camera"]))
+        self._restore_msgs.clear()
+
     def _republish(self) -> None:
-        self._send(self.available_topic, "online", retain=True, qos=1)
+        """Discovery, then the retained state, then ``online``: Home Assistant has every
+        entity's current state before it is available."""
         if self.cfg.discovery:
             for cam in self._cameras:
                 for topic, cfg in self._camera_discovery(cam):
-                    self._send(topic, json.dumps(cfg), retain=True, qos=1)
+                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
             for name in self._people:
                 for topic, cfg in self._person_discovery(name):
-                    self._send(topic, json.dumps(cfg), retain=True, qos=1)
+                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
         for topic, payload in list(self._retained.items()):
             if topic != self.available_topic and not topic.startswith(self.disc + "/"):
                 self._send(topic, payload, retain=True, qos=1)
+        self._send(self.available_topic, "online", retain=True, qos=1)
+
+    def _new_camera(self, camera: str) -> _Camera:
+        cam = self._cameras[camera] = _Camera()
+        if self.cfg.discovery and self.stats.connected:
+            for topic, cfg in self._camera_discovery(camera):
+                self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+        return cam
 
     def _handle(self, ev: Event) -> None:
+        """The state first (the person, then the camera), then the event records: the
+        first of a burst of messages leaves without waiting for the broker's ACK, so the
+        state Home Assistant automates on arrives soonest."""
         record = json.dumps(ev.to_json(), ensure_ascii=False)
         cam_t = topic_part(ev.camera)
+        cam = self._cameras.get(ev.camera) or self._new_camera(ev.camera)
+        if ev.event == "camera":  # the stream's state, not a face: HA's event entity lists face kinds only
+            cam.state, cam.reason = (ev.state or "offline"), ev.reason
+            self._camera_state(ev.camera)
+            self._send(f"{self.prefix}/events", record)
+            return
+        self._track(cam, ev)
         self._send(f"{self.prefix}/events", record)
         self._send(f"{self.prefix}/{cam_t}/events", record)
-        if ev.camera not in self._cameras:
-            self._cameras[ev.camera] = _Camera()
-            if self.cfg.discovery and self.stats.connected:
-                for topic, cfg in self._camera_discovery(ev.camera):
-                    self._send(topic, json.dumps(cfg), retain=True, qos=1)
-        cam = self._cameras[ev.camera]
         if ev.event in ("recognized", "unknown"):
             face = {"type": "face", "id": f"{ev.camera}-{ev.track_id}", "name": ev.name,
                     "score": round(float(ev.score), 4), "camera": ev.camera, "timestamp": round(ev.ts, 3)}
             self._send(f"{self.prefix}/{cam_t}/faces", json.dumps(face, ensure_ascii=False))
+
+    def _track(self, cam: _Camera, ev: Event) -> None:
+        """Update and publish the person's and the camera's state for a face event."""
         key = (ev.camera, ev.track_id)
         if ev.event == "left":
             cam.tracks.pop(ev.track_id, None)
@@ -282,9 +461,9 @@ class MqttSink:
                 self._active.pop(key, None)
         if ev.event == "recognized":
             cam.last_recognized, cam.ts = ev.name, ev.ts
-        self._camera_state(ev.camera)
         if ev.name is not None and ev.event in ("recognized", "left", "appeared"):
             self._sighting(ev)
+        self._camera_state(ev.camera)
 
     def _sighting(self, ev: Event) -> None:
         name = ev.name
@@ -294,33 +473,44 @@ class MqttSink:
             p = self._people[name] = _Person()
             if self.cfg.discovery and self.stats.connected:
                 for topic, cfg in self._person_discovery(name):
-                    self._send(topic, json.dumps(cfg), retain=True, qos=1)
-        p.present, p.camera, p.score, p.ts = True, ev.camera, float(ev.score), ev.ts
+                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+        p.present, p.home, p.camera, p.score, p.ts = True, True, ev.camera, float(ev.score), ev.ts
         visible = any(n == name for n in self._active.values())
-        p.expire_at = None if visible else time.monotonic() + self.cfg.presence_timeout_s
+        now = time.monotonic()
+        p.expire_at = None if visible else now + self.cfg.presence_timeout_s
+        p.away_at = None if visible else now + self.cfg.consider_home_s
         self._person_state(name)
 
     def _expire(self) -> None:
         now = time.monotonic()
         for name, p in self._people.items():
+            changed = False
             if p.present and p.expire_at is not None and now >= p.expire_at:
-                p.present, p.expire_at = False, None
+                p.present, p.expire_at, changed = False, None, True
+            if p.home and p.away_at is not None and now >= p.away_at:
+                p.home, p.away_at, changed = False, None, True
+            if changed:
                 self._person_state(name)
 
-    def _person_state(self, name: str) -> None:
+    def _person_payload(self, name: str) -> str:
         p = self._people[name]
-        payload = {"name": name, "present": p.present, "camera": p.camera,
+        payload = {"name": name, "present": p.present, "home": p.home, "camera": p.camera,
                    "score": round(p.score, 4) if p.score is not None else None,
                    "time": iso_time(p.ts) if p.ts is not None else None, "ts": p.ts}
-        self._send(self.person_topic(name), json.dumps(payload, ensure_ascii=False), retain=True, qos=1)
+        return json.dumps(payload, ensure_ascii=False)
 
-    def _camera_state(self, camera: str) -> None:
+    def _person_state(self, name: str) -> Any:
+        return self._send(self.person_topic(name), self._person_payload(name), retain=True, qos=1)
+
+    def _camera_state(self, camera: str) -> list[Any]:
         c = self._cameras[camera]
         names = list(c.tracks.values())
         payload = {"camera": camera, "faces": len(names), "known": sum(1 for n in names if n),
                    "unknown": sum(1 for n in names if n is None), "last_recognized": c.last_recognized,
-                   "time": iso_time(c.ts) if c.ts is not None else None, "ts": c.ts}
-        self._send(self.camera_topic(camera), json.dumps(payload, ensure_ascii=False), retain=True, qos=1)
+                   "time": iso_time(c.ts) if c.ts is not None else None, "ts": c.ts,
+                   "state": c.state, "reason": c.reason}
+        return [self._send(self.camera_topic(camera), json.dumps(payload, ensure_ascii=False), retain=True, qos=1),
+                self._send(self.camera_available_topic(camera), c.state, retain=True, qos=1)]
 
     def _update_people(self, names: list[str]) -> None:
         wanted = set(names)
@@ -334,7 +524,7 @@ class MqttSink:
             self._people[new] = _Person()
             if self.cfg.discovery:
                 for topic, cfg in self._person_discovery(new):
-                    self._send(topic, json.dumps(cfg), retain=True, qos=1)
+                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
             self._person_state(new)
 
     # ------------------------------------------------------------------ topics and discovery
@@ -345,52 +535,88 @@ class MqttSink:
     def camera_topic(self, camera: str) -> str:
         return f"{self.prefix}/cameras/{topic_part(camera)}"
 
-    def _device(self) -> dict[str, Any]:
-        return {"identifiers": [f"facerec_{self.node}"], "name": f"facerec {self.prefix}",
-                "manufacturer": "facerec", "model": "face recognition daemon", "sw_version": self.version or None}
+    def camera_available_topic(self, camera: str) -> str:
+        return f"{self.prefix}/{topic_part(camera)}/available"
 
-    def _entity(self, oid: str, name: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "unique_id": f"facerec_{self.node}_{oid}",
-                "availability_topic": self.available_topic, "payload_available": "online",
-                "payload_not_available": "offline", "device": self._device(), **extra}
+    def _daemon_device(self) -> dict[str, Any]:
+        name = "facerec" if self.prefix == "facerec" else f"facerec {self.prefix}"
+        return self._device([f"facerec_{self.node}"], name, "face recognition daemon")
+
+    def _camera_device(self, camera: str) -> dict[str, Any]:
+        name = camera if self.prefix == "facerec" else f"{camera} ({self.prefix})"
+        dev = self._device([f"facerec_{self.node}_{object_id('camera', camera)}"], name, "camera")
+        dev["via_device"] = f"facerec_{self.node}"
+        return dev
+
+    def _device(self, identifiers: list[str], name: str, model: str) -> dict[str, Any]:
+        dev: dict[str, Any] = {"identifiers": identifiers, "name": name, "manufacturer": "facerec", "model": model}
+        if self.version:
+            dev["sw_version"] = self.version
+        if self.configuration_url:
+            dev["configuration_url"] = self.configuration_url
+        return dev
+
+    def _entity(self, oid: str, name: str, device: dict[str, Any], camera: str | None = None,
+                **extra: Any) -> dict[str, Any]:
+        """One discovery config; a camera's entities are available while the daemon and
+        the camera both are."""
+        avail = [{"topic": self.available_topic}]
+        if camera is not None:
+            avail.append({"topic": self.camera_available_topic(camera)})
+        origin: dict[str, Any] = {"name": "facerec"}
+        if self.version:
+            origin["sw_version"] = self.version
+        return {"name": name, "unique_id": f"facerec_{self.node}_{oid}", "availability": avail,
+                "availability_mode": "all", "device": device, "origin": origin, **extra}
 
     def _camera_discovery(self, camera: str) -> list[tuple[str, dict[str, Any]]]:
         oid = object_id("camera", camera)
         state = self.camera_topic(camera)
+        dev = self._camera_device(camera)
         base = f"{self.disc}/%s/{self.node}/{oid}_%s/config"
         return [
             (base % ("sensor", "last_recognized"), self._entity(
-                f"{oid}_last_recognized", f"{camera} last recognized", state_topic=state,
-                value_template="{{ value_json.last_recognized if value_json.last_recognized else 'none' }}",
-                json_attributes_topic=state, icon="mdi:face-recognition")),
+                f"{oid}_last_recognized", "Last recognized", dev, camera, state_topic=state,
+                value_template="{{ value_json.last_recognized or 'unknown' }}", icon="mdi:face-recognition")),
             (base % ("sensor", "faces"), self._entity(
-                f"{oid}_faces", f"{camera} faces", state_topic=state, value_template="{{ value_json.faces }}",
+                f"{oid}_faces", "Faces", dev, camera, state_topic=state, value_template="{{ value_json.faces }}",
                 state_class="measurement", unit_of_measurement="faces", icon="mdi:account-group")),
             (base % ("event", "face"), self._entity(
-                f"{oid}_face", f"{camera} face", state_topic=f"{self.prefix}/{topic_part(camera)}/events",
+                f"{oid}_face", "Face", dev, camera, state_topic=f"{self.prefix}/{topic_part(camera)}/events",
                 event_types=list(EVENT_KINDS),
                 value_template="{{ {'event_type': value_json.event, 'name': value_json.name, "
                                "'score': value_json.score, 'track_id': value_json.track_id} | to_json }}",
                 icon="mdi:face-man")),
+            (base % ("binary_sensor", "stream"), self._entity(
+                f"{oid}_stream", "Stream", dev, None, state_topic=self.camera_available_topic(camera),
+                payload_on="online", payload_off="offline", device_class="connectivity",
+                entity_category="diagnostic")),
         ]
 
     def _person_discovery(self, name: str) -> list[tuple[str, dict[str, Any]]]:
         oid = object_id("person", name)
         state = self.person_topic(name)
+        shown = display_name(name)
+        dev = self._daemon_device()
         base = f"{self.disc}/%s/{self.node}/{oid}_%s/config"
         return [
             (base % ("binary_sensor", "presence"), self._entity(
-                f"{oid}_presence", f"{name} presence", state_topic=state, device_class="presence",
-                value_template="{{ 'ON' if value_json.present else 'OFF' }}", json_attributes_topic=state)),
+                f"{oid}_presence", shown, dev, state_topic=state, device_class="presence",
+                value_template="{{ 'ON' if value_json.present else 'OFF' }}")),
             (base % ("sensor", "camera"), self._entity(
-                f"{oid}_camera", f"{name} last camera", state_topic=state,
-                value_template="{{ value_json.camera if value_json.camera else 'none' }}", icon="mdi:cctv")),
+                f"{oid}_camera", f"{shown} last camera", dev, state_topic=state,
+                value_template="{{ value_json.camera or 'unknown' }}", icon="mdi:cctv")),
+            (base % ("device_tracker", "tracker"), self._entity(
+                f"{oid}_tracker", shown, dev, state_topic=state, source_type="router",
+                value_template="{{ 'home' if value_json.home else 'not_home' }}",
+                payload_home="home", payload_not_home="not_home", icon="mdi:account")),
         ]
 
     # ------------------------------------------------------------------ shutdown
 
     def close(self, timeout: float = 3.0) -> None:
-        """Send what is queued (at most ``timeout`` s), say ``offline``, disconnect."""
+        """Send what is queued, then everyone absent and the cameras' reset counts, then
+        ``offline``, and disconnect quietly (at most ``timeout`` s in all)."""
         if self._closed:
             return
         self._closed = True
@@ -400,12 +626,25 @@ class MqttSink:
         except queue.Full:
             pass
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        if self.stats.connected:
-            info = self.client.publish(self.available_topic, "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass
+        self._closing = True
+        if self.stats.connected and not self._thread.is_alive():
+            infos: list[Any] = []
+            for p in self._people.values():
+                p.present, p.home, p.expire_at, p.away_at = False, False, None, None
+            for name in self._people:
+                infos.append(self._person_state(name))
+            for cam_name, cam in self._cameras.items():
+                cam.tracks.clear()
+                cam.state, cam.reason = "offline", "facerec stopped"
+                infos.extend(self._camera_state(cam_name))
+            infos.append(self._send(self.available_topic, "offline", retain=True, qos=1))
+            for info in infos:
+                if info is None:
+                    continue
+                try:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError):
+                    break
         self.client.disconnect()
         self.client.loop_stop()
         self.stats.connected = False

@@ -59,17 +59,25 @@ def test_topics_payloads_discovery_presence_and_left(broker: Broker, sub: Subscr
         presence = f"homeassistant/binary_sensor/facerec/{oid}_presence/config"
         assert sub.wait(lambda: sub.json(presence))
         cfg = sub.json(presence)[-1]
-        assert cfg["unique_id"] == f"facerec_facerec_{oid}_presence" and "alice" in cfg["name"]
-        assert cfg["availability_topic"] == "facerec/available" and cfg["state_topic"] == "facerec/people/alice"
+        assert cfg["unique_id"] == f"facerec_facerec_{oid}_presence" and cfg["name"] == "Alice"
+        assert cfg["availability"] == [{"topic": "facerec/available"}] and cfg["state_topic"] == "facerec/people/alice"
         assert cfg["device"]["identifiers"] == ["facerec_facerec"] and cfg["device"]["sw_version"] == "t"
-        # per person 2 entities, per camera 3; they arrive one by one, so wait for all of them
-        sub.wait(lambda: len(sub.all(prefix="homeassistant/")) >= 2 * 2 + 3)
+        assert cfg["device"]["name"] == "facerec" and cfg["origin"] == {"name": "facerec", "sw_version": "t"}
+        # per person 3 entities, per camera 4; they arrive one by one, so wait for all of them
+        sub.wait(lambda: len(sub.all(prefix="homeassistant/")) >= 2 * 3 + 4)
         disc = [t for t, _, _ in sub.all(prefix="homeassistant/")]
-        assert len(disc) == 2 * 2 + 3, disc
+        assert len(disc) == 2 * 3 + 4, disc
         cam_oid = object_id("camera", "door")
         event_cfg = sub.json(f"homeassistant/event/facerec/{cam_oid}_face/config")[-1]
         assert event_cfg["event_types"] == ["appeared", "recognized", "unknown", "left"]
         assert event_cfg["state_topic"] == "facerec/door/events"
+        # the camera is a device of its own (an area of its own in Home Assistant), available
+        # while the daemon and the camera's stream both are
+        assert event_cfg["device"]["identifiers"] == [f"facerec_facerec_{cam_oid}"]
+        assert event_cfg["device"]["name"] == "door" and event_cfg["device"]["via_device"] == "facerec_facerec"
+        assert event_cfg["availability"] == [{"topic": "facerec/available"}, {"topic": "facerec/door/available"}]
+        assert event_cfg["availability_mode"] == "all"
+        assert sub.payloads("facerec/door/available") == [b"online"]
         assert json.loads(_retained_now(broker.port, presence))["unique_id"] == cfg["unique_id"], "retained"
         assert sub.json("facerec/people/alice")[-1]["present"] is False
 
@@ -125,9 +133,9 @@ def test_people_created_renamed_and_deleted_with_the_gallery(broker: Broker, sub
 def test_home_assistant_restart_gets_discovery_again(broker: Broker, sub: Subscriber) -> None:
     sink = MqttSink(_cfg(broker), cameras=["door"])
     try:
-        assert sub.wait(lambda: len(sub.all(prefix="homeassistant/")) == 3)
+        assert sub.wait(lambda: len(sub.all(prefix="homeassistant/")) == 4)
         sub.client.publish("homeassistant/status", "online", qos=1)
-        assert sub.wait(lambda: len([m for m in sub.all(prefix="homeassistant/") if m[0] != "homeassistant/status"]) == 6)
+        assert sub.wait(lambda: len([m for m in sub.all(prefix="homeassistant/") if m[0] != "homeassistant/status"]) == 8)
     finally:
         sink.close()
 
@@ -173,6 +181,7 @@ def test_unreachable_broker_at_start_is_no_crash(tmp_path: Path) -> None:
         try:
             s = Subscriber(port)
             assert s.wait(lambda: sink.stats.connected, 10)
+            assert s.wait(lambda: b"online" in s.payloads("facerec/available"), 10)
             assert _retained_now(port, "facerec/available") == b"online"
             s.close()
         finally:
@@ -207,15 +216,17 @@ def test_sigkilled_process_leaves_offline_through_the_last_will(broker: Broker, 
 
 def test_run_command_publishes_a_clip_over_mqtt(broker: Broker, sub: Subscriber, tmp_path: Path, data_dir: Path,
                                                  photo) -> None:
-    """``facerec run`` with ``mqtt.enabled``: an enrolled person gets a presence entity before
-    any sighting, the clip's face leaves as events, and ``offline`` follows the clean exit."""
+    """``facerec run`` with a config whose ``mqtt:`` names only host and port (on, since it
+    names a host): an enrolled person gets a presence entity before any sighting, the clip's
+    face leaves as events, the discovery configs stay retained, and ``offline`` follows the
+    clean exit."""
     from facerec.cli import run
 
     gallery = tmp_path / "gallery"
     assert run(["enroll", "add", "Obama", str(photo("face_recognition_examples/obama/obama.jpg")),
                 "--data-dir", str(gallery), "--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]) == 0
     conf = tmp_path / "mqtt.yaml"
-    conf.write_text(f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n", encoding="utf-8")
+    conf.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n", encoding="utf-8")
     clip = data_dir / "video" / "lp_driving_d0.mp4"
     rc = run(["run", "--source", str(clip), "--max-frames", "30", "--config", str(conf), "--data-dir", str(gallery),
               "--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"])
@@ -227,3 +238,18 @@ def test_run_command_publishes_a_clip_over_mqtt(broker: Broker, sub: Subscriber,
     assert all(e["camera"] == str(clip) for e in events)
     assert not any(e["name"] == "Obama" for e in events)  # the driver of this clip is not Obama
     assert sub.wait(lambda: sub.payloads("facerec/available")[-1:] == [b"offline"])
+    assert sub.payloads("facerec/available")[0] == b"online"
+    assert json.loads(_retained_now(broker.port, presence))["name"] == "Obama", "discovery stays retained"
+    assert _retained_now(broker.port, "facerec/available") == b"offline"
+
+
+def test_a_section_naming_a_host_is_on_unless_it_says_enabled_false(tmp_path: Path) -> None:
+    from facerec.config import load_config
+
+    cases = {"mqtt: {host: broker, port: 1884}\n": True, "mqtt: {host: broker, enabled: false}\n": False,
+             "mqtt: {enabled: true}\n": True, "mqtt: {port: 1884}\n": False, "serve: {port: 8001}\n": False}
+    for i, (text, on) in enumerate(cases.items()):
+        conf = tmp_path / f"c{i}.yaml"
+        conf.write_text(text, encoding="utf-8")
+        assert load_config(conf).mqtt.enabled is on, text
+    assert load_config(REPO / "config.yaml").mqtt.enabled is False, "the shipped config says enabled: false"

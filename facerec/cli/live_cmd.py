@@ -244,11 +244,12 @@ def _outputs(args: argparse.Namespace, many: bool):
 
 def cameras_for(args: argparse.Namespace, cfg: Config):
     """``--source`` as one camera; without it every enabled camera of ``cameras:``
-    (webcam 0 when the config lists none)."""
-    from facerec.daemon import CameraSpec, cameras_from_config
+    (webcam 0 when the config lists none), ``--realtime`` / ``--loop`` applied to each
+    one that reads files."""
+    from facerec.daemon import CameraSpec, cameras_from_config, with_file_flags
 
     if args.source is None and cfg.cameras:
-        return cameras_from_config(cfg)
+        return with_file_flags(cameras_from_config(cfg), realtime=args.realtime or None, loop=args.loop or None)
     return [CameraSpec.single(args.source if args.source is not None else "0", cfg,
                               realtime=args.realtime, loop=args.loop)]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import errno
 import logging
+import socket
 import sys
 import threading
 import time
@@ -38,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "(default: the enabled cameras of cameras: in --config, if any)")
     p.add_argument("--fps", type=float, metavar="N",
                    help="process at most N frames per second of --source (default: as many as the CPU allows)")
-    p.add_argument("--loop", action="store_true", help="replay a --source file or folder at its end")
+    p.add_argument("--loop", action="store_true",
+                   help="replay a --source file or folder at its end (with --config: every camera that reads files)")
     p.add_argument("--as-fast-as-possible", action="store_true",
                    help="read a --source file as fast as it can be processed instead of at its own frame rate")
     p.set_defaults(func=run_serve)
@@ -120,8 +123,10 @@ class DaemonFeed:
         source: ``--source`` as given (one camera); ``None`` runs the enabled cameras of
             ``cameras:``.
         cfg: configuration (models, ``live``, ``events``, ``gallery``, ``mqtt``, ``cameras``).
-        realtime: play a ``--source`` file at its own frame rate (as a camera would).
-        loop: replay a ``--source`` file or folder at its end.
+        realtime: play a ``--source`` file at its own frame rate (as a camera would); False
+            also turns it off for the file cameras of ``cameras:``.
+        loop: replay a ``--source`` file or folder (or, with ``cameras:``, every file
+            camera's) at its end.
         fps: at most this many frames per second are processed per camera (``None``: as
             fast as the source and the CPU allow).
         keep: events kept for :meth:`recent_events`, per camera and in all.
@@ -129,12 +134,13 @@ class DaemonFeed:
 
     def __init__(self, source: str | None, cfg: Config, *, realtime: bool = True, loop: bool = False,
                  fps: float | None = None, keep: int = 500) -> None:
-        from facerec.daemon import CameraSpec, Daemon, cameras_from_config
+        from facerec.daemon import CameraSpec, Daemon, cameras_from_config, with_file_flags
 
         self.source = source
         self.cfg = cfg
         specs = ([CameraSpec.single(source, cfg, realtime=realtime, loop=loop)] if source is not None
-                 else cameras_from_config(cfg))
+                 else with_file_flags(cameras_from_config(cfg), realtime=None if realtime else False,
+                                      loop=loop or None))
         self.camera = specs[0].name
         self._events = _RecentEvents(keep)
         self._outputs: dict[str, _JpegOutput] = {}
@@ -175,6 +181,28 @@ class DaemonFeed:
         self.stats = self.daemon.stats() if self.daemon.cameras else None
 
 
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go, so that a port in use fails before anything is
+    printed or loaded (uvicorn would say so only after the page's address and the token).
+
+    Raises:
+        ConfigError: the address cannot be bound; says what to change.
+    """
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: {e.strerror or e} (serve.host)") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            hint = ("another program (another facerec serve?) listens there; choose another with --port "
+                    "or serve.port" if e.errno == errno.EADDRINUSE else "check --host / serve.host")
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}; {hint}") from None
+
+
 def run_serve(args: argparse.Namespace, cfg: Config) -> int:
     try:
         import uvicorn
@@ -196,6 +224,7 @@ def run_serve(args: argparse.Namespace, cfg: Config) -> int:
         cfg = cfg.model_copy(update={"serve": serve})
     host, port = cfg.serve.host, cfg.serve.port
     token, generated = resolve_token(host)
+    _check_port(host, port)  # before the token, the address and the models: the error comes first
     service = GalleryService(cfg)
     _ = service.analyzer  # load the models now: missing weights fail at start, not on the first request
     feed = None
