@@ -1,7 +1,8 @@
 """Loading PyTorch checkpoints into the embedder modules written here, and running them.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (no foreign code runs) and
-loaded with exact key checks: a checkpoint that does not fit raises
+Checkpoints are read with the project's restricted unpickler
+(:func:`facerec.safe_unpickle.read_torch_pickle`: tensors and plain containers only, no
+code from the file runs) and loaded with exact key checks: a checkpoint that does not fit raises
 :class:`~facerec.errors.CheckpointError` naming the file, the missing and unexpected keys
 and any tensor whose shape differs. Wrapper prefixes (``module.``, ``features.module.``)
 are stripped by the family that knows its layout, never guessed here.
@@ -24,6 +25,7 @@ from facerec.errors import CheckpointError
 from facerec.runtime import Session
 from facerec.runtime.base import state_sha256
 from facerec.runtime.settings import merge_section
+from facerec.safe_unpickle import read_torch_pickle
 from facerec.types import EmbedderKey
 from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
 
@@ -41,16 +43,13 @@ def _short(keys: list[str]) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """Unpickle a ``.pt``/``.pth`` file safely onto the CPU.
+    """Unpickle a ``.pt``/``.pth`` file safely onto the CPU (zip or legacy torch format).
 
     Raises:
-        CheckpointError: the file is not a checkpoint ``weights_only`` loading accepts
-            (truncated, not a torch file, or pickling arbitrary classes).
+        CheckpointError: the file is not a torch checkpoint (truncated, not a torch file,
+            or naming any class or function beyond tensors and plain containers).
     """
-    try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    return read_torch_pickle(path, what="an embedder checkpoint (a state_dict of tensors)")
 
 
 def tensor_items(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
