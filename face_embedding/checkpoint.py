@@ -24,10 +24,10 @@ from facerec.config import RecognitionConfig, RuntimeConfig
 from facerec.errors import CheckpointError
 from facerec.runtime import Session
 from facerec.runtime.base import state_sha256
-from facerec.runtime.settings import merge_section
+from facerec.runtime.settings import engine_overrides, merge_section
 from facerec.safe_unpickle import read_torch_pickle
 from facerec.types import EmbedderKey
-from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
+from facerec.weights import WeightsSpec, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,7 @@ class SessionEmbedder(Embedder):
 
 def _settings(runtime: RuntimeConfig | None, recognition: RecognitionConfig | None,
               overrides: dict[str, Any], name: str) -> tuple[RuntimeConfig, RecognitionConfig]:
-    overrides = dict(overrides)
-    backend = overrides.pop("backend", None)  # the old name of engine
-    if backend is not None:
-        overrides.setdefault("engine", backend)
+    overrides = engine_overrides(overrides)
     rec_keys = {k: overrides.pop(k) for k in list(overrides) if k in RecognitionConfig.model_fields}
     rt = merge_section(RuntimeConfig, runtime, overrides, name)
     rec = merge_section(RecognitionConfig, recognition, rec_keys, name)
@@ -220,33 +217,26 @@ def build_embedder(
         InvalidSettingError: a setting out of bounds (also a ``ValueError``).
         WeightsNotFoundError, WeightsChecksumError, CheckpointError: as for the file.
     """
-    from facerec.runtime import ModelSource, build_session, resolve_engine
+    from facerec.runtime import ModelSource, build_session
+    from facerec.runtime.build import resolve_model_file
 
     rt, rec = _settings(runtime, recognition, overrides, name)
     extra = {"default_threshold": default_threshold, "quality_is_norm": quality_is_norm}
-    engine = resolve_engine(family, rt.engine, flag="engine")
+    file = resolve_model_file(spec, family, rt.engine, weights=weights, weights_dir=weights_dir, verify=verify,
+                              in_memory=model is not None)
+    engine, path = file.engine, file.path
     hint = "latency" if rt.hint == "auto" else rt.hint
     shape = (None, 3, *spec.input_size)
-    onnx_path: Path | None = None
-    from_file = model is None
-    if model is not None:
+    onnx_path = path if file.onnx else None
+    from_file = path is not None
+    if path is None:  # the network was passed in memory
         key = EmbedderKey(name, state_sha256(model))
     else:
-        explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
-        pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
-        use_onnx = explicit_onnx or (engine == "onnx" and spec.onnx_file is not None and weights is None) \
-            or (engine == "openvino" and pt is None and spec.onnx_file is not None and weights is None)
-        if use_onnx:
-            if engine == "torch":
-                engine = "onnx"  # PyTorch cannot run an ONNX file
-            onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
-            key = EmbedderKey(name, sha256_file(onnx_path))
-        else:
-            path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
+        if not file.onnx:
             model = make_module()
             load_state(model, read_checkpoint(path), path)
             logger.debug("loaded %s from %s", name, path)
-            key = EmbedderKey(name, sha256_file(path))
+        key = EmbedderKey(name, sha256_file(path))
     net = model.float().eval() if model is not None else None
     source = ModelSource(name=name, sha256=key.weights_sha256, input_shape=shape, output_names=("embedding",),
                          module=(lambda: net) if net is not None else None, onnx_path=onnx_path,

@@ -39,10 +39,10 @@ from facerec.detect.yolov5_process import (MAX_CANDIDATES, PAD_VALUE, Letterbox,
                                            decode_heads, letterbox, nms, postprocess)
 from facerec.errors import CheckpointError
 from facerec.runtime import Session
-from facerec.runtime.settings import InvalidSettingError, merge_section
+from facerec.runtime.settings import InvalidSettingError, engine_overrides, merge_section
 from facerec.safe_unpickle import InertObject, read_torch_pickle  # noqa: F401
 from facerec.types import Detections
-from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file
+from facerec.weights import WeightsSpec, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +184,7 @@ def detector_settings(detection: DetectionConfig | None, runtime: RuntimeConfig 
     Raises:
         InvalidSettingError: a value out of bounds or an unknown setting (named).
     """
-    overrides = dict(overrides)
-    backend = overrides.pop("backend", None)
-    if backend is not None:
-        overrides.setdefault("engine", backend)
+    overrides = engine_overrides(overrides)
     det_keys = {k: overrides.pop(k) for k in list(overrides) if k in DetectionConfig.model_fields}
     unknown = [k for k in overrides if k not in RuntimeConfig.model_fields]
     if unknown:
@@ -229,26 +226,21 @@ def create(name: str, spec: WeightsSpec, *, weights: str | os.PathLike | None = 
         WeightsChecksumError: the file's sha256 differs from the published one.
         CheckpointError: the file does not fit the network.
     """
-    from facerec.runtime import ModelSource, build_session, resolve_engine
+    from facerec.runtime import ModelSource, build_session
     from facerec.runtime.base import state_sha256
+    from facerec.runtime.build import resolve_model_file
 
     settings, rt = detector_settings(detection, runtime, overrides, name)
-    engine = resolve_engine("yolov5", rt.engine, flag="engine")
     table = MODEL_TABLES[name]()
     anchors = np.asarray(table["anchors"], np.float32).reshape(len(table["anchors"]), -1, 2)
-    path: Path | None = None
-    onnx_path: Path | None = None
-    if model is not None:
+    file = resolve_model_file(spec, "yolov5", rt.engine, weights=weights, weights_dir=weights_dir, verify=verify,
+                              in_memory=model is not None)
+    engine, path = file.engine, file.path
+    onnx_path = path if file.onnx else None
+    if path is None:  # the network was passed in memory
         sha = state_sha256(model)
     else:
-        explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
-        pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
-        if explicit_onnx or (weights is None and spec.onnx_file is not None
-                             and (engine == "onnx" or (engine == "openvino" and pt is None))):
-            engine = "onnx" if engine == "torch" else engine
-            path = onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
-        else:
-            path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
+        if not file.onnx:
             model = load_yolov5_face(path, table)
         sha = sha256_file(path)
     if model is not None:
