@@ -7,7 +7,7 @@ Model families register themselves on import (one file per family). Use
 from __future__ import annotations
 
 import importlib
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +28,38 @@ class Detector(Protocol):
 
     def __call__(self, image: np.ndarray) -> Detections:
         """Detect faces in one ``(H, W, 3)`` uint8 BGR image (original coordinates out)."""
+        ...
+
+
+R = TypeVar("R", bound="ResizableDetector")
+
+
+@runtime_checkable
+class ResizableDetector(Detector, Protocol):
+    """A detector whose settings the live loop changes per camera and per frame.
+
+    What the daemon and the pacer use: each camera runs a view of the one shared
+    detector (:meth:`with_settings`: same network and weights, its own input size and
+    minimum face), and the pacer changes ``input_size`` of that view between frames
+    unless the network has a fixed input (:attr:`fixed_size`).
+
+    Attributes:
+        input_size: long side of the letterboxed network input, px (read on every call).
+        min_face: faces whose shorter box side is below this are dropped, original px.
+    """
+
+    input_size: int
+    min_face: float
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` the network requires (a fixed-size export), or ``None`` when
+        ``input_size`` applies."""
+        ...
+
+    def with_settings(self: R, *, input_size: int | None = None, min_face: float | None = None) -> R:
+        """A view of this detector sharing its network, with the given settings changed
+        (``None`` keeps the current value); changing the view leaves this one as it is."""
         ...
 
 

@@ -21,6 +21,7 @@ arrays to :class:`~facerec.types.Detections` is the plain function
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import os
@@ -166,6 +167,21 @@ class UltralyticsFaceDetector:
         self.min_face = min_face
         self.max_faces = max_faces
         self.device = device
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """Always ``None``: ultralytics letterboxes to ``input_size`` on every call."""
+        return None
+
+    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> UltralyticsFaceDetector:
+        """A view sharing this detector's network with other settings (one per camera);
+        ``None`` keeps the current value."""
+        view = copy.copy(self)
+        if input_size is not None:
+            view.input_size = int(input_size)
+        if min_face is not None:
+            view.min_face = min_face
+        return view
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in several ``(H, W, 3)`` uint8 BGR images (one ``predict`` call each)."""

@@ -21,6 +21,7 @@ user supplies them.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -137,6 +138,21 @@ class YoloV5FaceDetector:
     def model(self) -> YoloV5Face | None:
         """The PyTorch network (``None`` when only an ONNX file was loaded)."""
         return self.runner.model
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` the network requires (a fixed-size ONNX export), else ``None``."""
+        return self.runner.fixed_size
+
+    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> YoloV5FaceDetector:
+        """A view sharing this detector's network with other settings (one per camera);
+        ``None`` keeps the current value."""
+        view = copy.copy(self)
+        if input_size is not None:
+            view.input_size = int(input_size)
+        if min_face is not None:
+            view.min_face = min_face
+        return view
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Letterbox one BGR image into this detector's input blob."""
