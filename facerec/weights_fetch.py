@@ -93,16 +93,16 @@ def files_of(model: str, spec: WeightsSpec) -> list[WeightsFile]:
     """The files of one model: its checkpoint and, where published, its ONNX export."""
     out = []
     for backend in ("torch", "onnx"):
-        names = spec.names(backend)  # type: ignore[arg-type]
+        names = spec.names(backend)
         if not names:
             continue
-        urls = spec.download_urls(backend)  # type: ignore[arg-type]
+        urls = spec.download_urls(backend)
         upstream = list(names[1:])
         for u in urls:
             base = Path(urllib.parse.urlparse(u).path).name
             if base and "." in base and base not in upstream and base != names[0]:
                 upstream.append(base)
-        out.append(WeightsFile(model, backend, names[0], spec.expected_sha256(backend),  # type: ignore[arg-type]
+        out.append(WeightsFile(model, backend, names[0], spec.expected_sha256(backend),
                                urls, tuple(upstream), spec.url))
     return out
 

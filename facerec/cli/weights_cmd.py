@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Literal
 
 from face_embedding import embedder_registry
 from facerec.cli.common import print_json
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     f.set_defaults(func=cmd_fetch)
 
 
-def _status(spec, cfg: Config, backend: str) -> tuple[str, str]:
+def _status(spec, cfg: Config, backend: Literal["torch", "onnx"]) -> tuple[str, str]:
     path = find_weights(spec, None, cfg.models.weights_dir, backend)
     if path is None:
         return "missing", ""

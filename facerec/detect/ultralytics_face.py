@@ -266,7 +266,7 @@ def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLi
     if rt.engine not in ("auto", "torch"):
         raise ConfigError(f"ultralytics-face runs in ultralytics' own PyTorch code; engine {rt.engine} is not "
                           f"available for it (use engine auto or torch)")
-    settings = dict(input_size=d.input_size, conf_thres=d.conf_thres, iou_thres=d.iou_thres, min_face=d.min_face,
+    settings: dict[str, Any] = dict(input_size=d.input_size, conf_thres=d.conf_thres, iou_thres=d.iou_thres, min_face=d.min_face,
                     max_faces=d.max_faces, device=device)
     if model is not None:
         return UltralyticsFaceDetector(model, **settings)

@@ -117,7 +117,7 @@ class YoloV5FaceDetector:
         self.input_size = settings.input_size
         self.conf_thres = settings.conf_thres
         self.iou_thres = settings.iou_thres
-        self.min_face = settings.min_face
+        self.min_face: float = settings.min_face
         self.max_faces = settings.max_faces
         self.weights = weights
 

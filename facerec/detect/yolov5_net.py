@@ -266,6 +266,9 @@ class Detect(nn.Module):
     ``(nl, 1, na, 1, 1, 2)``; decoding uses ``anchor_grid``.
     """
 
+    anchors: torch.Tensor
+    anchor_grid: torch.Tensor
+
     def __init__(self, nc: int, anchors: Sequence[Sequence[float]] | int, ch: Sequence[int],
                  strides: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -475,7 +478,8 @@ def fuse_conv_bn(model: YoloV5Face) -> YoloV5Face:
             module.bn = nn.Identity()  # type: ignore[assignment]
         elif isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                conv, bn = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, bn)
                     module[i + 1] = nn.Identity()
     return fused
