@@ -25,22 +25,11 @@ from facerec.errors import CheckpointError
 from facerec.runtime import Session
 from facerec.runtime.base import state_sha256
 from facerec.runtime.settings import engine_overrides, merge_section
-from facerec.safe_unpickle import read_torch_pickle
+from facerec.safe_unpickle import SHOWN_KEYS, key_mismatch, read_torch_pickle, short_list
 from facerec.types import EmbedderKey
 from facerec.weights import WeightsSpec, sha256_file
 
 logger = logging.getLogger(__name__)
-
-#: How many key names an error message lists before it says "and N more".
-_SHOWN_KEYS = 8
-
-
-def _short(keys: list[str]) -> str:
-    """``a, b, c and 12 more`` for a sorted key list."""
-    keys = sorted(keys)
-    head = ", ".join(keys[:_SHOWN_KEYS])
-    return head + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
-
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """Unpickle a ``.pt``/``.pth`` file safely onto the CPU (zip or legacy torch format).
@@ -62,7 +51,7 @@ def tensor_items(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: not a state_dict; these entries are not named tensors: {_short(bad)}")
+        raise CheckpointError(f"{path}: not a state_dict; these entries are not named tensors: {short_list(bad)}")
     return dict(obj)
 
 
@@ -87,13 +76,8 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
         missing = [k for k in missing if k not in counters]
         logger.debug("%s: %d BatchNorm num_batches_tracked counters absent; not needed", path, len(counters))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_short(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_short(unexpected)}")
         raise CheckpointError(
-            f"{path} does not fit {type(module).__name__}: " + "; ".join(parts)
+            f"{path} does not fit {type(module).__name__}: " + key_mismatch(missing, unexpected)
             + ". Is it the right model (and size) for this embedder?"
         )
     wrong = [
@@ -102,7 +86,7 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
         if tuple(state[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        shown = "; ".join(wrong[:_SHOWN_KEYS]) + (f"; and {len(wrong) - _SHOWN_KEYS} more" if len(wrong) > _SHOWN_KEYS else "")
+        shown = "; ".join(wrong[:SHOWN_KEYS]) + (f"; and {len(wrong) - SHOWN_KEYS} more" if len(wrong) > SHOWN_KEYS else "")
         raise CheckpointError(f"{path}: {len(wrong)} tensor(s) have the wrong shape: {shown}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 

@@ -287,3 +287,25 @@ def read_torch_pickle(path: str | os.PathLike, allow: Mapping[str, frozenset[str
         raise
     except Exception as e:  # corrupt files raise many unrelated types
         raise CheckpointError(f"{p}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+#: How many key names an error message lists before it says "and N more".
+SHOWN_KEYS = 8
+
+
+def short_list(keys: Sequence[str]) -> str:
+    """``a, b, c and 12 more`` for a list of checkpoint keys (sorted first)."""
+    keys = sorted(keys)
+    head = ", ".join(keys[:SHOWN_KEYS])
+    return head + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+
+
+def key_mismatch(missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    """``3 missing key(s): ...; 1 unexpected key(s): ...`` for a checkpoint that does not fit
+    its network (every loader words it the same way)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {short_list(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {short_list(unexpected)}")
+    return "; ".join(parts)

@@ -6,6 +6,7 @@ Model families register themselves on import (one file per family). Use
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -61,6 +62,28 @@ class ResizableDetector(Detector, Protocol):
         """A view of this detector sharing its network, with the given settings changed
         (``None`` keeps the current value); changing the view leaves this one as it is."""
         ...
+
+
+V = TypeVar("V", bound="SettingsView")
+
+
+class SettingsView:
+    """:meth:`ResizableDetector.with_settings` for a detector that keeps ``input_size``
+    and ``min_face`` as plain attributes: a shallow copy (network and weights shared)
+    with those changed."""
+
+    input_size: int
+    min_face: float
+
+    def with_settings(self: V, *, input_size: int | None = None, min_face: float | None = None) -> V:
+        """A view sharing this detector's network with other settings (one per camera);
+        ``None`` keeps the current value."""
+        view = copy.copy(self)
+        if input_size is not None:
+            view.input_size = int(input_size)
+        if min_face is not None:
+            view.min_face = min_face
+        return view
 
 
 def _load_families() -> None:

@@ -21,7 +21,6 @@ arrays to :class:`~facerec.types.Detections` is the plain function
 
 from __future__ import annotations
 
-import copy
 import importlib
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facerec.config import DetectionConfig, RuntimeConfig
-from facerec.detect import DETECTORS
+from facerec.detect import DETECTORS, SettingsView
 from facerec.errors import CheckpointError, ConfigError, FacerecError
 from facerec.types import Detections
 from facerec.weights import WeightsSpec, resolve_weights
@@ -142,7 +141,7 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-class UltralyticsFaceDetector:
+class UltralyticsFaceDetector(SettingsView):
     """Wraps an ultralytics ``YOLO`` face model as a :class:`~facerec.detect.Detector`.
 
     Args:
@@ -172,16 +171,6 @@ class UltralyticsFaceDetector:
     def fixed_size(self) -> tuple[int, int] | None:
         """Always ``None``: ultralytics letterboxes to ``input_size`` on every call."""
         return None
-
-    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> UltralyticsFaceDetector:
-        """A view sharing this detector's network with other settings (one per camera);
-        ``None`` keeps the current value."""
-        view = copy.copy(self)
-        if input_size is not None:
-            view.input_size = int(input_size)
-        if min_face is not None:
-            view.min_face = min_face
-        return view
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in several ``(H, W, 3)`` uint8 BGR images (one ``predict`` call each)."""

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from facerec.detect.yolov5_net import MODEL_TABLES, YoloV5Face
 from facerec.errors import CheckpointError, ConfigError
-from facerec.safe_unpickle import InertObject, read_torch_pickle
-
-#: How many key names an error message lists before it says "and N more".
-_SHOWN_KEYS = 8
+from facerec.safe_unpickle import InertObject, key_mismatch, read_torch_pickle, short_list
 
 #: Classes a YOLOv5(-face) checkpoint may name; each becomes an :class:`InertObject`.
 INERT_ALLOWLIST: dict[str, frozenset[str]] = {
@@ -128,12 +125,6 @@ def read_checkpoint(path: str | os.PathLike) -> UpstreamCheckpoint:
     raise CheckpointError(f"{path}: no YOLOv5 model or state_dict found in the checkpoint")
 
 
-def _short(keys: Sequence[str]) -> str:
-    keys = sorted(keys)
-    head = ", ".join(keys[:_SHOWN_KEYS])
-    return head + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
-
-
 def _match_table(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
     """The registered layer table whose parameter shapes equal ``state``'s, if any."""
     wanted = {k: tuple(v.shape) for k, v in state.items()}
@@ -159,17 +150,12 @@ def _check_keys(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_short(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_short(unexpected)}")
         raise CheckpointError(f"{path} does not fit the YOLOv5-face network built from its layer table: "
-                              + "; ".join(parts))
+                              + key_mismatch(missing, unexpected))
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if tuple(state[k].shape) != tuple(v.shape)]
     if wrong:
-        raise CheckpointError(f"{path}: tensor shapes differ from the network (file vs network): {_short(wrong)}")
+        raise CheckpointError(f"{path}: tensor shapes differ from the network (file vs network): {short_list(wrong)}")
 
 
 def load_state_strict(module: YoloV5Face, ckpt: UpstreamCheckpoint, path: str | os.PathLike) -> YoloV5Face:

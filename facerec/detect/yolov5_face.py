@@ -21,7 +21,6 @@ user supplies them.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facerec.config import DetectionConfig, RuntimeConfig
-from facerec.detect import DETECTORS
+from facerec.detect import DETECTORS, SettingsView
 from facerec.detect.yolov5_checkpoint import (INERT_ALLOWLIST, UpstreamCheckpoint, load_state_strict,  # noqa: F401
                                               load_yolov5_face, read_checkpoint)
 from facerec.detect.yolov5_net import (BN_EPS, C3, DEFAULT_ANCHORS, MODEL_TABLES, SPP, SPPF, Bottleneck,  # noqa: F401
@@ -91,7 +90,7 @@ def _check_heads(session: Session, anchors_px: np.ndarray, path: Path) -> None:
         )
 
 
-class YoloV5FaceDetector:
+class YoloV5FaceDetector(SettingsView):
     """A YOLOv5-face detector implementing :class:`~facerec.detect.Detector`.
 
     Call it with one ``(H, W, 3)`` uint8 BGR image; get :class:`~facerec.types.Detections`
@@ -143,16 +142,6 @@ class YoloV5FaceDetector:
     def fixed_size(self) -> tuple[int, int] | None:
         """``(h, w)`` the network requires (a fixed-size ONNX export), else ``None``."""
         return self.runner.fixed_size
-
-    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> YoloV5FaceDetector:
-        """A view sharing this detector's network with other settings (one per camera);
-        ``None`` keeps the current value."""
-        view = copy.copy(self)
-        if input_size is not None:
-            view.input_size = int(input_size)
-        if min_face is not None:
-            view.min_face = min_face
-        return view
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Letterbox one BGR image into this detector's input blob."""
