@@ -228,7 +228,7 @@ class CameraDetector:
     coordinates.
     """
 
-    def __init__(self, models: SharedModels, input_size: int, min_face: int,
+    def __init__(self, models: SharedModels, input_size: int, min_face: float,
                  roi: tuple[int, int, int, int] | None = None) -> None:
         self.models = models
         det = models.detector
@@ -250,6 +250,23 @@ class CameraDetector:
     def runner(self):
         """The detector's runner (tells the pacer whether the input size can change)."""
         return getattr(self._det, "runner", None)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self._det, "name", type(self._det).__name__))
+
+    @property
+    def min_face(self) -> float:
+        return self._det.min_face if isinstance(self._det, ResizableDetector) else 0.0
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        return self._det.fixed_size if isinstance(self._det, ResizableDetector) else None
+
+    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> CameraDetector:
+        """Another view of the shared detector for the same region, with these settings."""
+        return CameraDetector(self.models, self.input_size if input_size is None else input_size,
+                              self.min_face if min_face is None else min_face, self.roi)
 
     def __call__(self, image: np.ndarray) -> Detections:
         self.models.count(detect_calls=1)

@@ -103,3 +103,19 @@ def test_a_camera_view_shares_the_network_with_its_own_settings(models_dir):
     assert det.with_settings().input_size == 640
     fixed = create_detector(DET, weights_dir=models_dir, engine="onnx")
     assert fixed.fixed_size == (640, 640)
+
+
+def test_the_pacer_resizes_a_camera_view_only(models_dir):
+    from facerec.daemon import CameraDetector, SharedModels
+    from facerec.pace import can_resize, detector_input_size, set_input_size
+
+    det = create_detector(DET, weights_dir=models_dir, engine="torch", input_size=640)
+    cam = CameraDetector(SharedModels(det, embedder=None, slots=1), 320, 24)  # type: ignore[arg-type]
+    assert isinstance(cam, ResizableDetector) and can_resize(cam)
+    assert (detector_input_size(cam), cam.min_face) == (320, 24)
+    assert set_input_size(cam, 256) and detector_input_size(cam) == 256
+    assert det.input_size == 640, "the shared detector keeps its size"
+    other = cam.with_settings(input_size=480)
+    assert (other.input_size, other.min_face, cam.input_size) == (480, 24, 256)
+    fixed = CameraDetector(SharedModels(create_detector(DET, weights_dir=models_dir, engine="onnx"), None), 320, 0)  # type: ignore[arg-type]
+    assert not can_resize(fixed) and not set_input_size(fixed, 256) and detector_input_size(fixed) == 640

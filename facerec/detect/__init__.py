@@ -25,7 +25,10 @@ _FAMILIES = ("facerec.detect.yolov5_face", "facerec.detect.ultralytics_face")
 class Detector(Protocol):
     """Anything that turns a BGR image into detections."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Registry name of the model."""
+        ...
 
     def __call__(self, image: np.ndarray) -> Detections:
         """Detect faces in one ``(H, W, 3)`` uint8 BGR image (original coordinates out)."""
