@@ -117,8 +117,8 @@ def create_embedder(name: str, **kwargs) -> Embedder:
     """Build embedder ``name`` (see ``facerec weights`` for the names).
 
     Keyword arguments are passed to the family's constructor: ``weights`` (explicit
-    file), ``weights_dir``, ``backend`` (``"torch"`` or ``"onnx"``), ``verify``,
-    ``batch_size``, ``engine``, ``precision``, ``threads`` (see
+    file), ``weights_dir``, ``verify``, ``batch_size``, ``engine`` (``backend`` is its
+    old name), ``precision``, ``threads`` (see
     :func:`~face_embedding.checkpoint.build_embedder`).
     """
     return embedder_registry().get(name).build(**kwargs)

@@ -104,8 +104,8 @@ def create_detector(name: str, **kwargs) -> Detector:
     """Build detector ``name`` (see ``facerec weights`` for the names).
 
     Keyword arguments are passed to the family's constructor: ``weights`` (explicit
-    file), ``weights_dir``, ``backend`` (``"torch"`` or ``"onnx"``), ``input_size``,
-    ``conf_thres``, ``iou_thres``, ``verify``.
+    file), ``weights_dir``, ``engine`` (``backend`` is its old name), ``precision``,
+    ``threads``, ``input_size``, ``conf_thres``, ``iou_thres``, ``verify``.
     """
     entry = detector_registry().get(name)
     return entry.build(**kwargs)
