@@ -8,6 +8,6 @@ tagged with its :class:`~facerec.types.EmbedderKey`.
 
 from __future__ import annotations
 
-from face_embedding.base import EMBEDDERS, Embedder, create_embedder, embedder_registry
+from face_embedding.base import EMBEDDERS, Embedder, FaceEmbedder, create_embedder, embedder_registry
 
-__all__ = ["EMBEDDERS", "Embedder", "create_embedder", "embedder_registry"]
+__all__ = ["EMBEDDERS", "Embedder", "FaceEmbedder", "create_embedder", "embedder_registry"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -15,6 +16,29 @@ EMBEDDERS: Registry[Embedder] = Registry("embedder")
 
 #: Modules that register embedders; imported lazily by :func:`create_embedder`.
 _FAMILIES = ("face_embedding.iresnet", "face_embedding.mobilefacenet")
+
+
+@runtime_checkable
+class FaceEmbedder(Protocol):
+    """What the live loop, the daemon and the gallery use of an embedder.
+
+    :class:`Embedder` (every registered model) implements it, and so do wrappers such as
+    the daemon's shared embedder, which runs the model in an inference slot.
+    """
+
+    @property
+    def key(self) -> EmbedderKey:
+        """The vector space (model name + weights sha256); galleries are keyed by it."""
+        ...
+
+    @property
+    def default_threshold(self) -> float:
+        """Cosine similarity accepted as the same person when the config sets none."""
+        ...
+
+    def embed(self, faces: AlignedFaces | np.ndarray, flip: bool = False) -> Embeddings:
+        """Unit vectors of aligned faces (see :meth:`Embedder.embed`)."""
+        ...
 
 
 class Embedder(ABC):
@@ -93,8 +117,8 @@ def create_embedder(name: str, **kwargs) -> Embedder:
     """Build embedder ``name`` (see ``facerec weights`` for the names).
 
     Keyword arguments are passed to the family's constructor: ``weights`` (explicit
-    file), ``weights_dir``, ``backend`` (``"torch"`` or ``"onnx"``), ``verify``,
-    ``batch_size``, ``engine``, ``precision``, ``threads`` (see
+    file), ``weights_dir``, ``verify``, ``batch_size``, ``engine`` (``backend`` is its
+    old name), ``precision``, ``threads`` (see
     :func:`~face_embedding.checkpoint.build_embedder`).
     """
     return embedder_registry().get(name).build(**kwargs)

@@ -1,7 +1,8 @@
 """Loading PyTorch checkpoints into the embedder modules written here, and running them.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (no foreign code runs) and
-loaded with exact key checks: a checkpoint that does not fit raises
+Checkpoints are read with the project's restricted unpickler
+(:func:`facerec.safe_unpickle.read_torch_pickle`: tensors and plain containers only, no
+code from the file runs) and loaded with exact key checks: a checkpoint that does not fit raises
 :class:`~facerec.errors.CheckpointError` naming the file, the missing and unexpected keys
 and any tensor whose shape differs. Wrapper prefixes (``module.``, ``features.module.``)
 are stripped by the family that knows its layout, never guessed here.
@@ -23,34 +24,21 @@ from facerec.config import RecognitionConfig, RuntimeConfig
 from facerec.errors import CheckpointError
 from facerec.runtime import Session
 from facerec.runtime.base import state_sha256
-from facerec.runtime.settings import merge_section
+from facerec.runtime.settings import engine_overrides, merge_section
+from facerec.safe_unpickle import SHOWN_KEYS, key_mismatch, read_torch_pickle, short_list
 from facerec.types import EmbedderKey
-from facerec.weights import WeightsSpec, find_weights, resolve_weights, sha256_file, use_onnx_export
+from facerec.weights import WeightsSpec, sha256_file
 
 logger = logging.getLogger(__name__)
 
-#: How many key names an error message lists before it says "and N more".
-_SHOWN_KEYS = 8
-
-
-def _short(keys: list[str]) -> str:
-    """``a, b, c and 12 more`` for a sorted key list."""
-    keys = sorted(keys)
-    head = ", ".join(keys[:_SHOWN_KEYS])
-    return head + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
-
-
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """Unpickle a ``.pt``/``.pth`` file safely onto the CPU.
+    """Unpickle a ``.pt``/``.pth`` file safely onto the CPU (zip or legacy torch format).
 
     Raises:
-        CheckpointError: the file is not a checkpoint ``weights_only`` loading accepts
-            (truncated, not a torch file, or pickling arbitrary classes).
+        CheckpointError: the file is not a torch checkpoint (truncated, not a torch file,
+            or naming any class or function beyond tensors and plain containers).
     """
-    try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    return read_torch_pickle(path, what="an embedder checkpoint (a state_dict of tensors)")
 
 
 def tensor_items(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -63,7 +51,7 @@ def tensor_items(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: not a state_dict; these entries are not named tensors: {_short(bad)}")
+        raise CheckpointError(f"{path}: not a state_dict; these entries are not named tensors: {short_list(bad)}")
     return dict(obj)
 
 
@@ -88,13 +76,8 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
         missing = [k for k in missing if k not in counters]
         logger.debug("%s: %d BatchNorm num_batches_tracked counters absent; not needed", path, len(counters))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_short(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_short(unexpected)}")
         raise CheckpointError(
-            f"{path} does not fit {type(module).__name__}: " + "; ".join(parts)
+            f"{path} does not fit {type(module).__name__}: " + key_mismatch(missing, unexpected)
             + ". Is it the right model (and size) for this embedder?"
         )
     wrong = [
@@ -103,7 +86,7 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: str 
         if tuple(state[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        shown = "; ".join(wrong[:_SHOWN_KEYS]) + (f"; and {len(wrong) - _SHOWN_KEYS} more" if len(wrong) > _SHOWN_KEYS else "")
+        shown = "; ".join(wrong[:SHOWN_KEYS]) + (f"; and {len(wrong) - SHOWN_KEYS} more" if len(wrong) > SHOWN_KEYS else "")
         raise CheckpointError(f"{path}: {len(wrong)} tensor(s) have the wrong shape: {shown}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
@@ -160,10 +143,7 @@ class SessionEmbedder(Embedder):
 
 def _settings(runtime: RuntimeConfig | None, recognition: RecognitionConfig | None,
               overrides: dict[str, Any], name: str) -> tuple[RuntimeConfig, RecognitionConfig]:
-    overrides = dict(overrides)
-    backend = overrides.pop("backend", None)  # the old name of engine
-    if backend is not None:
-        overrides.setdefault("engine", backend)
+    overrides = engine_overrides(overrides)
     rec_keys = {k: overrides.pop(k) for k in list(overrides) if k in RecognitionConfig.model_fields}
     rt = merge_section(RuntimeConfig, runtime, overrides, name)
     rec = merge_section(RecognitionConfig, recognition, rec_keys, name)
@@ -221,32 +201,26 @@ def build_embedder(
         InvalidSettingError: a setting out of bounds (also a ``ValueError``).
         WeightsNotFoundError, WeightsChecksumError, CheckpointError: as for the file.
     """
-    from facerec.runtime import ModelSource, build_session, resolve_engine
+    from facerec.runtime import ModelSource, build_session
+    from facerec.runtime.build import resolve_model_file
 
     rt, rec = _settings(runtime, recognition, overrides, name)
     extra = {"default_threshold": default_threshold, "quality_is_norm": quality_is_norm}
-    engine = resolve_engine(family, rt.engine, flag="engine")
+    file = resolve_model_file(spec, family, rt.engine, weights=weights, weights_dir=weights_dir, verify=verify,
+                              in_memory=model is not None)
+    engine, path = file.engine, file.path
     hint = "latency" if rt.hint == "auto" else rt.hint
     shape = (None, 3, *spec.input_size)
-    onnx_path: Path | None = None
-    from_file = model is None
-    if model is not None:
+    onnx_path = path if file.onnx else None
+    from_file = path is not None
+    if path is None:  # the network was passed in memory
         key = EmbedderKey(name, state_sha256(model))
     else:
-        explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
-        pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
-        use_onnx = explicit_onnx or use_onnx_export(spec, engine, weights, weights_dir, pt)
-        if use_onnx:
-            if engine == "torch":
-                engine = "onnx"  # PyTorch cannot run an ONNX file
-            onnx_path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx")
-            key = EmbedderKey(name, sha256_file(onnx_path))
-        else:
-            path = resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch")
+        if not file.onnx:
             model = make_module()
             load_state(model, read_checkpoint(path), path)
             logger.debug("loaded %s from %s", name, path)
-            key = EmbedderKey(name, sha256_file(path))
+        key = EmbedderKey(name, sha256_file(path))
     net = model.float().eval() if model is not None else None
     source = ModelSource(name=name, sha256=key.weights_sha256, input_shape=shape, output_names=("embedding",),
                          module=(lambda: net) if net is not None else None, onnx_path=onnx_path,

@@ -46,8 +46,9 @@ import cv2
 import numpy as np
 
 from face_embedding.base import Embedder, create_embedder
-from facerec.errors import FacerecError, ImageReadError
+from facerec.errors import ConfigError, FacerecError, ImageReadError
 from facerec.imageio import list_images, read_image
+from facerec.runtime.engines import ENGINE_TABLE, engine_alias
 from facerec.types import ALIGNED_SIZE, AlignedFaces
 
 logger = logging.getLogger("face_embedding.embedding_feat")
@@ -265,7 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedding_size", type=int, default=None, metavar="D",
                    help="expected feature size; checked against the model (512 for iResNet, 128 for MobileFaceNet)")
     p.add_argument("--cpu-mode", action="store_true", help="accepted for compatibility; facerec always runs on the CPU")
-    p.add_argument("--engine", choices=("auto", "torch", "onnx", "openvino"), default=None,
+    p.add_argument("--engine", choices=("auto", *ENGINE_TABLE), default=None,
                    help="inference engine (default: runtime.engine of config.yaml, auto)")
     p.add_argument("--backend", choices=("torch", "onnx"), default=None, help=argparse.SUPPRESS)  # old --engine
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
@@ -278,7 +279,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be at least 1, got {args.threads}")
-    args.engine = args.engine or args.backend
+    try:
+        args.engine = engine_alias(args.engine, args.backend, engine_name="--engine", alias_name="--backend")
+    except ConfigError as e:
+        p.error(str(e))
     return args
 
 

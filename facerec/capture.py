@@ -136,7 +136,7 @@ def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: floa
         ]
         return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
     if kind is SourceKind.CAMERA:
-        return cv2.VideoCapture(int(target))
+        return cv2.VideoCapture(int(str(target)))
     return cv2.VideoCapture(str(target))
 
 
@@ -148,7 +148,7 @@ class CameraLog(logging.LoggerAdapter):
         super().__init__(logger, {"camera": camera})
 
     def process(self, msg, kwargs):
-        return f"camera {self.extra['camera']}: {msg}", kwargs
+        return f"camera {(self.extra or {}).get('camera')}: {msg}", kwargs
 
 
 class Capture:
@@ -241,10 +241,10 @@ class Capture:
 
     def _open_images(self) -> None:
         if self.kind is SourceKind.IMAGE:
-            self._paths = [Path(self._target)]
+            self._paths = [Path(str(self._target))]
         else:
             try:
-                self._paths = list_images(self._target)
+                self._paths = list_images(str(self._target))
             except OSError as e:
                 raise SourceError(f"folder {self._target}: cannot be listed ({e.strerror or e})") from None
             if not self._paths:
@@ -275,7 +275,7 @@ class Capture:
         if self.kind is SourceKind.CAMERA:
             return (
                 f"camera {self._target} cannot be opened: is a camera connected and not in use by another "
-                "program (on Linux: does /dev/video%d exist and can this user read it)?" % int(self._target)
+                "program (on Linux: does /dev/video%d exist and can this user read it)?" % int(str(self._target))
             )
         if self.kind is SourceKind.STREAM:
             return (

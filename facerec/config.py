@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facerec.config_rules import (check_camera_source, check_http_url, check_roi, check_unique_names,
                                   webcam_index_as_text)
 from facerec.errors import ConfigError
+from facerec.runtime.engines import ENGINE_ALIAS, EngineName
 from facerec.weights import PROJECT_ROOT
 
 DEFAULT_CONFIG = PROJECT_ROOT / "config.yaml"
@@ -39,7 +40,7 @@ class ModelsConfig(_Section):
 class RuntimeConfig(_Section):
     """How every model runs: the engine, its arithmetic and its threads (one rule for all)."""
 
-    engine: Literal["auto", "torch", "onnx", "openvino"] = Field(
+    engine: Literal["auto", EngineName] = Field(
         "auto", description="Inference engine; auto = the fastest measured for each model that is installed (README).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Arithmetic; auto = bf16 where the CPU has native bf16 (AVX512-BF16/AMX), else fp32.")
@@ -52,7 +53,7 @@ class RuntimeConfig(_Section):
 
 
 #: Keys that moved into ``runtime:``; old config files still load, with a warning.
-MOVED_KEYS = {("models", "backend"): "engine", ("live", "threads"): "threads", ("live", "precision"): "precision"}
+MOVED_KEYS = {("models", ENGINE_ALIAS): "engine", ("live", "threads"): "threads", ("live", "precision"): "precision"}
 
 
 class DetectionConfig(_Section):

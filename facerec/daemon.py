@@ -28,7 +28,6 @@ per-camera overrides) or, for ``--source``, from one synthesized camera
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -41,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from face_embedding import FaceEmbedder
 from facerec.capture import Capture, SourceKind, open_source
 from facerec.config import CameraConfig, Config
+from facerec.detect import Detector, ResizableDetector
 from facerec.errors import ConfigError, FacerecError
 from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
 from facerec.live import FrameOutput, LivePipeline, RunOptions, make_stats, run_live
@@ -192,13 +193,13 @@ class SharedModels:
     """One detector and one embedder for every camera, at most ``slots`` calls at once.
 
     Args:
-        detector: a detector (``__call__(image) -> Detections``, ``input_size`` and
-            ``min_face`` attributes as :class:`~facerec.detect.yolov5_face.YoloV5FaceDetector`).
-        embedder: an :class:`~face_embedding.Embedder`.
+        detector: a detector; a :class:`~facerec.detect.ResizableDetector` gets a view
+            per camera with that camera's input size and minimum face.
+        embedder: an embedder (:class:`~face_embedding.FaceEmbedder`).
         slots: model calls allowed at the same time (``None``: :func:`inference_slots`).
     """
 
-    def __init__(self, detector: Any, embedder: Any, slots: int | None = None) -> None:
+    def __init__(self, detector: Detector, embedder: FaceEmbedder, slots: int | None = None) -> None:
         self.detector = detector
         self.embedder = embedder
         self.slots = max(1, int(slots)) if slots is not None else inference_slots()
@@ -250,22 +251,20 @@ def build_models(cfg: Config) -> SharedModels:
 class CameraDetector:
     """The shared detector as one camera uses it.
 
-    A shallow copy of the detector carries this camera's ``input_size`` and ``min_face``
-    (the network and its weights are the same object). With a region of interest only
+    A view of the detector (:meth:`~facerec.detect.ResizableDetector.with_settings`)
+    carries this camera's ``input_size`` and ``min_face`` (the network and its weights
+    are the same object). With a region of interest only
     that part of the frame is letterboxed and searched, and the boxes and landmarks are
     shifted back to frame pixels, so the tracker and the overlay never see ROI
     coordinates.
     """
 
-    def __init__(self, models: SharedModels, input_size: int, min_face: int,
+    def __init__(self, models: SharedModels, input_size: int, min_face: float,
                  roi: tuple[int, int, int, int] | None = None) -> None:
         self.models = models
-        det = copy.copy(models.detector)
-        if hasattr(det, "input_size"):
-            det.input_size = input_size
-        if hasattr(det, "min_face"):
-            det.min_face = min_face
-        self._det = det
+        det = models.detector
+        self._det = det.with_settings(input_size=input_size, min_face=min_face) \
+            if isinstance(det, ResizableDetector) else det
         self.roi = roi
 
     @property
@@ -275,12 +274,30 @@ class CameraDetector:
 
     @input_size.setter
     def input_size(self, size: int) -> None:
-        self._det.input_size = size
+        if isinstance(self._det, ResizableDetector):
+            self._det.input_size = size
 
     @property
     def runner(self):
         """The detector's runner (tells the pacer whether the input size can change)."""
         return getattr(self._det, "runner", None)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self._det, "name", type(self._det).__name__))
+
+    @property
+    def min_face(self) -> float:
+        return self._det.min_face if isinstance(self._det, ResizableDetector) else 0.0
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        return self._det.fixed_size if isinstance(self._det, ResizableDetector) else None
+
+    def with_settings(self, *, input_size: int | None = None, min_face: float | None = None) -> CameraDetector:
+        """Another view of the shared detector for the same region, with these settings."""
+        return CameraDetector(self.models, self.input_size if input_size is None else input_size,
+                              self.min_face if min_face is None else min_face, self.roi)
 
     def __call__(self, image: np.ndarray) -> Detections:
         self.models.count(detect_calls=1)

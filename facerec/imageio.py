@@ -74,7 +74,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
     if img is None or img.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt, truncated or not an image format)")
     if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+        img = (img // 256).astype(np.uint8)  # the high byte
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -309,7 +309,8 @@ class LivePipeline:
                             st = self.tracks[key] = self._new_track(frame, det.xyxy[row], float(det.score[row]))
                             st.last_run = self._runs - 1
                             self.splits += 1
-                        st.template.update(vec)
+                        if st.template is not None:  # the new track has one too
+                            st.template.update(vec)
                     st.vote.add(m.name, m.similarity, q)
                     st.last_embed, st.embeds = self.frames, st.embeds + 1
                     st.embedded_quality = max(st.embedded_quality, q)
@@ -415,7 +416,7 @@ class VideoFileOutput:
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 25.0
-        self._writer = None
+        self._writer: Any = None  # a cv2.VideoWriter once the first frame gives the size
         self.frames = 0
 
     def write(self, frame: Frame, image: np.ndarray) -> bool:
@@ -424,7 +425,7 @@ class VideoFileOutput:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise FacerecError(f"cannot write video {self.path} (is the folder writable? use a .mp4 or .avi name)")
         self._writer.write(image)
@@ -572,7 +573,7 @@ def run_live(
                 if sightings is not None and result.left:
                     sightings(result.left)
                 for out in outputs:
-                    if not out.write(frame, image):
+                    if image is not None and not out.write(frame, image):
                         stop.set()
             if pacer is not None:
                 done = time.perf_counter()

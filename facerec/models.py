@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from face_embedding import Embedder, create_embedder, embedder_registry
+from face_embedding import Embedder, FaceEmbedder, create_embedder, embedder_registry
 from facerec.config import Config, RuntimeConfig
 from facerec.detect import Detector, create_detector, detector_registry
 from facerec.registry import Registry
@@ -124,7 +124,7 @@ def build_embedder(cfg: Config, name: str | None = None, *, live: bool = False) 
                            verify=cfg.models.verify_sha256)
 
 
-def threshold_for(cfg: Config, embedder: Embedder) -> float:
+def threshold_for(cfg: Config, embedder: FaceEmbedder) -> float:
     """``recognition.threshold`` or, when unset, the embedder's default."""
     t = cfg.recognition.threshold
     return float(embedder.default_threshold if t is None else t)

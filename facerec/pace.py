@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from facerec.config import LiveConfig
+from facerec.detect import ResizableDetector
 
 #: Detector input sizes are multiples of this, px (YOLO strides).
 SIZE_STEP = 32
@@ -326,28 +327,27 @@ class Pacer:
         }
 
 
-def detector_input_size(detector) -> int | None:
+def detector_input_size(detector: object) -> int | None:
     """The input size a detector runs at now, px; ``None`` when it has no such setting."""
-    runner = getattr(detector, "runner", None)
-    fixed = getattr(runner, "fixed_size", None)
-    if fixed:
-        return int(max(fixed))
-    size = getattr(detector, "input_size", None)
-    return int(size) if size else None
+    if not isinstance(detector, ResizableDetector):
+        return None
+    if detector.fixed_size:
+        return int(max(detector.fixed_size))
+    return int(detector.input_size) if detector.input_size else None
 
 
-def can_resize(detector) -> bool:
+def can_resize(detector: object) -> bool:
     """True when the detector reads its ``input_size`` on every call (YOLOv5-face on
     PyTorch or a dynamic-size ONNX model, the ultralytics detectors)."""
-    runner = getattr(detector, "runner", None)
-    return isinstance(getattr(detector, "input_size", None), int) and not getattr(runner, "fixed_size", None)
+    return isinstance(detector, ResizableDetector) and isinstance(detector.input_size, int) \
+        and not detector.fixed_size
 
 
-def set_input_size(detector, size: int) -> bool:
+def set_input_size(detector: object, size: int) -> bool:
     """Switch a detector to a new input size, px (a multiple of 32); False when it cannot."""
     if size % SIZE_STEP or size <= 0:
         raise ValueError(f"detector input sizes are positive multiples of {SIZE_STEP} px, got {size}")
-    if not can_resize(detector):
+    if not isinstance(detector, ResizableDetector) or not can_resize(detector):
         return False
     detector.input_size = int(size)
     return True

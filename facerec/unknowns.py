@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -464,8 +465,9 @@ class Strangers:
         ids = [s.id for s in cand.sightings]
         by_id = {s.id: s for s in cand.sightings}
         rows = self.store.crops(ids)
-        crops = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for _, _, _, j in rows]
-        emb = service.embed_faces(np.stack(crops)) if crops else None
+        crops = cast("list[np.ndarray]", [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)
+                                          for _, _, _, j in rows])
+        emb: Any = service.embed_faces(np.stack(crops)) if crops else None
         added = 0
         for i, ((sid, crop_id, _, jpeg), img) in enumerate(zip(rows, crops)):
             s = by_id[sid]

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from facerec.config import Config, format_errors, load_config
 from facerec.errors import ConfigError
 from facerec.runtime import ENGINES, PRECISIONS
+from facerec.runtime.engines import engine_alias
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,8 @@ FLAGS["live.detect_every"] = "--detect-every"
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load ``--config`` and apply the command-line overrides (validated together)."""
     overrides: dict[str, Any] = {key: getattr(args, dest, None) for dest, key in _OVERRIDES.items()}
-    if getattr(args, "backend", None) is not None:
-        if getattr(args, "engine", None) is not None:
-            raise ConfigError("--backend is the old name of --engine; pass only --engine")
-        log.warning("--backend is deprecated; use --engine %s", args.backend)
-        overrides["runtime.engine"] = args.backend
+    overrides["runtime.engine"] = engine_alias(overrides["runtime.engine"], getattr(args, "backend", None),
+                                               engine_name="--engine", alias_name="--backend", warn=True)
     return load_config(getattr(args, "config", None), overrides, flags=FLAGS)
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from facerec.config import Config
 from facerec.errors import ConfigError, FacerecError
@@ -182,7 +183,7 @@ class _StopOnSignal:
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.received: int | None = None
-        self._old: dict[int, object] = {}
+        self._old: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.received is not None:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from facerec.config import DetectionConfig, RuntimeConfig
-from facerec.detect import DETECTORS
+from facerec.detect import DETECTORS, SettingsView
 from facerec.errors import CheckpointError, ConfigError, FacerecError
 from facerec.types import Detections
 from facerec.weights import WeightsSpec, resolve_weights
@@ -141,7 +141,7 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-class UltralyticsFaceDetector:
+class UltralyticsFaceDetector(SettingsView):
     """Wraps an ultralytics ``YOLO`` face model as a :class:`~facerec.detect.Detector`.
 
     Args:
@@ -166,6 +166,11 @@ class UltralyticsFaceDetector:
         self.min_face = min_face
         self.max_faces = max_faces
         self.device = device
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """Always ``None``: ultralytics letterboxes to ``input_size`` on every call."""
+        return None
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in several ``(H, W, 3)`` uint8 BGR images (one ``predict`` call each)."""
@@ -250,7 +255,7 @@ def build(weights: str | os.PathLike | None = None, weights_dir: str | os.PathLi
     if rt.engine not in ("auto", "torch"):
         raise ConfigError(f"ultralytics-face runs in ultralytics' own PyTorch code; engine {rt.engine} is not "
                           f"available for it (use engine auto or torch)")
-    settings = dict(input_size=d.input_size, conf_thres=d.conf_thres, iou_thres=d.iou_thres, min_face=d.min_face,
+    settings: dict[str, Any] = dict(input_size=d.input_size, conf_thres=d.conf_thres, iou_thres=d.iou_thres, min_face=d.min_face,
                     max_faces=d.max_faces, device=device)
     if model is not None:
         return UltralyticsFaceDetector(model, **settings)

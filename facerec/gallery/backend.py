@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from facerec.errors import GalleryError
 from facerec.types import EmbedderKey, Embeddings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from facerec.config import GalleryConfig
     from facerec.gallery.store import PersonInfo, SampleInfo
 
@@ -122,6 +124,9 @@ class GalleryBackend(Protocol):
     def add_sample(self, person: str, crop: np.ndarray, *, source_path: str | None, source_sha256: str,
                    quality: float, embeddings: Embeddings | None = None, stem: str | None = None) -> SampleInfo: ...
     def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample]) -> int: ...
+    def add_existing_crops(self, items: list[tuple[str, Path, str, str, float, str | None]]) -> list[SampleInfo]: ...
+    def update_sample_file(self, sample_id: int, crop_sha256: str, quality: float, source_sha256: str | None = None,
+                           png: bytes | None = None) -> None: ...
     def put_embeddings(self, key: EmbedderKey, sample_ids: list[int], emb: Embeddings,
                        quality: np.ndarray | None = None) -> None: ...
     def delete_embeddings(self, key: EmbedderKey | str) -> int: ...
@@ -135,7 +140,7 @@ class GalleryBackend(Protocol):
     def close(self) -> None: ...
 
 
-def resolve_dsn(cfg: GalleryConfig, env: dict[str, str] | None = None) -> str:
+def resolve_dsn(cfg: GalleryConfig, env: Mapping[str, str] | None = None) -> str:
     """``gallery.dsn``, else ``FACEREC_DB_DSN``.
 
     Raises:

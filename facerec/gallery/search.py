@@ -39,7 +39,7 @@ imported only when used.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -202,7 +202,7 @@ class GalleryIndex:
         self.sample_ids: np.ndarray | None = None
         self.dim = int(vec.shape[1])
         self.n_samples = len(vec)
-        self._opts = dict(index=index, index_min_size=index_min_size, faiss_kind=faiss_kind, hnsw_m=hnsw_m,
+        self._opts: dict[str, Any] = dict(index=index, index_min_size=index_min_size, faiss_kind=faiss_kind, hnsw_m=hnsw_m,
                           ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe)
         self._negatives: dict[str, np.ndarray] = {}
         row_names, rows = build_templates(names, vec, quality, template)
@@ -468,7 +468,7 @@ class GalleryIndex:
         want = min(alive, rows_for_k)
         # dead rows come back from FAISS too: fetch more, and again with twice as many for
         # the queries that did not get k live people (rare: dead rows are <= 5 % of the base)
-        fetch = min(base.n, want + min(self._n_dead, max(want, 16)))
+        fetch = int(min(base.n, want + min(self._n_dead, max(want, 16))))
         cands: list[dict[int, float]] = [{} for _ in range(len(q))]
         todo = np.arange(len(q))
         while len(todo) and want > 0:
@@ -478,7 +478,7 @@ class GalleryIndex:
             sims, rows = base.index.search(q[todo], fetch, params=params)
             person = np.where(rows >= 0, self._base_person[np.maximum(rows, 0)], -1)
             again = []
-            for j, i in enumerate(todo):
+            for j, i in enumerate(todo.tolist()):
                 c: dict[int, float] = {}
                 for p, v in zip(person[j].tolist(), sims[j].tolist()):
                     if p >= 0 and p not in c:

@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 import numpy as np
 
@@ -481,7 +481,7 @@ def open_sightings(cfg: Config | GalleryConfig) -> SightingStore:
 
     SQLite: ``<gallery.data_dir>/unknowns.db``; PostgreSQL: the gallery database.
     """
-    g = getattr(cfg, "gallery", cfg)
+    g = cast("GalleryConfig", getattr(cfg, "gallery", cfg))
     if g.backend == "postgres":
         from facerec.gallery.backend import resolve_dsn
 
@@ -499,7 +499,7 @@ def negatives_of(cfg: Config | GalleryConfig, embedder: str) -> tuple[list[str],
     kept for the process, each call asks only :meth:`SightingStore.negatives_version`,
     and the vectors are read again only when that changed.
     """
-    g = getattr(cfg, "gallery", cfg)
+    g = cast("GalleryConfig", getattr(cfg, "gallery", cfg))
     if g.backend == "postgres":
         from facerec.gallery.backend import resolve_dsn
 
@@ -567,7 +567,7 @@ def _drop_cached(where: tuple[str, str]) -> None:
 def negatives_loads(cfg: Config | GalleryConfig) -> int:
     """How many times :func:`negatives_of` read the vectors of this gallery's
     negatives (not just their version) in this process."""
-    g = getattr(cfg, "gallery", cfg)
+    g = cast("GalleryConfig", getattr(cfg, "gallery", cfg))
     if g.backend == "postgres":
         from facerec.gallery.backend import resolve_dsn
 

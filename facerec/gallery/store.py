@@ -591,10 +591,10 @@ class GalleryStore:
             if sample_ids is None:
                 rows = c.execute(sql + "ORDER BY s.id", (str(key),)).fetchall()
             else:
-                ids = sorted({int(i) for i in sample_ids})
+                wanted = sorted({int(i) for i in sample_ids})
                 rows = []
-                for i in range(0, len(ids), 500):
-                    part = ids[i : i + 500]
+                for i in range(0, len(wanted), 500):
+                    part = wanted[i : i + 500]
                     rows += c.execute(sql + f"AND s.id IN ({','.join('?' * len(part))}) ORDER BY s.id",
                                       (str(key), *part)).fetchall()
         if not rows:

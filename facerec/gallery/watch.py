@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class GalleryWatcher:
         self._store = store
         self._own_store = store is None
         self._version: int | None = None
-        self._index = None
+        self._index: Any = None  # a GalleryIndex once loaded
         self._ids = np.zeros((0,), np.int64)
         self._names: list[str] = []
         self._vec = np.zeros((0, 0), np.float32)
@@ -313,7 +314,7 @@ class GalleryWatcher:
 
     def status(self) -> dict:
         """For the stats JSON: reachability, version, people and update counts."""
-        out = {"backend": self.cfg.backend, "online": self.online, "version": self._version,
+        out: dict[str, Any] = {"backend": self.cfg.backend, "online": self.online, "version": self._version,
                "people": len(self._index) if self._index is not None else 0,
                "samples": int(len(self._ids)), "updates": self.reloads, "full_reloads": self.full_reloads}
         if not self.online:

@@ -7,18 +7,20 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from facerec.runtime.engines import ENGINE_TABLE, EngineName
+
 log = logging.getLogger(__name__)
 
-Engine = Literal["torch", "onnx", "openvino"]
+Engine = EngineName
 Precision = Literal["fp32", "bf16"]
 Hint = Literal["latency", "throughput"]
 
 #: Engines in the order ``facerec`` knows them (``auto`` is resolved per model).
-ENGINES: tuple[str, ...] = ("torch", "onnx", "openvino")
+ENGINES: tuple[str, ...] = tuple(ENGINE_TABLE)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 #: Environment that stops idle OpenMP workers from spin-waiting. On a CPU shared with
@@ -90,6 +92,8 @@ class SessionBase:
     """Shared parts of the implementations: the info accessors and fixed-batch splitting."""
 
     info: SessionInfo
+    #: True when :func:`~facerec.runtime.build.build_session` read a cached conversion.
+    from_cache: bool = False
 
     @property
     def engine(self) -> str:
@@ -180,12 +184,9 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-_MODULES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
-
-
 def available_engines() -> tuple[str, ...]:
     """The engines whose Python package is installed."""
-    return tuple(e for e in ENGINES if importlib.util.find_spec(_MODULES[e]) is not None)
+    return tuple(e.name for e in ENGINE_TABLE.values() if importlib.util.find_spec(e.package) is not None)
 
 
 _warned: set[str] = set()
@@ -223,7 +224,3 @@ def state_sha256(module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-#: Builds a session for one engine from a :class:`~facerec.runtime.build.ModelSource`.
-SessionFactory = Callable[..., Session]

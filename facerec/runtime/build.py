@@ -9,10 +9,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from facerec.errors import ConfigError
 from facerec.runtime.base import ENGINES, Session, available_engines, resolve_precision, resolve_threads
+from facerec.runtime.engines import ENGINE_TABLE
+
+if TYPE_CHECKING:
+    from facerec.weights import WeightsSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,6 @@ AUTO_ENGINES: dict[str, tuple[str, ...]] = {
     "mobilefacenet": ("openvino", "torch"),
     "ultralytics": ("torch",),
 }
-
-_INSTALL = {"onnx": "pip install onnxruntime", "openvino": "pip install openvino"}
 
 
 def resolve_engine(family: str, requested: str, *, flag: str = "runtime.engine") -> str:
@@ -52,10 +54,67 @@ def resolve_engine(family: str, requested: str, *, flag: str = "runtime.engine")
                 return engine
         return "torch"
     if requested not in ENGINES:
-        raise ConfigError(f"{flag} must be auto, torch, onnx or openvino, got {requested!r}")
+        raise ConfigError(f"{flag} must be auto, {', '.join(ENGINES[:-1])} or {ENGINES[-1]}, got {requested!r}")
     if requested not in installed:
-        raise ConfigError(f"{flag} {requested} needs its package: {_INSTALL.get(requested, requested)}")
+        raise ConfigError(f"{flag} {requested} needs its package: {ENGINE_TABLE[requested].install}")
     return requested
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """Which file a model runs from, and on which engine.
+
+    Attributes:
+        engine: the concrete engine (``auto`` resolved for the family).
+        path: the weights file; ``None`` for a network passed in memory.
+        onnx: ``path`` is an ONNX export, run as it is (its key hashes that file);
+            otherwise it is a PyTorch checkpoint the family loads (and the engine
+            converts, when not ``torch``).
+    """
+
+    engine: str
+    path: Path | None
+    onnx: bool = False
+
+
+def resolve_model_file(spec: WeightsSpec, family: str, requested: str, *,
+                       weights: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None,
+                       verify: bool = True, in_memory: bool = False) -> ModelFile:
+    """The one rule, for every model family, of which file runs on which engine.
+
+    * a ``weights`` path ending in ``.onnx`` runs that export (on ONNX Runtime, or on
+      OpenVINO when that engine is asked for: PyTorch cannot run an ONNX file);
+    * with no explicit file, ``engine: onnx`` runs the published ONNX export where the
+      spec names one and it is present, and so does ``openvino`` when only the export is
+      present (:func:`facerec.weights.use_onnx_export`); without the export both convert
+      the checkpoint, so the ``.pt`` alone runs every engine;
+    * everything else loads the PyTorch checkpoint, converted by the engine when it is
+      not ``torch`` (same vector space and key as on PyTorch).
+
+    Args:
+        spec: the model's weights spec (file names, hashes, ONNX export).
+        family: key of :data:`AUTO_ENGINES` for ``engine: auto``.
+        requested: ``runtime.engine`` (``auto`` or an engine name).
+        weights: an explicit weights file.
+        weights_dir: the configured weights folder, searched first.
+        verify: check the published sha256 where one exists.
+        in_memory: the network was passed in memory; no file is looked for.
+
+    Raises:
+        ConfigError: an unknown or uninstalled engine.
+        WeightsNotFoundError, WeightsChecksumError: as for the file.
+    """
+    from facerec.weights import find_weights, resolve_weights, use_onnx_export
+
+    engine = resolve_engine(family, requested, flag="engine")
+    if in_memory:
+        return ModelFile(engine, None)
+    explicit_onnx = weights is not None and str(weights).lower().endswith(".onnx")
+    pt = None if explicit_onnx else find_weights(spec, weights, weights_dir, "torch")
+    if explicit_onnx or use_onnx_export(spec, engine, weights, weights_dir, pt):
+        engine = "onnx" if engine == "torch" else engine
+        return ModelFile(engine, resolve_weights(spec, weights, weights_dir, verify=verify, backend="onnx"), True)
+    return ModelFile(engine, resolve_weights(spec, weights, weights_dir, verify=verify, backend="torch"))
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -151,23 +210,38 @@ def export_onnx(source: ModelSource, path: Path) -> Path:
     return path
 
 
-def _onnx_file(source: ModelSource, root: Path) -> tuple[Path, bool]:
+_said_preparing: list[bool] = []
+
+
+def _preparing(source: ModelSource, engine: str) -> None:
+    """Say once per process that models are being converted: the first start with an
+    empty cache spends seconds here (about 4 s for the default pair on 2 cores), which
+    would otherwise look like a hang. Conversions of in-memory test networks say nothing."""
+    if source.persistent and not _said_preparing:
+        _said_preparing.append(True)
+        log.warning("preparing models (first start only): converting %s for %s, a few seconds; "
+                    "later starts read the cache", source.name, engine)
+
+
+def onnx_file(source: ModelSource, root: Path) -> tuple[Path, bool]:
     """The ONNX file to run: the source's own, or a cached export. Second value: from cache."""
     if source.onnx_path is not None:
         return source.onnx_path, False
     path = root / f"{source.cache_key('onnx', 'fp32')}.onnx"
     if path.is_file():
         return path, True
+    _preparing(source, "onnx")
     return export_onnx(source, path), False
 
 
-def _openvino_ir(source: ModelSource, root: Path, precision: str) -> tuple[Path, bool]:
+def openvino_ir(source: ModelSource, root: Path, precision: str) -> tuple[Path, bool]:
     """The converted OpenVINO IR, from the cache when present. Second value: from cache."""
     import openvino as ov
 
     xml = root / f"{source.cache_key('openvino', precision)}.xml"
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml, True
+    _preparing(source, "openvino")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=root) as tmpdir:
         onnx_path = source.onnx_path or export_onnx(source, Path(tmpdir) / f"{source.name}.onnx")
@@ -219,29 +293,15 @@ def build_session(source: ModelSource, *, engine: str, precision: str = "auto", 
         CheckpointError: the engine cannot load the network.
     """
     if engine not in ENGINES:
-        raise ConfigError(f"engine must be torch, onnx or openvino here, got {engine!r} (resolve 'auto' first)")
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)} here, got {engine!r} (resolve 'auto' first)")
     resolve_engine("", engine)  # installed?
+    spec = ENGINE_TABLE[engine]
     prec = resolve_precision(precision)
+    if precision == "auto" and prec not in spec.precisions:
+        prec = spec.precisions[0]  # auto: the best this engine has; an explicit bf16 is still reported
     n = resolve_threads(threads)
     root = cache_root(cache_dir) if source.persistent else _scratch_dir()
-    from_cache = False
-    session: Any
-    if engine == "torch":
-        from facerec.runtime.torch_engine import TorchSession
-
-        session = TorchSession(source.torch_module(), source.input_shape, source.output_names, precision=prec,
-                               threads=n, channels_last=source.channels_last, source=source.name)
-    elif engine == "onnx":
-        from facerec.runtime.ort_engine import OnnxSession
-
-        path, from_cache = _onnx_file(source, root)
-        session = OnnxSession(path, precision=prec, threads=n)
-    else:
-        from facerec.runtime.openvino_engine import OpenVinoSession
-
-        root.mkdir(parents=True, exist_ok=True)
-        path, from_cache = _openvino_ir(source, root, prec)
-        session = OpenVinoSession(path, precision=prec, threads=n, hint=hint, blob_cache=root / "openvino_blobs")
+    session, from_cache = spec.build(source, prec, n, hint, root)
     session.from_cache = from_cache
     log.debug("%s: %r%s", source.name, session, " (from cache)" if from_cache else "")
     return session

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from facerec.errors import ConfigError
+from facerec.runtime.engines import ENGINE_ALIAS, engine_alias
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -33,3 +34,17 @@ def merge_section(cls: type[S], section: S | None, overrides: dict[str, Any], wh
     except ValidationError as e:
         raise InvalidSettingError(format_errors(e, what).replace("invalid configuration in", "invalid settings of")) \
             from None
+
+
+def engine_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a constructor's keyword overrides with the old ``backend=`` given as
+    ``engine`` (:func:`~facerec.runtime.engines.engine_alias`); every model family calls it.
+
+    Raises:
+        ConfigError: both ``engine`` and ``backend`` were given.
+    """
+    out = dict(overrides)
+    engine = engine_alias(out.pop("engine", None), out.pop(ENGINE_ALIAS, None))
+    if engine is not None:
+        out["engine"] = engine
+    return out
