@@ -52,7 +52,7 @@ def source_slug(source: object) -> str:
             port = parts.port
         except ValueError:
             port = None
-        raw = "_".join(p for p in (host, str(port) if port else "", parts.path) if p)
+        raw = "/".join(p for p in (host, str(port) if port else "", parts.path) if p)
     else:
         path = s[len("file://"):] if s.lower().startswith("file://") else s
         raw = Path(path.rstrip("/\\")).stem or Path(path.rstrip("/\\")).name
