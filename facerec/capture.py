@@ -50,6 +50,13 @@ from urllib.parse import urlsplit
 # refused", "no frame!"): the capture says each change of state once, in words, instead.
 # Read when OpenCV first opens a video, so it must be set before that.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+#: FFmpeg options of every stream open (OpenCV reads them at each open; set the variable
+#: yourself to choose others). RTSP over TCP, as OpenCV's own default; FFmpeg stops probing
+#: a new stream after 64 KB or 0.5 s instead of its 5 MB / 5 s, so a stream that comes back
+#: opens in about 0.3 s instead of 1.2-2 s (tests/rtsp_server.py, bench/outage.py). Cameras
+#: announce their picture size in the session description, so nothing is lost by it.
+STREAM_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000|probesize;65536"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", STREAM_OPTIONS)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -603,10 +610,12 @@ class Capture:
                     last_pts, advancing = -1.0, False
                 else:
                     pts = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) if cap is not None else 0.0
-                    if advancing and pts <= last_pts:
-                        self.stats.stale += 1  # not newer than the frame before: never shown as new
+                    if advancing and pts == last_pts:
+                        self.stats.stale += 1  # the frame before, handed out again: never shown as new
                         img = None
                         continue
+                    # a step back is FFmpeg re-basing its clock on the server's first RTCP
+                    # report (early in every RTSP session), not an older frame
                     advancing = advancing or (last_pts > 0 and pts > last_pts)
                     last_pts = pts
             self._last_frame = time.monotonic()
