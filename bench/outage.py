@@ -49,15 +49,9 @@ PERSON = "ann"
 
 
 def _events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            break
-    return out
+    """The complete JSON lines of ``path`` (the last one may be half-written)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
 
 
 def _wait(pred, limit_s: float, what: str) -> None:
@@ -76,6 +70,18 @@ def _camera(events: list[dict], state: str, after_ts: float) -> dict | None:
 def _named(events: list[dict], after_ts: float, before_ts: float = float("inf")) -> bool:
     return any(e["event"] in ("appeared", "recognized") and e.get("name") == PERSON and after_ts <= e["ts"] < before_ts
                for e in events)
+
+
+def _outage(begin, end, away_s: float, events_path: Path) -> tuple[float, float]:
+    """``begin()`` an outage, ``end()`` it ``away_s`` later, wait for the camera's return;
+    returns the wall clock of both ends."""
+    begin()
+    began = time.time()
+    time.sleep(away_s)
+    end()
+    ended = time.time()
+    _wait(lambda: _camera(_events(events_path), "online", ended - 1) is not None, 60, "the camera's return")
+    return began, ended
 
 
 def main() -> int:
@@ -115,20 +121,10 @@ def main() -> int:
         started = time.time()
         time.sleep(args.kill_at)
         named_before = _named(_events(events_path), 0)
-        server.kill()
-        killed = time.time()
-        time.sleep(args.away)
-        server.start()
-        back = time.time()
-        _wait(lambda: _camera(_events(events_path), "online", back - 1) is not None, 60, "the return after the kill")
+        killed, back = _outage(server.kill, server.start, args.away, events_path)
         time.sleep(args.settle)
         named_after_kill = _named(_events(events_path), back)
-        server.pause()
-        stopped = time.time()
-        time.sleep(args.stop)
-        server.resume()
-        resumed = time.time()
-        _wait(lambda: _camera(_events(events_path), "online", resumed - 1) is not None, 60, "the return after SIGCONT")
+        stopped, resumed = _outage(server.pause, server.resume, args.stop, events_path)
         time.sleep(args.settle)
         daemon.send_signal(signal.SIGINT)
         rc = daemon.wait(60)

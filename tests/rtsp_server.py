@@ -25,18 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script too
+from mqtt_broker import free_port  # noqa: E402
+
 #: The Python that has ``gi`` (Debian's python3-gi).
 SYSTEM_PYTHON = "/usr/bin/python3"
 #: The stream's path on the server.
 MOUNT = "/cam"
 PACKAGES = ("gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
             "gstreamer1.0-plugins-ugly")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_frames(clip: Path, folder: Path, max_frames: int = 250, side: int | None = 320) -> int:
@@ -131,15 +128,8 @@ class RtspServer:
         self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        """End the server (it keeps nothing worth a graceful shutdown)."""
+        self.kill()
 
 
 def _serve(frames: str, port: int, fps: float, user: str | None, password: str | None) -> None:

@@ -99,28 +99,37 @@ def test_default_camera_name_is_a_safe_slug(source: str, name: str) -> None:
 # ----------------------------------------------------------------------------- capture
 
 
-def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplog) -> None:
-    """SIGKILL: one line for the drop (with the server's answer), one for the return; the
-    stats count one outage, one reconnection and its attempts; frames resume in order."""
-    caplog.set_level(logging.INFO, logger="facerec")
+def _outage(server: RtspServer, begin: Callable[[], None],
+            end: Callable[[], None]) -> tuple[Capture, list[Frame], list[Frame]]:
+    """Stream, ``begin()`` an outage, stay away 2 s after the capture noticed it, ``end()``
+    it and stream again. Returns the (closed) capture, every frame, and those of the outage."""
     cap = open_source(server.url, read_timeout_s=READ_TIMEOUT_S, reconnect_max_s=0.5, camera="porch")
     got: list[Frame] = []
     try:
         assert _pump(cap, got, lambda: len(got) >= 10)
-        server.kill()
-        assert _pump(cap, got, lambda: not cap.online), "the drop was not noticed"
-        n_before = len(got)
-        time.sleep(2.0)  # away for a while: several attempts
-        assert not cap.online and cap.stats.attempts >= 2 and cap.stats.reconnects == 0
-        server.start()
-        assert _pump(cap, got, lambda: cap.online and len(got) > n_before + 10), "frames did not resume"
+        begin()
+        assert _pump(cap, got, lambda: not cap.online), "the outage was not noticed"
+        away_from = len(got)
+        _pump(cap, got, lambda: False, limit_s=2.0)  # away a while: several attempts
+        during = got[away_from:]
+        end()
+        assert _pump(cap, got, lambda: cap.online and len(got) > away_from + 10), "frames did not resume"
     finally:
         cap.close()
-    assert _increasing(got)
+    return cap, got, during
+
+
+def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplog) -> None:
+    """SIGKILL: one line for the drop (with the server's answer), one for the return; the
+    stats count one outage, one reconnection and its attempts; frames resume in order."""
+    caplog.set_level(logging.INFO, logger="facerec")
+    cap, got, during = _outage(server, server.kill, server.start)
+    assert not during and _increasing(got)
     changes = cap.state_changes()
     assert [c.state for c in changes] == ["offline", "online"], changes
     assert changes[0].reason.startswith("stream dropped") and changes[1].reason.startswith("reconnected after")
     assert cap.stats.outages == 1 and cap.stats.reconnects == 1 and cap.stats.offline_s >= 2.0
+    assert cap.stats.attempts >= 2
     said = _messages(caplog)
     assert len([m for m in said if "stream dropped" in m]) == 1, said
     assert len([m for m in said if "reconnected after" in m]) == 1, said
@@ -134,19 +143,7 @@ def test_server_stopped_stall_logged_once_no_stale_frame(server: RtspServer, cap
     stalled connection hands out afterwards is delivered as a new frame; after SIGCONT a
     new connection starts at the newest frame."""
     caplog.set_level(logging.INFO, logger="facerec")
-    cap = open_source(server.url, read_timeout_s=READ_TIMEOUT_S, reconnect_max_s=0.5, camera="porch")
-    got: list[Frame] = []
-    try:
-        assert _pump(cap, got, lambda: len(got) >= 10)
-        server.pause()
-        assert _pump(cap, got, lambda: not cap.online), "the stall was not noticed"
-        away_from = len(got)
-        _pump(cap, got, lambda: False, limit_s=2.0)  # stopped a while longer
-        during = got[away_from:]
-        server.resume()
-        assert _pump(cap, got, lambda: cap.online and len(got) > away_from + 10), "frames did not resume"
-    finally:
-        cap.close()
+    cap, got, during = _outage(server, server.pause, server.resume)
     assert not during, [(f.index, f.t) for f in during]
     assert _increasing(got)
     off, on = cap.state_changes()
