@@ -141,8 +141,7 @@ async function connect(candidate) {
   $("token-error").textContent = "";
   const info = state.info;
   $("model-info").textContent = `${info.detector} · ${info.embedder.split("@")[0]} · threshold ${fmt(info.threshold)}`;
-  $("gallery-warning").textContent = info.gallery_warning || "";
-  $("gallery-warning").hidden = !info.gallery_warning;
+  showGalleryWarning(info.gallery_warning);
   setThreshold(info.threshold);
   $("nav-live").hidden = !info.live;
   $("live").hidden = !info.live;
@@ -372,6 +371,17 @@ async function loadPeople() {
   state.people = data.people;
   renderPeople();
   if (state.photo && state.photo.result) renderFaces(); // refresh the "add to" lists
+  if (state.info && state.info.gallery_warning) {  // gone once someone is enrolled
+    const info = await guarded("Loading info", () => api("/api/info"), { background: true });
+    if (info) showGalleryWarning(info.gallery_warning);
+  }
+}
+
+// An empty gallery, or none of its vectors from the running embedder: nobody can be named.
+function showGalleryWarning(text) {
+  if (state.info) state.info.gallery_warning = text || null;
+  $("gallery-warning").textContent = text || "";
+  $("gallery-warning").hidden = !text;
 }
 
 async function thumbUrl(sample) {
@@ -702,8 +712,8 @@ function renderCameraStats(cameras, chosen) {
   const fps = typeof s.fps === "number" ? s.fps.toFixed(1) : "?";
   const st = cameraState(s);
   $("camera-stats").textContent =
-    `${cam.name}${st ? ` (${st})` : ""}: ${s.frames ?? 0} frames, ${fps} fps, ${s.faces_seen ?? 0} faces, ` +
-    `${s.events ?? 0} events` + (s.reconnects ? `, ${s.reconnects} reconnects` : "") +
+    `${cam.name}: ${s.frames ?? 0} frames, ${fps} fps, ${s.faces_seen ?? 0} faces, ${s.events ?? 0} events` +
+    (s.reconnects ? `, ${s.reconnects} reconnects` : "") + (st ? ` · ${st}` : "") +
     (s.running === false ? " (ended)" : "");
   $("camera-stats").dataset.state = s.online === false ? "offline" : "online";
 }
