@@ -119,9 +119,13 @@ def _outage(server: RtspServer, begin: Callable[[], None],
     return cap, got, during
 
 
-def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplog) -> None:
-    """SIGKILL: one line for the drop (with the server's answer), one for the return; the
-    stats count one outage, one reconnection and its attempts; frames resume in order."""
+def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplog, monkeypatch) -> None:
+    """SIGKILL: one line for the drop (with the server's answer), one for the return, and
+    "still away" lines meanwhile (every 60 s, here every 0.5 s); the stats count one outage,
+    one reconnection and its attempts; frames resume in order."""
+    import facerec.capture
+
+    monkeypatch.setattr(facerec.capture, "STILL_AWAY_EVERY_S", 0.5)
     caplog.set_level(logging.INFO, logger="facerec")
     cap, got, during = _outage(server, server.kill, server.start)
     assert not during and _increasing(got)
@@ -133,7 +137,8 @@ def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplo
     said = _messages(caplog)
     assert len([m for m in said if "stream dropped" in m]) == 1, said
     assert len([m for m in said if "reconnected after" in m]) == 1, said
-    assert not any("still away" in m for m in said)
+    away = [m for m in said if "still away" in m]
+    assert away and all("refused the connection" in m for m in away), said
     assert all(PASSWORD not in m and USER not in m for m in said), said
     assert PASSWORD not in cap.description and "***@" in cap.description
 
@@ -154,6 +159,22 @@ def test_server_stopped_stall_logged_once_no_stale_frame(server: RtspServer, cap
     said = _messages(caplog)
     assert len([m for m in said if "stream silent" in m]) == 1, said
     assert len([m for m in said if "reconnected after" in m]) == 1, said
+
+
+def test_stall_noticed_while_the_backend_read_still_blocks(server: RtspServer, monkeypatch) -> None:
+    """A backend whose own read timeout is two minutes: the watchdog still marks the
+    stream offline after ``read_timeout_s`` (the pump below gives up after 30 s), and what
+    the blocked read returns after SIGCONT is dropped as stale, not delivered."""
+    import facerec.capture
+
+    real = facerec.capture._open_video
+    monkeypatch.setattr(facerec.capture, "_open_video",
+                        lambda target, kind, open_s, read_s: real(target, kind, open_s, 120.0))
+    cap, got, during = _outage(server, server.pause, server.resume)
+    assert not during and _increasing(got)
+    off, on = cap.state_changes()
+    assert off.reason == f"no frame for {READ_TIMEOUT_S:g} s (stream silent)" and on.state == "online"
+    assert not [f for f in got if off.t < f.t < on.t]
 
 
 # ----------------------------------------------------------------------------- daemon
