@@ -313,9 +313,10 @@ class GalleryWatcher:
 
     def status(self) -> dict:
         """For the stats JSON: reachability, version, people and update counts."""
-        out = {"backend": self.cfg.backend, "online": self.online, "version": self._version,
-               "people": len(self._index) if self._index is not None else 0,
-               "samples": int(len(self._ids)), "updates": self.reloads, "full_reloads": self.full_reloads}
+        out: dict[str, object] = {
+            "backend": self.cfg.backend, "online": self.online, "version": self._version,
+            "people": len(self._index) if self._index is not None else 0,
+            "samples": int(len(self._ids)), "updates": self.reloads, "full_reloads": self.full_reloads}
         if not self.online:
             out["offline_s"] = round(time.time() - (self.offline_since or time.time()), 1)
             out["error"] = self.last_error
