@@ -698,8 +698,12 @@ class Capture:
             return what
         where = f"{host}:{port}"
         try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return f"{what}; {where} accepts connections (server busy, wrong path or credentials?)"
+            for probe in range(2):
+                with socket.create_connection((host, port), timeout=0.5):
+                    pass
+                if probe == 0:  # a server that is going down may still accept for an instant
+                    time.sleep(0.2)
+            return f"{what}; {where} accepts connections (server busy, wrong path or credentials?)"
         except socket.gaierror:
             return f"{what}; the host name {host} does not resolve"
         except ConnectionRefusedError:

@@ -571,7 +571,8 @@ class Daemon:
         ``cameras`` holds each camera's own stats (:func:`~facerec.live.make_stats`);
         ``fps`` is the sum over cameras (frames processed per second by the daemon) and
         the counters are totals. With one camera its stats are at the top level as well,
-        as a single-camera run always wrote them. ``models`` counts the shared model
+        as a single-camera run always wrote them; with several, ``offline_cameras`` names
+        those whose stream is away now. ``models`` counts the shared model
         calls and the time cameras waited for each other; ``mqtt`` the broker messages
         sent and dropped.
         """
@@ -580,8 +581,10 @@ class Daemon:
         if len(per) == 1:
             out.update(next(iter(per.values())))
         else:
-            for key in ("frames", "dropped", "skipped", "reconnects", "faces_seen", "faces_embedded", "tracks"):
+            for key in ("frames", "dropped", "skipped", "reconnects", "reconnect_attempts", "outages", "faces_seen",
+                        "faces_embedded", "tracks"):
                 out[key] = sum(int(s.get(key, 0)) for s in per.values())
+            out["offline_cameras"] = [name for name, s in per.items() if s.get("online") is False]
             out["fps"] = round(sum(float(s.get("fps", 0.0)) for s in per.values()), 2)
             out["seconds"] = max((float(s.get("seconds", 0.0)) for s in per.values()), default=0.0)
             if self.gallery is not None:

@@ -246,6 +246,8 @@ def test_daemon_lost_camera_tracks_leave_then_it_comes_back(server: RtspServer, 
         feed.close()
     stats = feed.stats
     assert stats is not None and stats["reconnects"] == 1 and stats["offline_s"] > 0
+    # the frame rate is over the time the camera was there, not averaged over the outage
+    assert 0 < stats["offline_s"] < stats["seconds"] and stats["fps"] > stats["frames"] / stats["seconds"]
     # the camera's name, and what every output shows of the source
     assert camera == f"127.0.0.1_{server.port}_cam"
     outputs = [json.dumps(stats), json.dumps(info), json.dumps(cams), json.dumps(away_events),
