@@ -96,6 +96,20 @@ def test_default_camera_name_is_a_safe_slug(source: str, name: str) -> None:
     assert CameraSpec.single(source, cfg).name == name
 
 
+def test_stream_that_cannot_open_says_so_without_its_password() -> None:
+    from mqtt_broker import free_port
+
+    from facerec.errors import SourceError
+
+    url = f"rtsp://{USER}:{PASSWORD}@127.0.0.1:{free_port()}/cam"
+    with pytest.raises(SourceError) as err:
+        open_source(url, read_timeout_s=2.0)
+    assert "rtsp://***@127.0.0.1" in str(err.value) and PASSWORD not in str(err.value)
+    with pytest.raises(SourceError) as err:
+        open_source(f"gopher://{USER}:{PASSWORD}@host/x")
+    assert PASSWORD not in str(err.value)
+
+
 # ----------------------------------------------------------------------------- capture
 
 
