@@ -200,17 +200,20 @@ def test_daemon_lost_camera_tracks_leave_then_it_comes_back(server: RtspServer, 
     enrolled person is named; the server is killed and stays away, and the camera's
     ``offline`` event comes, then ``left`` for every track after the track buffer while no
     frame arrives; the server starts again, ``online`` comes and the person is named
-    again. The password is in no log line, event, stats file or page answer."""
+    again. The password is in no log line, event, stats file or page answer. The camera
+    records reach every sink: JSON lines, the webhook, the page's recent events."""
     from fastapi.testclient import TestClient
+    from test_events import _Hook
 
     from facerec.cli.serve_cmd import DaemonFeed
     from facerec.serve.app import create_app
 
     caplog.set_level(logging.INFO, logger="facerec")
     assert service.enroll_image("ann", cv2.imread(str(frames / "00060.jpg"))).status == "added"
+    hook = _Hook()
     cfg = load_config(None, {"gallery.data_dir": service.cfg.gallery.data_dir, "detection.input_size": 320,
                              "live.read_timeout_s": READ_TIMEOUT_S, "live.reconnect_max_s": 0.5,
-                             "live.stats_every_s": 0, "live.adapt": False})
+                             "live.stats_every_s": 0, "live.adapt": False, "events.webhook_url": hook.url})
     events: list[Event] = []
     feed = DaemonFeed(server.url, cfg, realtime=True)
     feed.daemon._extra_sinks.append(CallbackSink(events.append))
@@ -258,6 +261,7 @@ def test_daemon_lost_camera_tracks_leave_then_it_comes_back(server: RtspServer, 
             assert feed.daemon.running
     finally:
         feed.close()
+        hook.close()
     stats = feed.stats
     assert stats is not None and stats["reconnects"] == 1 and stats["offline_s"] > 0
     # the frame rate is over the time the camera was there, not averaged over the outage
@@ -273,6 +277,9 @@ def test_daemon_lost_camera_tracks_leave_then_it_comes_back(server: RtspServer, 
     records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     states = [(r["state"], r["camera"]) for r in records if r["event"] == "camera"]
     assert states == [("online", camera), ("offline", camera), ("online", camera)], states
+    posted = [b["json"] for b in hook.bodies]
+    assert [(r["state"], r["camera"]) for r in posted if r["event"] == "camera"] == states
+    assert all(PASSWORD not in json.dumps(r) for r in posted)
     assert len([m for m in _messages(caplog) if "stream dropped" in m]) == 1
 
 
