@@ -10,10 +10,20 @@ Two delivery policies, chosen by the kind of source:
   in order through a bounded queue: the reader blocks when the consumer is behind
   (backpressure) so memory stays bounded and nothing is skipped.
 
-A stream whose read fails, or that stays silent for ``read_timeout_s``, is reopened with
-exponential backoff capped at ``reconnect_max_s``; the reader keeps trying until
-:meth:`Capture.close` is called. A source that cannot be opened at start raises
-:class:`~facerec.errors.SourceError` with a message that says what to check.
+A live source is **online** or **offline**. It goes offline when a read fails (the stream
+dropped) or when no frame arrived for ``read_timeout_s``, whatever the backend's own read
+timeout: a watchdog thread notices the silence within a quarter of a second, and a frame
+that a read returns after its deadline is a leftover of the stalled connection, discarded
+rather than delivered with a fresh timestamp. The stream is then reopened at once, and
+while it stays away probed again every ``reconnect_max_s`` at most (with ``jitter``), so
+frames resume within about that long after the camera is back; each new connection starts
+at the newest frame, no backlog is replayed. One log line says each change of state
+(dropped or silent, with the cause; reconnected after N s; still away every 60 s), and
+:meth:`Capture.state_changes` hands the changes to the live loop, which publishes them as
+``camera`` events. The reader keeps trying until :meth:`Capture.close` is called. A source
+that cannot be opened at start raises :class:`~facerec.errors.SourceError` with a message
+that says what to check. A stream's user and password appear in no message
+(:func:`facerec.redact.redact`).
 
 Every :class:`Frame` carries its index in the source and ``t``, seconds since the start of
 the source: the position in the file for files (index / fps), wall time since opening for
@@ -25,23 +35,50 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
+import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import cv2
-import numpy as np
+# FFmpeg prints a line of its own on every failed attempt of a stream that is away ("Connection
+# refused", "no frame!"): the capture says each change of state once, in words, instead.
+# Read when OpenCV first opens a video, so it must be set before that.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+#: FFmpeg options of every stream open (OpenCV reads them at each open; set the variable
+#: yourself to choose others). RTSP over TCP, as OpenCV's own default; FFmpeg stops probing
+#: a new stream after 64 KB or 0.5 s instead of its 5 MB / 5 s, so a stream that comes back
+#: opens in about 0.3 s instead of 1.2-2 s (tests/rtsp_server.py, bench/outage.py). Cameras
+#: announce their picture size in the session description, so nothing is lost by it.
+STREAM_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000|probesize;65536"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", STREAM_OPTIONS)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from facerec.config_rules import STREAM_SCHEMES as STREAM_SCHEMES  # URL schemes handed to FFmpeg as streams
 from facerec.errors import ImageReadError, SourceError
 from facerec.imageio import IMAGE_SUFFIXES, list_images, read_image
+from facerec.redact import redact
 
 log = logging.getLogger(__name__)
 
-#: First wait before reopening a dropped stream, seconds; doubles up to ``reconnect_max_s``.
-FIRST_BACKOFF_S = 0.5
+#: Wait before the second attempt to reopen a dropped stream, s (the first is at once);
+#: doubles up to ``reconnect_max_s``.
+FIRST_BACKOFF_S = 0.25
+#: While a stream stays away, a line says so this often, s.
+STILL_AWAY_EVERY_S = 60.0
+#: How often the watchdog looks for a silent stream, s.
+WATCHDOG_EVERY_S = 0.1
+#: Default ports of the stream schemes, for the reachability probe that names a cause.
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+
+CaptureState = Literal["online", "offline"]
 
 
 class SourceKind(str, Enum):
@@ -84,17 +121,42 @@ class CaptureStats:
         delivered: frames handed to the consumer.
         dropped: live frames overwritten before the consumer took them.
         skipped: unreadable images in a folder source (warned and skipped).
-        reconnects: attempts to reopen a stream after a failure or a stall.
+        stale: frames a stream returned after its read deadline (leftovers of a stalled
+            connection) or not newer than the frame before; never delivered.
+        attempts: attempts to reopen a stream after a failure or a stall.
+        reconnects: reconnections, i.e. outages that ended with frames flowing again.
+        outages: times the source went offline.
+        offline_s: seconds offline over the outages that ended (see
+            :meth:`Capture.offline_seconds` for the running one too).
     """
 
     read: int = 0
     delivered: int = 0
     dropped: int = 0
     skipped: int = 0
+    stale: int = 0
+    attempts: int = 0
     reconnects: int = 0
+    outages: int = 0
+    offline_s: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A live source went offline or came back.
+
+    Attributes:
+        state: ``online`` or ``offline``.
+        t: source time of the change, s (the clock of :attr:`Frame.t`).
+        reason: why, in words, credentials redacted.
+    """
+
+    state: CaptureState
+    t: float
+    reason: str
 
 
 def classify_source(spec: str | int | os.PathLike) -> tuple[SourceKind, int | str | Path]:
@@ -120,9 +182,9 @@ def classify_source(spec: str | int | os.PathLike) -> tuple[SourceKind, int | st
     if path.is_file():
         return (SourceKind.IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else SourceKind.VIDEO), path
     if "://" in text:
-        raise SourceError(f"source {text!r}: unsupported URL scheme (use one of {', '.join(STREAM_SCHEMES)})")
+        raise SourceError(f"source {redact(text)!r}: unsupported URL scheme (use one of {', '.join(STREAM_SCHEMES)})")
     raise SourceError(
-        f"source {text!r}: no such file or directory (give a webcam index such as 0, a video file, "
+        f"source {redact(text)!r}: no such file or directory (give a webcam index such as 0, a video file, "
         "an image folder, or an rtsp:// / http:// URL)"
     )
 
@@ -130,6 +192,10 @@ def classify_source(spec: str | int | os.PathLike) -> tuple[SourceKind, int | st
 def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
     """A ``cv2.VideoCapture``; network streams get FFmpeg open/read timeouts."""
     if kind is SourceKind.STREAM:
+        # OpenCV warns on stderr at each read timeout ("Stream timeout triggered"); the
+        # capture's own line says it once per outage
+        if cv2.utils.logging.getLogLevel() >= cv2.utils.logging.LOG_LEVEL_WARNING:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
@@ -164,8 +230,11 @@ class Capture:
             wins, drops counted), as if it were a camera.
         loop: restart a file or folder at its end (soak tests); indices and ``t`` keep
             increasing.
-        reconnect_max_s: longest wait between two reopen attempts of a stream.
-        read_timeout_s: a stream silent for this long is reopened.
+        reconnect_max_s: longest wait between two reopen attempts of a stream, s (the
+            first attempt is at once, then 0.25 s doubling up to this).
+        read_timeout_s: a stream silent for this long is offline and reopened, s.
+        jitter: each wait between attempts is scaled by a random factor in
+            ``[1 - jitter, 1 + jitter]``, so cameras behind one server do not all knock at once.
         open_timeout_s: how long opening a stream may take; defaults to ``read_timeout_s``.
         queue_size: frames buffered ahead for offline sources.
         folder_fps: nominal frame rate of an image folder (gives ``t = index / fps``).
@@ -180,20 +249,24 @@ class Capture:
         *,
         realtime: bool = False,
         loop: bool = False,
-        reconnect_max_s: float = 30.0,
+        reconnect_max_s: float = 1.0,
         read_timeout_s: float = 10.0,
+        jitter: float = 0.2,
         open_timeout_s: float | None = None,
         queue_size: int = 4,
         folder_fps: float = 25.0,
         camera: str | None = None,
     ) -> None:
         self.spec = os.fspath(spec) if not isinstance(spec, int) else str(spec)
+        #: the source as every output shows it (user and password redacted)
+        self.display = redact(self.spec)
         self.camera = camera
         self._log: logging.Logger | logging.LoggerAdapter = log if camera is None else CameraLog(log, camera)
         self.kind, self._target = classify_source(spec)
         self.realtime = realtime
         self.loop = loop
         self.reconnect_max_s = float(reconnect_max_s)
+        self.jitter = min(1.0, max(0.0, float(jitter)))
         self.read_timeout_s = float(read_timeout_s)
         self.open_timeout_s = float(open_timeout_s if open_timeout_s is not None else read_timeout_s)
         self.folder_fps = float(folder_fps)
@@ -217,11 +290,21 @@ class Capture:
         # a file played in real time starts its clock at the first read: models that load
         # after the source opened must not make the first seconds of the file drop away
         self._first_read = threading.Event()
+        # live sources: online/offline, the changes not yet taken by the loop, the watchdog
+        self.state: CaptureState = "online"
+        self._state_lock = threading.Lock()
+        self._changes: deque[StateChange] = deque(maxlen=256)
+        self._offline_since: float | None = None
+        self._wall0 = time.monotonic()
+        self._last_frame = time.monotonic()
+        self._reading = False
+        self._stalled = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # ------------------------------------------------------------------ opening
     @property
     def description(self) -> str:
-        return f"{self.kind.value} {self.spec}"
+        return f"{self.kind.value} {self.display}"
 
     def start(self) -> Capture:
         """Open the source (synchronously, so failures raise here) and start reading.
@@ -235,8 +318,11 @@ class Capture:
             self._open_images()
         else:
             self._open_first()
-        self._thread = threading.Thread(target=self._run, name=f"capture:{self.spec}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"capture:{self.display}", daemon=True)
         self._thread.start()
+        if self.kind.is_live:
+            self._watchdog = threading.Thread(target=self._watch, name=f"capture-watchdog:{self.display}", daemon=True)
+            self._watchdog.start()
         return self
 
     def _open_images(self) -> None:
@@ -244,7 +330,7 @@ class Capture:
             self._paths = [Path(str(self._target))]
         else:
             try:
-                self._paths = list_images(str(self._target))
+                self._paths = list_images(Path(str(self._target)))
             except OSError as e:
                 raise SourceError(f"folder {self._target}: cannot be listed ({e.strerror or e})") from None
             if not self._paths:
@@ -279,7 +365,7 @@ class Capture:
             )
         if self.kind is SourceKind.STREAM:
             return (
-                f"stream {self._target} cannot be opened (refused, or no answer within {self.open_timeout_s:g} s): is the URL "
+                f"stream {self.display} cannot be opened (refused, or no answer within {self.open_timeout_s:g} s): is the URL "
                 "right and the server reachable from this machine (try it in a media player)?"
             )
         return f"video {self._target}: cannot be opened (not a video format OpenCV/FFmpeg can read, or a corrupt file)"
@@ -352,7 +438,7 @@ class Capture:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 self._log.warning("capture thread for %s did not stop within %.1f s; abandoning it",
-                                  self.spec, timeout)
+                                  self.display, timeout)
         if self._thread is None or not self._thread.is_alive():
             self._release()
 
@@ -488,47 +574,188 @@ class Capture:
                 return
 
     def _run_stream(self) -> None:
-        wall0 = time.monotonic()
+        self._wall0 = time.monotonic()
         index = 0
         img: np.ndarray | None = self._first
         self._first = None
+        self._last_frame = time.monotonic()
+        last_pts = -1.0
+        advancing = False  # the backend gives real presentation times (RTSP does, some don't)
         while not self._stop.is_set():
             if img is None:
                 cap = self._cap
+                self._reading = True
+                started = time.monotonic()
                 ok, img = cap.read() if cap is not None else (False, None)
-                if not ok or img is None:
+                took = time.monotonic() - started
+                self._reading = False
+                if self._stop.is_set():
+                    return
+                if self._stalled.is_set() or (ok and took >= self.read_timeout_s):
+                    # the read outlived its deadline: what it returned (FFmpeg hands out
+                    # decoder leftovers after its timeout) is old, not a new frame
+                    if ok and img is not None:
+                        self.stats.stale += 1
+                    self._go_offline(f"no frame for {self.read_timeout_s:g} s (stream silent)")
                     img = None
-                    if not self._reconnect():
+                elif not ok or img is None:
+                    img = None
+                    self._go_offline(f"stream dropped ({self._cause('the read failed')})")
+                if img is None:
+                    img = self._reconnect()
+                    if img is None:
                         return
-                    continue
-            if not self._emit(Frame(img, index, time.monotonic() - wall0)):
+                    last_pts, advancing = -1.0, False
+                else:
+                    pts = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) if cap is not None else 0.0
+                    if advancing and pts == last_pts:
+                        self.stats.stale += 1  # the frame before, handed out again: never shown as new
+                        img = None
+                        continue
+                    # a step back is FFmpeg re-basing its clock on the server's first RTCP
+                    # report (early in every RTSP session), not an older frame
+                    advancing = advancing or (last_pts > 0 and pts > last_pts)
+                    last_pts = pts
+            self._last_frame = time.monotonic()
+            if not self._emit(Frame(img, index, self._last_frame - self._wall0)):
                 return
             img = None
             index += 1
 
-    def _reconnect(self) -> bool:
-        """Reopen a failed or silent stream with exponential backoff; False when stopped."""
-        self._release()
-        delay = FIRST_BACKOFF_S
-        while not self._stop.is_set():
-            self.stats.reconnects += 1
-            self._log.warning(
-                "%s: no frame (stream dropped or silent for %.0f s); reconnecting in %.1f s",
-                self.description, self.read_timeout_s, delay,
-            )
-            if self._stop.wait(delay):
+    # ------------------------------------------------------------------ live state
+
+    @property
+    def online(self) -> bool:
+        """False while a live source is away (dropped, silent, being reopened)."""
+        return self.state == "online"
+
+    def offline_seconds(self) -> float:
+        """Seconds offline so far, the running outage included."""
+        with self._state_lock:
+            running = time.monotonic() - self._offline_since if self._offline_since is not None else 0.0
+            return self.stats.offline_s + running
+
+    def offline_for(self) -> float:
+        """Seconds the running outage has lasted (0 while online)."""
+        since = self._offline_since
+        return time.monotonic() - since if since is not None else 0.0
+
+    def state_changes(self) -> list[StateChange]:
+        """The changes of state since the last call, oldest first (the live loop turns
+        them into ``camera`` events)."""
+        with self._state_lock:
+            out = list(self._changes)
+            self._changes.clear()
+        return out
+
+    def _go_offline(self, reason: str) -> bool:
+        """Mark the source offline and say why, once per outage; False if it already was."""
+        with self._state_lock:
+            if self.state == "offline" or self._stop.is_set():
                 return False
-            cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
-            if cap.isOpened():
+            now = time.monotonic()
+            self.state = "offline"
+            self._offline_since = now
+            self.stats.outages += 1
+            self._changes.append(StateChange("offline", now - self._wall0, redact(reason)))
+        self._log.warning("%s: %s; reconnecting", self.description, redact(reason))
+        return True
+
+    def _go_online(self, attempts: int) -> None:
+        with self._state_lock:
+            now = time.monotonic()
+            away = now - self._offline_since if self._offline_since is not None else 0.0
+            self.state = "online"
+            self._offline_since = None
+            self.stats.offline_s += away
+            self.stats.reconnects += 1
+            reason = f"reconnected after {away:.1f} s ({attempts} attempt{'s' if attempts != 1 else ''})"
+            self._changes.append(StateChange("online", now - self._wall0, reason))
+        self._log.warning("%s: %s", self.description, reason)
+
+    def _watch(self) -> None:
+        """Watchdog of a live source: a stream silent for ``read_timeout_s`` goes offline
+        now, even while the backend's read is still blocked (its result is then dropped)."""
+        while not self._stop.wait(WATCHDOG_EVERY_S):
+            if (self._reading and self.state == "online"
+                    and time.monotonic() - self._last_frame >= self.read_timeout_s):
+                self._stalled.set()
+                self._go_offline(f"no frame for {self.read_timeout_s:g} s (stream silent)")
+
+    def _cause(self, what: str) -> str:
+        """``what`` with the reason the server gives, found by a short TCP probe of the
+        stream's host (refused, no answer, name unknown, or reachable)."""
+        if self.kind is SourceKind.CAMERA:
+            return f"{what}: is the camera still connected?"
+        try:
+            parts = urlsplit(self.spec)
+            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+        except ValueError:
+            return what
+        if not host or not port or parts.scheme.lower() in ("udp", "srt"):
+            return what
+        where = f"{host}:{port}"
+        try:
+            for probe in range(2):
+                with socket.create_connection((host, port), timeout=0.5):
+                    pass
+                if probe == 0:  # a server that is going down may still accept for an instant
+                    time.sleep(0.2)
+            return f"{what}; {where} accepts connections (server busy, wrong path or credentials?)"
+        except socket.gaierror:
+            return f"{what}; the host name {host} does not resolve"
+        except ConnectionRefusedError:
+            return f"{what}; {where} refused the connection"
+        except TimeoutError:
+            return f"{what}; {where} does not answer"
+        except OSError as e:
+            return f"{what}; {where}: {e.strerror or e}"
+
+    def _probe_wait(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1`` (attempt 1 was at once)."""
+        base = min(FIRST_BACKOFF_S * 2 ** max(0, attempt - 1), self.reconnect_max_s)
+        return base * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+
+    def _reconnect(self) -> np.ndarray | None:
+        """Reopen the stream until it delivers a frame again: the first attempt at once,
+        then every ``reconnect_max_s`` at most. Returns that first frame (the newest the
+        new connection has), or ``None`` when stopped."""
+        self._release()
+        self._stalled.clear()
+        attempt = 0
+        next_note = time.monotonic() + STILL_AWAY_EVERY_S
+        while not self._stop.is_set():
+            attempt += 1
+            self.stats.attempts += 1
+            img = self._try_open()
+            if img is not None:
                 if self._stop.is_set():
-                    cap.release()
-                    return False
-                self._cap = cap
-                self._log.warning("%s: reconnected", self.description)
-                return True
+                    self._release()
+                    return None
+                self._last_frame = time.monotonic()
+                self._go_online(attempt)
+                return img
+            if time.monotonic() >= next_note:
+                next_note = time.monotonic() + STILL_AWAY_EVERY_S
+                self._log.warning("%s: still away after %.0f s (%d attempts; %s)", self.description,
+                                  self.offline_for(), attempt, self._cause("last attempt failed"))
+            if self._stop.wait(self._probe_wait(attempt)):
+                return None
+        return None
+
+    def _try_open(self) -> np.ndarray | None:
+        """One attempt: open the stream and read its first frame within the deadlines."""
+        cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+        if not cap.isOpened():
             cap.release()
-            delay = min(delay * 2, self.reconnect_max_s)
-        return False
+            return None
+        started = time.monotonic()
+        ok, img = cap.read()
+        if not ok or img is None or time.monotonic() - started >= self.read_timeout_s:
+            cap.release()
+            return None
+        self._cap = cap
+        return img
 
 
 def open_source(spec: str | int | os.PathLike, **kwargs) -> Capture:

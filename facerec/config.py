@@ -114,9 +114,10 @@ class LiveConfig(_Section):
     max_detect_interval_s: float = Field(0.2, gt=0, le=5, description="Widest detect interval adapt may choose, s (a new face is named within about 2x this).")
     min_input_size: int = Field(192, ge=64, le=4096, multiple_of=32, description="Smallest detector input adapt may choose, px.")
     overlay_stats: bool = Field(False, description="Draw FPS, detect interval, input size and ms per stage on shown and saved frames.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Maximum backoff between stream reconnects, s.")
-    read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is reconnected, s.")
-    camera_name: str | None = Field(None, description="Name in events; default: the source.")
+    reconnect_max_s: float = Field(1.0, gt=0, description="Longest wait between two attempts to reopen a stream that is away, s (the first is at once).")
+    reconnect_jitter: float = Field(0.2, ge=0, le=1, description="Each wait between reconnect attempts is scaled by a random factor in [1 - j, 1 + j].")
+    read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is offline and reconnected, s.")
+    camera_name: str | None = Field(None, description="Name in events; default: a slug of the source (file stem, or URL host and path without user and password).")
     stats_every_s: float = Field(10.0, ge=0, description="Log a stats line this often, s; 0 = never.")
     gallery_poll_s: float = Field(1.0, gt=0, description="How often the gallery is checked for changes, s.")
 

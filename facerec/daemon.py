@@ -97,8 +97,11 @@ class CameraSpec:
 
     @classmethod
     def single(cls, source: str, cfg: Config, *, realtime: bool = False, loop: bool = False) -> CameraSpec:
-        """The one camera of ``--source``: named ``live.camera_name`` or the source itself."""
-        return cls(name=cfg.live.camera_name or str(source), source=str(source), realtime=realtime, loop=loop,
+        """The one camera of ``--source``: named ``live.camera_name`` or a slug of the source
+        (:func:`~facerec.redact.source_slug`: never a stream's user or password)."""
+        from facerec.redact import source_slug
+
+        return cls(name=cfg.live.camera_name or source_slug(source), source=str(source), realtime=realtime, loop=loop,
                    detect_every=cfg.live.detect_every, input_size=cfg.live.live_input_size(cfg.detection),
                    min_face=cfg.detection.min_face)
 
@@ -463,7 +466,8 @@ class Daemon:
         captures: dict[str, Capture] = {}
         for spec in self.specs:
             cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop, camera=spec.name,
-                              reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s)
+                              reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s,
+                              jitter=live.reconnect_jitter)
             self._closers.append(cap.close)
             captures[spec.name] = cap
         if self.models is None:
@@ -474,6 +478,9 @@ class Daemon:
 
         self.gallery = GalleryWatcher(cfg.gallery.data_dir, models.embedder.key, cfg.gallery, live.gallery_poll_s)
         self._closers.append(self.gallery.close)
+        warning = self.gallery.warning()
+        if warning:  # the cameras still run, and pick people up when they are enrolled
+            log.warning("%s", warning)
         sinks: list[EventSink] = list(self._extra_sinks)
         if self._events_path:
             try:
@@ -612,7 +619,8 @@ class Daemon:
         ``cameras`` holds each camera's own stats (:func:`~facerec.live.make_stats`);
         ``fps`` is the sum over cameras (frames processed per second by the daemon) and
         the counters are totals. With one camera its stats are at the top level as well,
-        as a single-camera run always wrote them. ``models`` counts the shared model
+        as a single-camera run always wrote them; with several, ``offline_cameras`` names
+        those whose stream is away now. ``models`` counts the shared model
         calls and the time cameras waited for each other; ``mqtt`` the broker messages
         sent and dropped.
         """
@@ -621,8 +629,10 @@ class Daemon:
         if len(per) == 1:
             out.update(next(iter(per.values())))
         else:
-            for key in ("frames", "dropped", "skipped", "reconnects", "faces_seen", "faces_embedded", "tracks"):
+            for key in ("frames", "dropped", "skipped", "reconnects", "reconnect_attempts", "outages", "faces_seen",
+                        "faces_embedded", "tracks"):
                 out[key] = sum(int(s.get(key, 0)) for s in per.values())
+            out["offline_cameras"] = [name for name, s in per.items() if s.get("online") is False]
             out["fps"] = round(sum(float(s.get("fps", 0.0)) for s in per.values()), 2)
             out["seconds"] = max((float(s.get("seconds", 0.0)) for s in per.values()), default=0.0)
             if self.gallery is not None:
@@ -646,6 +656,9 @@ def stats_lines(stats: dict) -> list[str]:
     lines = [stats_line(s) if len(cams) == 1 else f"[{name}] {stats_line(s)}" for name, s in cams.items()]
     if len(cams) > 1:
         lines.append(f"all cameras: frames={stats['frames']} fps={stats['fps']:.1f}")
+    warning = (stats.get("gallery") or {}).get("warning")
+    if warning:
+        lines.append(f"gallery: {warning}")
     if "mqtt" in stats:
         m = stats["mqtt"]
         lines.append(f"mqtt: sent={m['sent']} dropped={m['dropped']} reconnects={m['reconnects']}")

@@ -377,6 +377,12 @@ class TrackEvents:
             except Exception as e:  # a broken sink must not stop the camera
                 log.warning("event sink %s failed: %s", type(sink).__name__, e)
 
+    def camera_state(self, state: CameraState, t: float, reason: str | None = None) -> Event:
+        """Publish that this camera went ``online`` or ``offline`` at source time ``t``."""
+        event = Event.camera_state(self.camera, state, t, reason)
+        self._publish(event)
+        return event
+
     def _prune(self, t: float) -> None:
         if len(self._last_recognized) > 1024:
             self._last_recognized = {k: v for k, v in self._last_recognized.items() if t - v < self.cooldown_s}

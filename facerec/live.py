@@ -35,12 +35,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from facerec.align import align
-from facerec.capture import CameraLog, Capture, Frame
+from facerec.capture import CameraLog, Capture, Frame, StateChange
 from facerec.config import Config, GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
 from facerec.events import TrackEvents, UnknownCrops
 from facerec.pace import Pacer, PaceSetting, can_resize, detector_input_size, set_input_size
+from facerec.redact import redact, source_slug
 from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
                            touching)
 from facerec.types import Detections, Match, Matches, TrackedFace
@@ -395,6 +396,15 @@ class LivePipeline:
         self._visible = []
         return ended
 
+    def lose_source(self) -> list[TrackState]:
+        """End every track because the camera is away (:meth:`finish`), and forget the
+        tracker's boxes, so faces seen when it is back start new tracks."""
+        ended = self.finish()
+        if not self.stills:
+            self.tracker = FaceTracker(self.tracking, self.detect_every)
+        self._new_faces = False
+        return ended
+
 
 class FrameOutput(Protocol):
     """Where annotated frames go (a window, a video file, an image folder)."""
@@ -514,15 +524,32 @@ def run_live(
 
     ``camera`` names the camera in this loop's log lines (``camera door: frames=...``), so
     the lines of several cameras in one daemon tell apart; ``None``: the events' camera,
-    else the source.
+    else a slug of the source.
 
     Nothing here raises for a source that drops or stalls: the capture thread reconnects,
-    and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly).
+    and this loop keeps waiting (in short steps, so ``stop`` is honoured quickly). A live
+    source's changes of state become ``camera`` events (``online`` at start too); when it
+    stays away longer than a lost track is kept (``tracking.track_buffer`` in 30 fps
+    frames), its tracks end with ``left`` events, even if it never comes back.
     """
     opts = options or RunOptions()
     if camera is None:
-        camera = events.camera if events is not None else str(capture.spec)
+        camera = events.camera if events is not None else source_slug(capture.spec)
     clog = CameraLog(log, camera)
+    lost_after_s = pipeline.tracking.track_buffer / 30.0
+    last_frame_at = time.monotonic()
+    live_source = bool(getattr(getattr(capture, "kind", None), "is_live", False))
+    if events is not None and live_source:
+        events.camera_state("online", 0.0, "opened")
+
+    def end_tracks(ended: Sequence[TrackState], t: float) -> None:
+        if events is not None:
+            events.update(t, (), [s.track_id for s in ended])
+        if unknown_crops is not None:
+            _save_unknown(unknown_crops, ended)
+        if sightings is not None and ended:
+            sightings(ended)
+
     stop = stop or threading.Event()
     outputs = list(outputs)
     timer = pipeline.timer
@@ -541,10 +568,21 @@ def run_live(
                 break
             t0 = time.perf_counter()
             frame = capture.read(timeout=0.1)
+            if live_source:
+                changes: list[StateChange] = capture.state_changes()
+                for change in changes:
+                    if events is not None:
+                        events.camera_state(change.state, change.t, change.reason)
+                    fps_window.clear()  # the rate on the overlay never spans an outage
+                if frame is None and not capture.online and pipeline.tracks \
+                        and time.monotonic() - last_frame_at >= lost_after_s:
+                    # the camera is away: its faces leave as they would have in view
+                    end_tracks(pipeline.lose_source(), last_t + time.monotonic() - last_frame_at)
             if frame is None:
                 if capture.ended:
                     break
                 continue
+            last_frame_at = time.monotonic()
             if started is None:
                 started = time.perf_counter()
             else:
@@ -587,13 +625,7 @@ def run_live(
                 last_log = time.monotonic()
                 clog.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
     finally:
-        ended = pipeline.finish()
-        if events is not None:
-            events.update(last_t, (), [s.track_id for s in ended])
-        if unknown_crops is not None:
-            _save_unknown(unknown_crops, ended)
-        if sightings is not None and ended:
-            sightings(ended)
+        end_tracks(pipeline.finish(), last_t)
         for out in outputs:
             try:
                 out.close()
@@ -623,14 +655,21 @@ def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float |
     """The ``--stats`` JSON: counts, FPS since the first frame, per-stage times."""
     elapsed = time.perf_counter() - started if started is not None else 0.0
     cs = capture.stats if capture is not None else None
+    offline = float(capture.offline_seconds()) if capture is not None and hasattr(capture, "offline_seconds") else 0.0
+    running = elapsed - min(offline, elapsed)  # the frame rate is of the time the source was there
     out = {
-        "source": capture.spec if capture is not None else None,
+        "source": redact(capture.spec) if capture is not None else None,
         "frames": pipeline.frames,
         "seconds": round(elapsed, 3),
-        "fps": round(pipeline.frames / elapsed, 2) if elapsed > 0 else 0.0,
+        "fps": round(pipeline.frames / running, 2) if running > 0 else 0.0,
         "dropped": cs.dropped if cs else 0,
         "skipped": cs.skipped if cs else 0,
         "reconnects": cs.reconnects if cs else 0,
+        "reconnect_attempts": getattr(cs, "attempts", 0),
+        "stale": getattr(cs, "stale", 0),
+        "outages": getattr(cs, "outages", 0),
+        "offline_s": round(offline, 1),
+        "online": bool(getattr(capture, "online", True)),
         "faces_seen": pipeline.faces_seen,
         "faces_embedded": pipeline.faces_embedded,
         "tracks": pipeline.tracks_started,
@@ -665,8 +704,13 @@ def stats_line(stats: dict) -> str:
     detect = f"1/{stats.get('detect_every', 1)}@{stats.get('input_size') or '-'}"
     if pace.get("enabled"):
         detect += f" (adapt, target {pace['target_fps']:g} fps, {pace['changes']} changes)"
+    outage = ""
+    if stats.get("outages"):
+        outage = (f" {'OFFLINE' if not stats.get('online', True) else 'online'}: outages={stats['outages']} "
+                  f"offline={stats.get('offline_s', 0):.1f}s reconnects={stats['reconnects']} "
+                  f"attempts={stats.get('reconnect_attempts', 0)}")
     return (f"frames={stats['frames']} fps={stats['fps']:.1f} dropped={stats['dropped']} "
-            f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} detect={detect} ms: {stages}")
+            f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} detect={detect}{outage} ms: {stages}")
 
 
 def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, stills: bool = False) -> LivePipeline:

@@ -92,7 +92,7 @@ def test_camera_overrides_and_bad_camera_lists() -> None:
         cfg.cameras = [{"name": "a", "source": "x.mp4"}, {"name": "a", "source": "y.mp4"}]
     with pytest.raises(ValidationError, match="x2 > x1"):
         cfg.cameras = [{"name": "a", "source": "x.mp4", "roi": [100, 0, 50, 10]}]
-    assert CameraSpec.single("/v/clip.mp4", cfg).name == "/v/clip.mp4"
+    assert CameraSpec.single("/v/clip.mp4", cfg).name == "clip"  # a slug of the source
 
 
 def test_three_cameras_one_daemon_over_mqtt(tmp_path: Path, data_dir: Path, broker: Broker) -> None:

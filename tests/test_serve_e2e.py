@@ -136,6 +136,7 @@ def test_enroll_identify_rename_delete_through_the_page(server, page, photo, tmp
         expect(page.get_by_test_id("login")).to_be_hidden()
         expect(page.get_by_test_id("people-empty")).to_be_visible()
         expect(page.get_by_test_id("model-info")).to_contain_text("threshold")
+        expect(page.get_by_test_id("gallery-warning")).to_contain_text("is empty")  # nobody can be named yet
 
         # enroll two people from photos, through "add as new person"
         for rel, name in (("obama/obama.jpg", "Barack Obama"), ("biden/biden.jpg", "Joe Biden")):
@@ -149,6 +150,7 @@ def test_enroll_identify_rename_delete_through_the_page(server, page, photo, tmp
             expect(person(name)).to_be_visible()
             summary_mentions("1 face found, 1 recognised")
         expect(page.get_by_test_id("people-count")).to_have_text("(2)")
+        expect(page.get_by_test_id("gallery-warning")).to_be_hidden()  # people are enrolled now
         thumb = person("Barack Obama").get_by_test_id("thumb").first
         expect(thumb).to_have_attribute("src", re.compile(r"^blob:"))
         page.wait_for_function("img => img.complete && img.naturalWidth === 112", arg=thumb.element_handle())
@@ -229,7 +231,8 @@ def test_enroll_identify_rename_delete_through_the_page(server, page, photo, tmp
 
 class MovingFeed:
     """A live feed stub with two cameras: a new JPEG (a moving bar) per call, 160 px wide
-    for "door" and 200 px for "yard", and two events on each."""
+    for "door" and 200 px for "yard", two face events on each, and "yard" offline (its
+    ``camera`` event and its stats say so)."""
 
     WIDTH = {"door": 160, "yard": 200}
 
@@ -247,6 +250,8 @@ class MovingFeed:
             if camera in (None, cam):
                 out += [Event("recognized", who, 0.71, 1, 0.0, cam, ts=time.time() - 5).to_json(),
                         Event("unknown", None, 0.12, 2, 5.0, cam).to_json()]
+        if camera in (None, "yard"):
+            out.append(Event.camera_state("yard", "offline", 9.0, "no frame for 10 s (stream silent)").to_json())
         return out[-n:]
 
     def latest_jpeg(self, camera: str | None = None) -> bytes | None:
@@ -261,7 +266,8 @@ class MovingFeed:
 
     def camera_stats(self) -> dict[str, dict]:
         return {cam: {"frames": 10 * (i + 1), "fps": 5.0, "faces_seen": 3, "tracks": 2, "events": 2,
-                      "dropped": 0, "running": True} for i, cam in enumerate(self.WIDTH)}
+                      "dropped": 0, "running": True, "online": cam == "door",
+                      "offline_for_s": 0.0 if cam == "door" else 12.0} for i, cam in enumerate(self.WIDTH)}
 
 
 def test_live_view_shows_frames_and_events(service, page, tmp_path):
@@ -285,7 +291,12 @@ def test_live_view_shows_frames_and_events(service, page, tmp_path):
             page.get_by_test_id("camera-picker").select_option("yard")  # the other camera's view
             page.wait_for_function("img => img.complete && img.naturalWidth === 200", arg=live.element_handle())
             expect(events.last).to_contain_text("Bob")
+            expect(events.first).to_contain_text("camera yard offline: no frame for 10 s")
             expect(page.get_by_test_id("camera-stats")).to_contain_text("yard: 20 frames")
+            expect(page.get_by_test_id("camera-stats")).to_contain_text("offline for 12 s")
+            expect(page.locator("#camera-picker option[value=yard]")).to_have_text("yard (offline)")
+            # the service's gallery is empty: the page says so, naming the fix
+            expect(page.get_by_test_id("gallery-warning")).to_contain_text("facerec embed")
             page.get_by_test_id("live").scroll_into_view_if_needed()
             shot("live")
             page.get_by_test_id("logout").click()  # stops the stream before the server goes

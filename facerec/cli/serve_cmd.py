@@ -163,11 +163,14 @@ class DaemonFeed:
         return out.jpeg if out is not None else None
 
     def camera_stats(self) -> dict[str, dict]:
-        """``{camera: {frames, fps, faces_seen, tracks, events, dropped, running}}``."""
+        """``{camera: {frames, fps, faces_seen, tracks, events, dropped, online, offline_for_s,
+        offline_s, reconnects, running}}`` (``offline_for_s``: how long the running outage has lasted)."""
         out = {}
         for name, run in self.daemon.cameras.items():
             s = run.current_stats()
-            out[name] = {k: s.get(k) for k in ("frames", "fps", "faces_seen", "tracks", "events", "dropped")}
+            out[name] = {k: s.get(k) for k in ("frames", "fps", "faces_seen", "tracks", "events", "dropped", "online",
+                                               "offline_s", "reconnects")}
+            out[name]["offline_for_s"] = round(run.capture.offline_for(), 1)
             out[name]["running"] = bool(run.thread is not None and run.thread.is_alive())
         return out
 

@@ -320,7 +320,24 @@ class GalleryWatcher:
         if not self.online:
             out["offline_s"] = round(time.time() - (self.offline_since or time.time()), 1)
             out["error"] = self.last_error
+        elif not out["samples"]:
+            warning = self.warning()
+            if warning:
+                out["warning"] = warning
         return out
+
+    def warning(self) -> str | None:
+        """Why nobody can be named (empty gallery, or no vectors of this embedder) and the
+        fix, or ``None`` (:func:`~facerec.gallery.readiness.gallery_warning`)."""
+        from facerec.gallery.readiness import gallery_warning
+
+        where = "the PostgreSQL gallery" if self.cfg.backend == "postgres" else str(self.data_dir)
+        with self._lock:
+            try:
+                store = self._open()
+                return gallery_warning(store, self.key, where)
+            except Exception:  # the database is away: status() says that instead
+                return None
 
     def close(self) -> None:
         self._stop.set()

@@ -266,7 +266,16 @@ class _Server:
             "people": len(people),
             "samples": sum(p.samples for p in people),
             "max_upload_mb": self.cfg.serve.max_upload_mb,
+            "gallery_warning": self.gallery_warning(analyzer.embedder),
         }
+
+    def gallery_warning(self, embedder: Any) -> str | None:
+        """Why the gallery names nobody with this embedder, and the fix (or ``None``)."""
+        from facerec.gallery.readiness import gallery_warning
+
+        c = self.cfg.gallery
+        where = "the PostgreSQL gallery" if c.backend == "postgres" else str(c.data_dir)
+        return gallery_warning(self.store, getattr(embedder, "key", ""), where)
 
     def identify(self, image: np.ndarray) -> list[dict]:
         return [_face_json(f, i) for i, f in enumerate(self.service.identify_image(image))]

@@ -141,6 +141,7 @@ async function connect(candidate) {
   $("token-error").textContent = "";
   const info = state.info;
   $("model-info").textContent = `${info.detector} · ${info.embedder.split("@")[0]} · threshold ${fmt(info.threshold)}`;
+  showGalleryWarning(info.gallery_warning);
   setThreshold(info.threshold);
   $("nav-live").hidden = !info.live;
   $("live").hidden = !info.live;
@@ -370,6 +371,17 @@ async function loadPeople() {
   state.people = data.people;
   renderPeople();
   if (state.photo && state.photo.result) renderFaces(); // refresh the "add to" lists
+  if (state.info && state.info.gallery_warning) {  // gone once someone is enrolled
+    const info = await guarded("Loading info", () => api("/api/info"), { background: true });
+    if (info) showGalleryWarning(info.gallery_warning);
+  }
+}
+
+// An empty gallery, or none of its vectors from the running embedder: nobody can be named.
+function showGalleryWarning(text) {
+  if (state.info) state.info.gallery_warning = text || null;
+  $("gallery-warning").textContent = text || "";
+  $("gallery-warning").hidden = !text;
 }
 
 async function thumbUrl(sample) {
@@ -680,15 +692,30 @@ async function readStream(signal, query) {
   }
 }
 
-// Per-camera stats of the daemon: frames, frame rate, faces and events of the chosen camera.
+// Is a camera's stream there? "online", or "offline for N s" while it is away.
+function cameraState(s) {
+  if (s.online === false) return `offline for ${Math.round(s.offline_for_s ?? 0)} s`;
+  return s.online === true ? "online" : "";
+}
+
+// Per-camera stats of the daemon: state, frames, frame rate, faces and events of the chosen
+// camera; the picker marks every camera that is away.
 function renderCameraStats(cameras, chosen) {
+  for (const option of $("camera-picker").options) {
+    const c = cameras.find((x) => x.name === option.value);
+    const away = c && c.stats && c.stats.online === false;
+    option.textContent = away ? `${option.value} (offline)` : option.value;
+  }
   const cam = cameras.find((c) => c.name === chosen) || cameras[0];
   if (!cam) return;
   const s = cam.stats || {};
   const fps = typeof s.fps === "number" ? s.fps.toFixed(1) : "?";
+  const st = cameraState(s);
   $("camera-stats").textContent =
     `${cam.name}: ${s.frames ?? 0} frames, ${fps} fps, ${s.faces_seen ?? 0} faces, ${s.events ?? 0} events` +
+    (s.reconnects ? `, ${s.reconnects} reconnects` : "") + (st ? ` · ${st}` : "") +
     (s.running === false ? " (ended)" : "");
+  $("camera-stats").dataset.state = s.online === false ? "offline" : "online";
 }
 
 function renderEvents(events) {
@@ -701,6 +728,13 @@ function renderEvents(events) {
   // The v1 event record (docs/events.md): event, name, score, camera, ts (Unix s), time (ISO-8601).
   for (const ev of [...events].reverse()) {
     const stamp = typeof ev.ts === "number" ? new Date(ev.ts * 1000).toLocaleTimeString() : "";
+    if (ev.event === "camera") {  // a camera went online or offline (no face fields)
+      const item = el("li", { className: ev.state === "offline" ? "camera-offline" : "hint",
+                              text: `${stamp} camera ${ev.camera} ${ev.state}${ev.reason ? `: ${ev.reason}` : ""}` });
+      item.dataset.testid = "event";
+      list.append(item);
+      continue;
+    }
     const who = ev.name ?? "unknown";
     const score = typeof ev.score === "number" && ev.score > -1 ? ` (${fmt(ev.score)})` : "";
     const cam = ev.camera ? ` [${ev.camera}]` : "";
