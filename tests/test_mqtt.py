@@ -85,6 +85,8 @@ def test_topics_payloads_discovery_presence_and_left(broker: Broker, sub: Subscr
         events.update(0.0, [TrackedFace(1, (10, 10, 60, 70), "alice", 0.71),
                             TrackedFace(2, (80, 10, 130, 70), None, 0.2)])
         assert sub.wait(lambda: any(d["present"] for d in sub.json("facerec/people/alice")))
+        # the person's state leaves first; the per-face messages follow it
+        assert sub.wait(lambda: len(sub.json("facerec/door/faces")) >= 2)
         faces = sub.json("facerec/door/faces")
         assert sorted((f["name"] or "", f["id"]) for f in faces) == [("", "door-2"), ("alice", "door-1")]
         assert all(f["type"] == "face" and f["camera"] == "door" and f["timestamp"] > 1e9 for f in faces)
