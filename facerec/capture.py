@@ -241,6 +241,9 @@ class Capture:
         camera: the camera this source feeds; its log lines (reconnects, read errors,
             skipped images) then start with ``camera NAME:``, so that several cameras on
             one daemon, even on the same source, are told apart. ``None``: the source only.
+        wait_for_stream: a network stream that cannot be opened at start starts offline
+            and is probed like a dropped one (the daemon's choice: a camera that is not
+            up yet must not keep the others from running); otherwise it raises.
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class Capture:
         queue_size: int = 4,
         folder_fps: float = 25.0,
         camera: str | None = None,
+        wait_for_stream: bool = False,
     ) -> None:
         self.spec = os.fspath(spec) if not isinstance(spec, int) else str(spec)
         #: the source as every output shows it (user and password redacted)
@@ -270,6 +274,7 @@ class Capture:
         self.read_timeout_s = float(read_timeout_s)
         self.open_timeout_s = float(open_timeout_s if open_timeout_s is not None else read_timeout_s)
         self.folder_fps = float(folder_fps)
+        self.wait_for_stream = wait_for_stream
         self.live = self.kind.is_live or realtime
         self.stats = CaptureStats()
         self.fps: float = 0.0
@@ -317,7 +322,15 @@ class Capture:
         if self.kind in (SourceKind.FOLDER, SourceKind.IMAGE):
             self._open_images()
         else:
-            self._open_first()
+            try:
+                self._open_first()
+            except SourceError:
+                if not (self.wait_for_stream and self.kind is SourceKind.STREAM):
+                    raise
+                # a camera that is not up yet (power cut, the daemon started first) is
+                # an outage like any other: probed until it answers, the others run
+                self.fps = 25.0
+                self._go_offline(f"cannot be opened at start ({self._cause('no answer')})")
         self._thread = threading.Thread(target=self._run, name=f"capture:{self.display}", daemon=True)
         self._thread.start()
         if self.kind.is_live:

@@ -467,7 +467,7 @@ class Daemon:
         for spec in self.specs:
             cap = open_source(spec.source, realtime=spec.realtime, loop=spec.loop, camera=spec.name,
                               reconnect_max_s=live.reconnect_max_s, read_timeout_s=live.read_timeout_s,
-                              jitter=live.reconnect_jitter)
+                              jitter=live.reconnect_jitter, wait_for_stream=True)
             self._closers.append(cap.close)
             captures[spec.name] = cap
         if self.models is None:

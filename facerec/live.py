@@ -539,8 +539,8 @@ def run_live(
     lost_after_s = pipeline.tracking.track_buffer / 30.0
     last_frame_at = time.monotonic()
     live_source = bool(getattr(getattr(capture, "kind", None), "is_live", False))
-    if events is not None and live_source:
-        events.camera_state("online", 0.0, "opened")
+    if events is not None and live_source and getattr(capture, "online", True):
+        events.camera_state("online", 0.0, "opened")  # one that starts away says so through its changes
 
     def end_tracks(ended: Sequence[TrackState], t: float) -> None:
         if events is not None:

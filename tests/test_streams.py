@@ -283,6 +283,40 @@ def test_daemon_lost_camera_tracks_leave_then_it_comes_back(server: RtspServer, 
     assert len([m for m in _messages(caplog) if "stream dropped" in m]) == 1
 
 
+def test_daemon_starts_with_its_camera_away_and_picks_it_up(server: RtspServer, service, detector, embedder,
+                                                           caplog) -> None:
+    """A camera that is not up when the daemon starts (a power cut, the daemon started
+    first) does not stop the start: it begins offline, says why once, and runs as soon as
+    the server answers."""
+    caplog.set_level(logging.INFO, logger="facerec")
+    server.kill()
+    cfg = load_config(None, {"gallery.data_dir": service.cfg.gallery.data_dir, "detection.input_size": 320,
+                             "live.read_timeout_s": READ_TIMEOUT_S, "live.reconnect_max_s": 0.5,
+                             "live.stats_every_s": 0, "live.adapt": False})
+    events: list[Event] = []
+    daemon = Daemon(cfg, [CameraSpec.single(server.url, cfg)], models=SharedModels(detector, embedder),
+                    sinks=[CallbackSink(events.append)])
+    try:
+        daemon.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(e.event == "camera" for e in events):
+            time.sleep(0.05)
+        first = next(e for e in events if e.event == "camera")
+        assert first.state == "offline" and "cannot be opened at start" in (first.reason or ""), first
+        assert "refused the connection" in (first.reason or "") and PASSWORD not in (first.reason or "")
+        assert daemon.stats()["frames"] == 0
+        server.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and daemon.stats()["frames"] < 5:
+            time.sleep(0.05)
+        assert daemon.stats()["frames"] >= 5
+        assert [e.state for e in events if e.event == "camera"] == ["offline", "online"]
+    finally:
+        daemon.close()
+    said = [m for m in _messages(caplog) if "cannot be opened at start" in m]
+    assert len(said) == 1 and PASSWORD not in said[0], said
+
+
 # ----------------------------------------------------------------------------- gallery at start
 
 
