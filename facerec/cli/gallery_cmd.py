@@ -84,6 +84,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     e.add_argument("name", nargs="?", metavar="NAME")
     e.add_argument("--json", action="store_true", help="JSON output")
     e.set_defaults(func=cmd_enroll_samples)
+    e = esub.add_parser("check", parents=[common], help="list suspicious samples (wrong person, duplicate, not a face)",
+                        description="Examine every sample: outlier (far from its person's other samples), "
+                                    "closer_to_other (closer to another person), low_quality, not_a_face, duplicate. "
+                                    "Exit 0 whether or not something is flagged; with --json the last line is one "
+                                    "JSON object {people, samples, flagged: [...]}.")
+    e.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    e.set_defaults(func=cmd_enroll_check)
     e = esub.add_parser("rename", parents=[plain], help="rename a person", description="Rename OLD to NEW (NEW must not exist; merge joins two people).")
     e.add_argument("old", metavar="OLD")
     e.add_argument("new", metavar="NEW")
@@ -286,6 +293,20 @@ def cmd_enroll_samples(args: argparse.Namespace, cfg: Config) -> int:
             return 0
         for s in samples:
             print(f"{s.id:>6}  {s.person}  quality {s.quality:8.1f}  {s.crop_path}  <- {s.source_path or '-'}")
+    return 0
+
+
+def cmd_enroll_check(args: argparse.Namespace, cfg: Config) -> int:
+    with GalleryService(cfg, readonly=True) as service:
+        report = service.check()
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    for f in report.flagged:
+        print(f.describe())
+    print(f"{report.people} people, {report.samples} samples: {len(report.flagged)} flagged"
+          + (f"; {report.unchecked} sample(s) without a vector were not compared (run facerec embed)"
+             if report.unchecked else ""))
     return 0
 
 

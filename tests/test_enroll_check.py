@@ -1,0 +1,150 @@
+"""``facerec enroll check`` and the enrollment gate on real LFW photos with injected wrong
+photos, on both gallery backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facerec.config import load_config
+from facerec.gallery.backend import open_backend
+from facerec.gallery.service import GalleryService
+from facerec.imageio import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PEOPLE = 24  # enough people for the gallery's mean face (not_a_face needs 20)
+
+
+def lfw_people(data_dir: Path) -> tuple[list[tuple[str, list[Path]]], list[Path]]:
+    """People with at least six photos (name, photos) and one photo each of single-photo people."""
+    root = data_dir / "lfw"
+    dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    many = [(d.name, sorted(d.iterdir())) for d in dirs if len(list(d.iterdir())) >= 6]
+    single = [sorted(d.iterdir())[0] for d in dirs if len(list(d.iterdir())) == 1]
+    return many[:: max(1, len(many) // PEOPLE)][:PEOPLE], single[::97][:2]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, analyzer, data_dir: Path):
+    """A SQLite gallery of 24 people x 3 photos enrolled with --force, where four people
+    also got a wrong photo (two of enrolled people, two of strangers), a dog under a name
+    and one photo enrolled twice under two names."""
+    root = tmp_path_factory.mktemp("check")
+    cfg = load_config(None, {"gallery.data_dir": str(root / "gallery")})
+    people, strangers = lfw_people(data_dir)
+    wrong: set[str] = set()
+    with GalleryService(cfg, analyzer) as s:
+        spare: dict[str, list[Path]] = {}
+        for name, photos in people:  # the first three photos that pass the quality floor
+            done = 0
+            for i, p in enumerate(photos):
+                done += s.enroll_image(name, read_image(p), source_path=str(p)).ok
+                if done == 3:
+                    spare[name] = photos[i + 1:]
+                    break
+        victims = [n for n, _ in people[-4:]]
+        injected = [spare[people[0][0]][0], spare[people[1][0]][0], *strangers]
+        for victim, p in zip(victims, injected):
+            r = s.enroll_image(victim, read_image(p), source_path=str(p))
+            assert r.ok, r.reason
+            wrong.add(str(p))
+        dog = data_dir / "detection/unannotated/dlib_dogs_no_human_faces.jpg"
+        r = s.enroll_image("Rex", read_image(dog), source_path=str(dog))
+        assert r.ok and r.check == "not_a_face", (r.check, r.warnings)
+        twice = Path(s.store.samples(people[2][0])[0].source_path or "")
+        assert s.enroll_image(people[3][0], read_image(twice), source_path=str(twice)).ok
+    return cfg, wrong, str(dog), str(twice), spare
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def gallery(request, built, analyzer, tmp_path):
+    """A copy of the built gallery as a service on each backend."""
+    cfg, *rest = built
+    if request.param == "sqlite":  # a copy, so a test that enrolls leaves the module's gallery alone
+        shutil.copytree(cfg.gallery.data_dir, tmp_path / "copy")
+        with GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "copy")}), analyzer) as s:
+            yield s, *rest
+        return
+    pg_cfg = load_config(None, {"gallery.data_dir": str(tmp_path / "pg"), "gallery.backend": "postgres",
+                                "gallery.dsn": request.getfixturevalue("pg_dsn")})
+    src = open_backend(cfg.gallery, readonly=True)
+    dst = open_backend(pg_cfg.gallery)
+    dst.add_dumped(*src.dump())
+    src.close()
+    with GalleryService(pg_cfg, analyzer, store=dst) as s:
+        yield s, *rest
+
+
+def test_check_finds_the_wrong_photos(gallery):
+    s, wrong, dog, twice, _ = gallery
+    report = s.check()
+    assert report.people == PEOPLE + 1 and report.samples == PEOPLE * 3 + 4 + 2
+    by_path: dict[str | None, list] = {}
+    for f in report.flagged:
+        by_path.setdefault(f.source_path, []).append(f)
+    caught = {p for p in wrong if p in by_path}
+    assert caught == wrong, [f.describe() for f in report.flagged]
+    assert all(f.reason in ("outlier", "closer_to_other") for p in wrong for f in by_path[p])
+    # the two wrong photos of enrolled people name the person they show
+    assert sum(f.reason == "closer_to_other" and f.closest_person is not None for p in wrong for f in by_path[p]) >= 2
+    # the dog entered with --force, as not_a_face; the check has only the stored crop (its
+    # detector score is not stored), whose re-detection scores like a face: not flagged as
+    # outlier or closer_to_other, the checks a single sample cannot have
+    assert {f.reason for f in by_path.get(dog, [])} <= {"not_a_face", "low_quality"}
+    # the same photo under a second name: the copy is flagged (closer to the first owner
+    # outranks duplicate), and the pair is reported as duplicates
+    copies = by_path[twice]
+    assert {f.reason for f in copies} <= {"duplicate", "closer_to_other"} and len(copies) >= 1
+    assert any(f.reason == "duplicate" and f.score >= 0.999 for f in copies) or len(copies) == 2
+    good = [f for f in report.flagged if f.source_path not in wrong | {dog, str(twice)}]
+    assert len(good) <= 1, [f.describe() for f in good]  # <= 2 % of the 72 good photos
+
+
+def test_single_sample_person_only_gets_checks_that_make_sense(gallery):
+    s, _, dog, _, _ = gallery
+    rex = [f for f in s.check().flagged if f.person == "Rex"]
+    assert {f.reason for f in rex} <= {"not_a_face", "low_quality"}  # no other sample of Rex to compare with
+
+
+def test_gate_refuses_what_check_would_flag(gallery, data_dir: Path):
+    s, wrong, dog, _, spare = gallery
+    people, strangers = lfw_people(data_dir)
+    # a spare photo of person 0 under person 5's name: closer to person 0
+    p = spare[people[0][0]][1]
+    r = s.enroll_image(people[5][0], read_image(p), source_path=str(p), refuse_conflicts=True)
+    assert r.status == "failed" and r.check == "closer_to_other" and "--force" in r.reason, r.reason
+    # (the dog photo was judged not_a_face when the fixture added it with --force)
+    # a good fourth photo of their own enters
+    p = spare[people[6][0]][0]
+    r = s.enroll_image(people[6][0], read_image(p), source_path=str(p), refuse_conflicts=True)
+    assert r.ok and r.check is None, r.reason
+
+
+def test_cli_json_contract(built, tmp_path):
+    cfg, wrong, dog, twice, _ = built
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "facerec", "enroll", "check", "--json",
+                          "--data-dir", cfg.gallery.data_dir], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(doc) == {"people", "samples", "flagged"} and doc["people"] == PEOPLE + 1
+    for f in doc["flagged"]:
+        assert set(f) == {"person", "sample_id", "source_path", "reason", "closest_person", "score"}
+        assert isinstance(f["sample_id"], int) and isinstance(f["score"], float)
+    assert wrong <= {f["source_path"] for f in doc["flagged"]}
+    text = subprocess.run([sys.executable, "-m", "facerec", "enroll", "check", "--data-dir", cfg.gallery.data_dir],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert text.returncode == 0 and f"{len(doc['flagged'])} flagged" in text.stdout
+    empty = subprocess.run([sys.executable, "-m", "facerec", "enroll", "check", "--json",
+                            "--data-dir", str(tmp_path / "none")], capture_output=True, text=True, env=env, timeout=600)
+    # no gallery at all is a user error with one line saying what to do, not an empty report
+    assert empty.returncode == 2 and "no gallery at" in empty.stderr and "Traceback" not in empty.stderr
