@@ -239,33 +239,52 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_other(people: list[str], templates: np.ndarray, own: Sequence[str], vec: np.ndarray, *,
-                  index: IndexKind = "auto", index_min_size: int = 200_000, template: Literal["mean", "max"] = "mean",
-                  names: Sequence[str] | None = None) -> tuple[list[str | None], np.ndarray]:
+def nearest_other(row_names: Sequence[str], rows: np.ndarray, own: Sequence[str], vec: np.ndarray, *,
+                  index: IndexKind = "auto", index_min_size: int = 200_000,
+                  template: Literal["mean", "max"] = "mean") -> tuple[list[str | None], np.ndarray]:
     """The most similar person other than the own one, for every row of ``vec``.
 
     Args:
-        people, templates: the person templates (``template="mean"``), or with
-            ``template="max"`` ``names``/``templates`` are the samples themselves.
-        own: each row's own person (excluded).
-        index, index_min_size: as ``gallery.index``: FAISS above the size, exact NumPy below.
+        row_names, rows: the owner of each row and the unit rows: one template per person
+            (``template="mean"``) or every sample (``template="max"``: a person's similarity
+            is their best sample's).
+        own: each query's own person (excluded).
+        index, index_min_size: as ``gallery.index``: from ``index_min_size`` rows (or with
+            ``faiss``) a :class:`~facerec.gallery.search.GalleryIndex` with FAISS answers;
+            below, exact NumPy products of :data:`BATCH` queries at a time.
 
     Returns:
         ``(names, cosines)``; ``None`` and -1 where there is no other person.
     """
     out_names: list[str | None] = [None] * len(vec)
     out_sim = np.full(len(vec), -1.0, np.float32)
-    if not len(vec) or not len(templates):
+    if not len(vec) or not len(rows):
         return out_names, out_sim
-    idx = GalleryIndex(list(names) if names is not None else list(people), templates, template=template,
-                       index=index, index_min_size=index_min_size)
+    people, row_person = np.unique(np.asarray(list(row_names), dtype=object), return_inverse=True)
+    pos = {str(p): i for i, p in enumerate(people)}
+    own_idx = np.fromiter((pos.get(str(o), -1) for o in own), np.int64, len(vec))
+    if index == "faiss" or (index == "auto" and len(rows) >= index_min_size):
+        idx = GalleryIndex([str(n) for n in row_names], rows, template=template, index="faiss", index_min_size=1)
+        for b in range(0, len(vec), BATCH):
+            for j, m in enumerate(idx.search(vec[b : b + BATCH], threshold=2.0, top_k=2)):
+                for name, sim in m.top:
+                    if name != own[b + j]:
+                        out_names[b + j], out_sim[b + j] = name, sim
+                        break
+        return out_names, out_sim
+    row_person = row_person.reshape(-1)
     for b in range(0, len(vec), BATCH):
-        matches = idx.search(vec[b : b + BATCH], threshold=2.0, top_k=2)
-        for j, m in enumerate(matches):
-            for name, sim in m.top:
-                if name != own[b + j]:
-                    out_names[b + j], out_sim[b + j] = name, sim
-                    break
+        sims = vec[b : b + BATCH] @ rows.T
+        mine = own_idx[b : b + BATCH]
+        if template == "mean":  # one row per person: blank the own column
+            known = np.flatnonzero(mine >= 0)
+            sims[known, mine[known]] = -np.inf
+        else:
+            sims[row_person[None, :] == mine[:, None]] = -np.inf
+        j = np.argmax(sims, axis=1)
+        best = sims[np.arange(len(j)), j]
+        for k in np.flatnonzero(np.isfinite(best)).tolist():
+            out_names[b + k], out_sim[b + k] = str(people[row_person[j[k]]]), float(best[k])
     return out_names, out_sim
 
 
@@ -349,8 +368,7 @@ def _near_duplicates(ids: np.ndarray, names: list[str], vec: np.ndarray, rules: 
         for x, y in zip(*np.nonzero(np.triu(s >= rules.duplicate_similarity))):
             later = int(max(ids[rows[x]], ids[rows[y]]))
             flag(later, "duplicate", names[rows[x]], float(s[x, y]))
-    other, sim = nearest_other([], vec, names, vec, index=index, index_min_size=index_min_size,
-                               template="max", names=names)
+    other, sim = nearest_other(names, vec, names, vec, index=index, index_min_size=index_min_size, template="max")
     for i, sid in enumerate(ids.tolist()):
         if other[i] is not None and sim[i] >= rules.duplicate_similarity:
             flag(int(sid), "duplicate", other[i], float(sim[i]))
