@@ -148,3 +148,31 @@ def test_cli_json_contract(built, tmp_path):
                             "--data-dir", str(tmp_path / "none")], capture_output=True, text=True, env=env, timeout=600)
     # no gallery at all is a user error with one line saying what to do, not an empty report
     assert empty.returncode == 2 and "no gallery at" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_http_check_and_moving_a_flagged_sample(built, analyzer, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from facerec.serve.app import create_app
+
+    cfg, wrong, *_ = built
+    shutil.copytree(cfg.gallery.data_dir, tmp_path / "copy")
+    token = "check-token-0123456789abcdef"
+    auth = {"Authorization": f"Bearer {token}"}
+    with GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "copy")}), analyzer) as s, \
+            TestClient(create_app(s.cfg, s, token=token)) as client:
+        assert client.get("/api/check").status_code == 401
+        doc = client.get("/api/check", headers=auth).json()
+        assert doc == s.check().to_json()
+        moved = next(f for f in doc["flagged"] if f["source_path"] in wrong and f["reason"] == "closer_to_other")
+        page = client.get(f"/api/people/{moved['person']}/check", headers=auth).json()
+        flags = {x["id"]: x["flag"] for x in page["samples"]}
+        assert flags[moved["sample_id"]]["reason"] == "closer_to_other" and len(flags) == 4
+        assert sum(f is None for f in flags.values()) >= 2
+        assert client.get("/api/people/nobody/check", headers=auth).status_code == 404
+        # one click on the page: give the sample to the person it resembles; the flag goes
+        r = client.post(f"/api/samples/{moved['sample_id']}/move", headers=auth,
+                        json={"person": moved["closest_person"]})
+        assert r.status_code == 200, r.text
+        after = client.get("/api/check", headers=auth).json()
+        assert moved["sample_id"] not in {f["sample_id"] for f in after["flagged"]}

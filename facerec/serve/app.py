@@ -283,6 +283,7 @@ class _Server:
             "status": result.status,
             "reason": result.reason,
             "warnings": list(result.warnings),
+            "check": result.check,
         }
 
     def isolate_face(self, image: np.ndarray, face: int, source: str) -> np.ndarray:
@@ -604,6 +605,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     from facerec.serve.unknowns_routes import add_unknowns_routes
 
     app.state.unknowns = add_unknowns_routes(api, srv)
+    from facerec.serve.check_routes import add_check_routes
+
+    add_check_routes(api, srv)
     app.include_router(api)
 
     # The outermost layers: headers on everything, then the token (before any body is
