@@ -17,6 +17,8 @@ from facerec.gallery.backend import open_backend
 from facerec.gallery.service import GalleryService
 from facerec.imageio import read_image
 
+from test_serve_e2e import page  # noqa: F401  (the Chromium page fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -176,3 +178,31 @@ def test_http_check_and_moving_a_flagged_sample(built, analyzer, tmp_path):
         assert r.status_code == 200, r.text
         after = client.get("/api/check", headers=auth).json()
         assert moved["sample_id"] not in {f["sample_id"] for f in after["flagged"]}
+
+
+def test_person_page_marks_and_moves_a_flagged_sample(built, analyzer, tmp_path, page):
+    """In Chromium: the person page lists every sample, marks the wrong one with its reason,
+    and one click moves it to the person it resembles."""
+    from playwright.sync_api import expect
+    from test_serve_e2e import TOKEN, log_in, serving
+
+    from facerec.serve.app import create_app
+
+    cfg, wrong, *_ = built
+    shutil.copytree(cfg.gallery.data_dir, tmp_path / "copy")
+    with GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "copy")}), analyzer) as s:
+        flag = next(f for f in s.check().flagged if f.source_path in wrong and f.reason == "closer_to_other")
+        with serving(create_app(s.cfg, s, token=TOKEN)) as url:
+            log_in(page, url)
+            card = page.locator(f'[data-testid="person"][data-name="{flag.person}"]')
+            card.get_by_test_id("check-open").click()
+            person_page = card.get_by_test_id("person-page")
+            expect(person_page.get_by_test_id("check-sample")).to_have_count(4)
+            marked = person_page.locator(f'[data-testid="check-sample"][data-sample="{flag.sample_id}"]')
+            expect(marked.get_by_test_id("check-flag")).to_contain_text("closer_to_other")
+            expect(marked.get_by_test_id("check-flag")).to_contain_text(str(flag.closest_person))
+            page.screenshot(path=str(tmp_path / "person-page.png"), full_page=True)
+            marked.get_by_test_id("check-move").click()
+            expect(card.get_by_test_id("person-page").get_by_test_id("check-sample")).to_have_count(3)
+            expect(page.get_by_test_id("message")).to_contain_text("Moving sample")
+        assert s.store.sample(flag.sample_id).person == flag.closest_person
