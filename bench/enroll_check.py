@@ -44,13 +44,15 @@ def draw(people: int, seed: int) -> list[tuple[str, Path, bool]]:
     rng = random.Random(seed)
     many = rng.sample([d for d in dirs if len(list(d.iterdir())) >= 4], people)
     single = [d for d in dirs if len(list(d.iterdir())) == 1]
-    items = [(d.name, p, False) for d in many for p in sorted(d.iterdir())]
     victims = rng.sample(many, people // 5)
     donors = [d for d in many if d not in victims]
     strangers = rng.sample(single, len(victims))
-    for n, v in enumerate(victims):
+    wrong: list[tuple[str, Path, bool]] = []
+    for n, v in enumerate(victims):  # a donor's last photo is never one of their own samples
         photo = sorted(rng.choice(donors).iterdir())[-1] if n % 2 == 0 else sorted(strangers[n].iterdir())[0]
-        items.append((v.name, photo, True))
+        wrong.append((v.name, photo, True))
+    given = {p for _, p, _ in wrong}
+    items = [(d.name, p, False) for d in many for p in sorted(d.iterdir()) if p not in given] + wrong
     rng.shuffle(items)
     return items
 
@@ -91,13 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "--data-dir", str(Path(tmp) / "forced")], capture_output=True, text=True, check=True)
         doc = json.loads(out.stdout.strip().splitlines()[-1])
         flagged = {f["source_path"] for f in doc["flagged"]}
+        reasons: dict[str, int] = {}
+        for f in doc["flagged"]:
+            if not added.get(f["source_path"], True):
+                reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
         wrong = [q for q, w in added.items() if w]
         good = [q for q, w in added.items() if not w]
         caught = sum(q in flagged for q in wrong)
         false = sum(q in flagged for q in good)
         print(f"enroll check --json on {doc['people']} people, {doc['samples']} samples (--force, seed {args.seed}): "
               f"caught {caught}/{len(wrong)} wrong photos ({caught / max(1, len(wrong)):.1%}), "
-              f"flagged {false}/{len(good)} good ones ({false / max(1, len(good)):.1%})")
+              f"flagged {false}/{len(good)} good ones ({false / max(1, len(good)):.1%}; {reasons or 'none'})")
         _, gr, gt, wr, wt = enroll(Path(tmp) / "gated", items, force=False)
         print(f"enroll add without --force: refused {gr}/{gt} good photos ({gr / max(1, gt):.1%}) "
               f"and {wr}/{wt} wrong ones ({wr / max(1, wt):.1%})")
