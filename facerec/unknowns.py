@@ -444,11 +444,17 @@ class Strangers:
             service: a :class:`~facerec.gallery.service.GalleryService`.
             interface: for the audit log (``cli``, ``api``).
 
+        Every crop passes the gate of ``enroll add``: the quality floor (a tiny face upscaled
+        to the crop size measures blurry) and the outlier / closer_to_other rule of
+        :func:`facerec.gallery.check.judge_new`; crops that fail are left out and counted.
+
         Returns:
-            ``{"person", "candidate", "added", "sightings"}``.
+            ``{"person", "candidate", "added", "sightings", "crops", "left_out": {reason: count},
+            "summary"}`` (``summary``: ``"6 crops: 2 enrolled, 4 too small or blurry"``).
 
         Raises:
-            GalleryError: bad name, person exists (name) or not (merge), no candidate.
+            GalleryError: bad name, person exists (name) or not (merge), no candidate, or no
+                crop usable (nothing is changed; the reason is in the message).
         """
         from facerec.gallery.quality import blur_measure
         from facerec.gallery.store import sha256_bytes, validate_name
@@ -466,20 +472,43 @@ class Strangers:
         rows = self.store.crops(ids)
         crops = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for _, _, _, j in rows]
         emb = service.embed_faces(np.stack(crops)) if crops else None
-        added = 0
+        floor, what = service.quality_floor
+        left_out: dict[str, int] = {}
+        todo = []
         for i, ((sid, crop_id, _, jpeg), img) in enumerate(zip(rows, crops)):
-            s = by_id[sid]
             quality = float(emb.norm[i]) if service.embedder.quality_is_norm else blur_measure(img)
+            if quality < floor:  # tiny faces are upscaled to the crop size: they measure blurry
+                left_out["too small or blurry"] = left_out.get("too small or blurry", 0) + 1
+                continue
+            todo.append((i, sid, crop_id, jpeg, img, quality))
+        if not todo:
+            raise GalleryError(
+                f"candidate {cid}: none of its {len(rows)} crops is usable ({what} under the enrollment floor "
+                f"{floor:.1f}: faces too small or blurry); nothing enrolled. Dismiss it, or wait for a closer view")
+        # the gate of enroll add and enroll check: best crops first, each judged against the
+        # gallery including the crops of this group already accepted
+        todo.sort(key=lambda t: -t[5])
+        added = 0
+        for i, sid, crop_id, jpeg, img, quality in todo:
+            s = by_id[sid]
+            verdict = service.judge(person, emb.vectors[i])
+            if verdict.reason is not None:
+                left_out[verdict.reason] = left_out.get(verdict.reason, 0) + 1
+                continue
             one = Embeddings(emb.vectors[i:i + 1], emb.norm[i:i + 1], emb.key)
             service.store.add_sample(person, img, source_path=f"unknown:{s.camera}:track{s.track_id}:{crop_id}",
                                      source_sha256=sha256_bytes(jpeg), quality=quality, embeddings=one,
                                      stem=f"unknown_{sid}_{crop_id}")
             added += 1
+        summary = f"{len(rows)} crops: {added} enrolled" + "".join(f", {n} {why}" for why, n in left_out.items())
+        if not added:
+            raise GalleryError(f"candidate {cid}: {summary}; nothing enrolled")
         self.store.delete_sightings(ids)
         self.refresh()
         self.store.audit(interface, "unknown.name" if new else "unknown.merge", person,
-                         candidate=int(cid), sightings=ids, samples=added)
-        return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids)}
+                         candidate=int(cid), sightings=ids, samples=added, left_out=left_out)
+        return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids),
+                "crops": len(rows), "left_out": left_out, "summary": summary}
 
     def dismiss(self, cid: int, *, interface: str) -> dict:
         """Delete a candidate's sightings and crops (nothing of them is kept)."""

@@ -112,7 +112,7 @@ def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):
 
         first.get_by_test_id("unknown-name-input").fill("Barack Obama")
         first.get_by_test_id("unknown-name").click()
-        expect(page.get_by_test_id("message")).to_contain_text("Enrolled Barack Obama with 3 samples")
+        expect(page.get_by_test_id("message")).to_contain_text("Enrolled Barack Obama: 3 crops: 3 enrolled")
         expect(page.locator('[data-testid="person"][data-name="Barack Obama"]')).to_be_visible()
         expect(cards).to_have_count(2)
         shot("named")
@@ -120,7 +120,7 @@ def test_unknown_people_view_in_chromium(seeded, page, photo, tmp_path):
         kit = page.locator('[data-testid="unknown"]', has_text="yard")
         kit.get_by_test_id("unknown-merge-select").select_option("Kit")
         kit.get_by_test_id("unknown-merge").click()
-        expect(page.get_by_test_id("message")).to_contain_text("Added 2 samples to Kit")
+        expect(page.get_by_test_id("message")).to_contain_text("Added to Kit: 2 crops: 2 enrolled")
         expect(cards).to_have_count(1)
         expect(page.locator('[data-testid="person"][data-name="Kit"]')).to_contain_text("3 samples")
         shot("merged")

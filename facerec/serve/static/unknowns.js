@@ -58,7 +58,7 @@ function unknownCard(c, names) {
     if (!name) return;
     const ok = await guarded("Naming", () => api(`/api/unknowns/${c.id}/name`, { method: "POST", json: { name } }));
     if (ok) {
-      say(`Enrolled ${ok.person} with ${ok.added} sample${ok.added === 1 ? "" : "s"}.`);
+      say(`Enrolled ${ok.person}: ${ok.summary}.`);
       await loadUnknowns();
       await loadPeople();
     }
@@ -78,7 +78,7 @@ function unknownCard(c, names) {
     if (!into) return;
     const ok = await guarded("Merging", () => api(`/api/unknowns/${c.id}/merge`, { method: "POST", json: { into } }));
     if (ok) {
-      say(`Added ${ok.added} sample${ok.added === 1 ? "" : "s"} to ${ok.person}.`);
+      say(`Added to ${ok.person}: ${ok.summary}.`);
       await loadUnknowns();
       await loadPeople();
     }
