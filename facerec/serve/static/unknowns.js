@@ -18,7 +18,8 @@ async function unknownCropUrl(id, url) {
 }
 
 async function loadUnknowns() {
-  const data = await guarded("Loading unknown people", () => api("/api/unknowns"));
+  const all = $("unknowns-all") && $("unknowns-all").checked;
+  const data = await guarded("Loading unknown people", () => api(`/api/unknowns${all ? "?all=true" : ""}`));
   if (!data) return;
   // the "add to person" lists need the enrolled people, which may not be loaded yet
   const people = await guarded("Loading people", () => api("/api/people"));
@@ -67,6 +68,11 @@ function unknownCard(c, names) {
   const select = el("select", { required: true });
   select.dataset.testid = "unknown-merge-select";
   select.setAttribute("aria-label", `Enrolled person to add unknown #${c.id} to`);
+  // nobody preselected: one click must not merge a stranger into whoever sorts first
+  const pick = el("option", { value: "", text: "Choose a person…" });
+  pick.disabled = true;
+  pick.selected = true;
+  select.append(pick);
   for (const name of names) select.append(el("option", { value: name, text: name }));
   const mergeButton = el("button", { type: "submit", className: "secondary", text: "Add to person" });
   mergeButton.dataset.testid = "unknown-merge";
@@ -104,6 +110,7 @@ function unknownCard(c, names) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("refresh-unknowns").addEventListener("click", loadUnknowns);
+  $("unknowns-all").addEventListener("change", loadUnknowns);
   // load once the page is connected (app.js un-hides main after the token is accepted)
   const main = $("main");
   new MutationObserver(() => { if (!main.hidden) loadUnknowns(); })
