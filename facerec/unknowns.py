@@ -265,6 +265,10 @@ class SightingSink:
     """
 
     PRUNE_EVERY_S = 60.0
+    #: Seconds an unknown track must have been in view before it is saved while still there.
+    SAVE_AFTER_S = 3.0
+    #: Seconds between updates of the sighting of a track still in view.
+    UPDATE_EVERY_S = 10.0
 
     def __init__(self, store, cfg, camera: str, embedder: str, queue_size: int = 256) -> None:
         self.store = store
@@ -276,20 +280,46 @@ class SightingSink:
         self.failed = 0
         self.pruned = 0
         self._last_prune = 0.0
+        self._live: dict[int, float] = {}  # track id -> wall time its sighting was last queued
+        self._sids: dict[int, int] = {}  # track id -> sighting id (worker thread only)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
         self._thread.start()
 
+    def _item(self, st, now: float, final: bool) -> tuple:
+        best = st.best_faces[: self.cfg.crops_per_sighting]
+        return (st.track_id, now - max(0.0, st.last_t - st.first_t), now, [(q, c) for q, c, _ in best],
+                sighting_vector(np.stack([v for _, _, v in best])), final)
+
+    @staticmethod
+    def _unknown(st) -> bool:
+        return bool(st.vote.decided and st.vote.name is None and st.best_faces)
+
     def tracks_ended(self, tracks) -> None:
-        """Queue the unknown tracks among ``tracks`` (never blocks)."""
+        """Queue the unknown tracks among ``tracks`` (never blocks); a track already saved
+        while in view gets its sighting updated instead of a second one."""
         now = time.time()
         for st in tracks:
-            if not (st.vote.decided and st.vote.name is None and st.best_faces):
+            was_live = self._live.pop(st.track_id, None) is not None
+            if not self._unknown(st):
+                if was_live:  # named after all: its sighting stays as last saved
+                    self.dropped += put_dropping_oldest(self._queue, ("forget", st.track_id))
                 continue
-            item = (st.track_id, now - max(0.0, st.last_t - st.first_t), now,
-                    [(q, c) for q, c, _ in st.best_faces[: self.cfg.crops_per_sighting]],
-                    sighting_vector(np.stack([v for _, _, v in st.best_faces[: self.cfg.crops_per_sighting]])))
-            self.dropped += put_dropping_oldest(self._queue, item)
+            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, True))
+
+    def tracks_in_view(self, tracks) -> None:
+        """Save unknown tracks still in view: once they have been seen for
+        :attr:`SAVE_AFTER_S`, then every :attr:`UPDATE_EVERY_S` (never blocks), so a
+        stranger standing in front of a camera appears without leaving first."""
+        now = time.time()
+        for st in tracks:
+            if not self._unknown(st) or st.last_t - st.first_t < self.SAVE_AFTER_S:
+                continue
+            last = self._live.get(st.track_id)
+            if last is not None and now - last < self.UPDATE_EVERY_S:
+                continue
+            self._live[st.track_id] = now
+            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, False))
 
     def _run(self) -> None:
         while True:
@@ -297,11 +327,21 @@ class SightingSink:
             try:
                 if item is None:
                     return
-                track_id, first, last, faces, vec = item
+                if item[0] == "forget":
+                    self._sids.pop(item[1], None)
+                    continue
+                track_id, first, last, faces, vec, final = item
                 try:
                     crops = [(encode_jpeg(c), q) for q, c in faces]
-                    self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
-                    self.saved += 1
+                    sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
+                    if sid is not None:
+                        # gone meanwhile (named or dismissed on the page): not brought back
+                        self.store.update_sighting(sid, last, vec, crops)
+                    else:
+                        sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
+                        self.saved += 1
+                        if not final:
+                            self._sids[track_id] = sid
                     if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
                         self.prune()
                 except Exception as e:  # a lost database must not end the camera
