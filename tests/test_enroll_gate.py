@@ -81,3 +81,18 @@ def test_cli_name_says_what_it_left_out(service, analyzer, photo, capsys):
     code = run(["unknowns", "name", str(cands[0]["id"]), "Kit", *d])
     out = capsys.readouterr().out
     assert code == 0 and "3 crops: 2 enrolled, 1 too small or blurry" in out, out
+
+
+def test_folder_sync_applies_the_quality_floor(service, analyzer, photo):
+    """Crops dropped into preprocessed/<Person>/ (facerec embed) meet the enroll add floor."""
+    img = read_image(photo(f"{EX}/obama/obama.jpg"))
+    crop = align(img, analyzer.detector(img).largest().landmarks).images[0]
+    folder = service.data_dir / "preprocessed" / "Obama"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "sharp.png"), crop)
+    cv2.imwrite(str(folder / "tiny.png"), tiny(crop))
+    sync, embedded = service.embed(progress=False)
+    assert sync.done == ["preprocessed/Obama/sharp.png"] and len(embedded.done) == 1
+    (item, why), = sync.skipped
+    assert item == "preprocessed/Obama/tiny.png" and why.startswith("quality too low: sharpness"), why
+    assert [s.crop_path.endswith("sharp.png") for s in service.store.samples("Obama")] == [True]

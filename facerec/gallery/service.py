@@ -720,12 +720,15 @@ class GalleryService:
         New crop files become samples, files whose content changed get their embeddings
         dropped (to be recomputed), and samples whose file is gone are reported in
         ``removed`` (and forgotten with ``prune``). Files that are not 112x112 aligned
-        crops or are unreadable are skipped with the reason.
+        crops, are unreadable, or fall under the enrollment sharpness floor (embedders
+        without a quality norm) are skipped with the reason.
         """
         t0 = time.perf_counter()
         report = BatchReport()
         root = self.data_dir / CROPS_DIR
         known = self.store.crop_hashes()
+        # crops have no feature norm until embedded: the sharpness floor applies where it is the measure
+        floor = self.quality_floor[0] if root.is_dir() and not self.embedder.quality_is_norm else None
         sources = self._align_manifest()
         seen: set[str] = set()
         new: list[tuple] = []
@@ -770,6 +773,10 @@ class GalleryService:
                                                     f"({img.shape[1]}x{img.shape[0]}; run facerec align on the photo)"))
                         continue
                     quality = blur_measure(img)
+                    if floor is not None and quality < floor:  # the enrollment floor, as for enroll add
+                        report.skipped.append((rel, f"quality too low: sharpness {quality:.1f} < {floor:.1f} "
+                                                    "(use a sharper, larger photo, or lower gallery.min_quality)"))
+                        continue
                     src = sources.get(f"{person}/{f.name}", {})
                     if rel in known:
                         self.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"),
