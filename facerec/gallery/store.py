@@ -332,16 +332,21 @@ class GalleryStore:
                     raise GalleryError(f"{self.db_path}: {len(bad)} broken references while upgrading; nothing changed")
                 cur.execute("COMMIT")
             except BaseException as e:
-                try:
-                    cur.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(e, sqlite3.DatabaseError):
-                    raise GalleryError(f"cannot upgrade the gallery {self.db_path}: {e}") from e
+                self._roll_back(cur, e, f"cannot upgrade the gallery {self.db_path}")
                 raise
             finally:
                 cur.close()
                 self._conn.execute("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _roll_back(cur: sqlite3.Cursor, e: BaseException, what: str) -> None:
+        """Undo a failed transaction; a database error becomes a :class:`GalleryError` saying ``what``."""
+        try:
+            cur.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if isinstance(e, sqlite3.DatabaseError):
+            raise GalleryError(f"{what}: {e}") from e
 
     @contextmanager
     def _write(self, bump: bool = False) -> Iterator[sqlite3.Cursor]:
@@ -366,12 +371,7 @@ class GalleryStore:
                         cur.execute("DELETE FROM changes WHERE version <= ?", (v - FEED_KEEP,))
                 cur.execute("COMMIT")
             except BaseException as e:
-                try:
-                    cur.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(e, sqlite3.DatabaseError):
-                    raise GalleryError(f"the gallery {self.db_path} refused the change: {e}") from e
+                self._roll_back(cur, e, f"the gallery {self.db_path} refused the change")
                 raise
             finally:
                 cur.close()
