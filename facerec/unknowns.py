@@ -510,8 +510,15 @@ class Strangers:
         ids = [s.id for s in cand.sightings]
         by_id = {s.id: s for s in cand.sightings}
         rows = self.store.crops(ids)
-        crops = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for _, _, _, j in rows]
-        emb = service.embed_faces(np.stack(crops)) if crops else None
+        crops: list[np.ndarray] = []
+        for _, crop_id, _, jpeg in rows:
+            img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                raise GalleryError(f"candidate {cid}: kept crop {crop_id} cannot be decoded; nothing enrolled")
+            crops.append(img)
+        if not crops:
+            raise GalleryError(f"candidate {cid} has no kept crop; nothing enrolled")
+        emb = service.embed_faces(np.stack(crops))
         floor, what = service.quality_floor
         left_out: dict[str, int] = {}
         todo = []
