@@ -206,3 +206,13 @@ def test_person_page_marks_and_moves_a_flagged_sample(built, analyzer, tmp_path,
             expect(card.get_by_test_id("person-page").get_by_test_id("check-sample")).to_have_count(3)
             expect(page.get_by_test_id("message")).to_contain_text("Moving sample")
         assert s.store.sample(flag.sample_id).person == flag.closest_person
+
+
+def test_an_imported_archive_keeps_everything_and_check_flags_it(built, analyzer, tmp_path):
+    cfg, wrong, *_ = built
+    with GalleryService(cfg, analyzer) as s:
+        s.export_archive(tmp_path / "g.zip")
+        before = s.store.count()
+    with GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "new")}), analyzer) as s:
+        assert s.import_archive(tmp_path / "g.zip") == before  # nothing gated away
+        assert wrong <= {f.source_path for f in s.check().flagged}
