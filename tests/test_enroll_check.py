@@ -216,3 +216,18 @@ def test_an_imported_archive_keeps_everything_and_check_flags_it(built, analyzer
     with GalleryService(load_config(None, {"gallery.data_dir": str(tmp_path / "new")}), analyzer) as s:
         assert s.import_archive(tmp_path / "g.zip") == before  # nothing gated away
         assert wrong <= {f.source_path for f in s.check().flagged}
+
+
+def test_own_photos_enter_after_one_went_to_someone_else_first(gallery, data_dir: Path):
+    """The order trap of the old 'looks like' test: X's photo was forced into another person
+    before X was enrolled; X's own photos must still enter without --force."""
+    s, *_ = gallery
+    taken = {p.name for p in (data_dir / "lfw").iterdir() if s.store.has_person(p.name)}
+    x = next(d for d in sorted((data_dir / "lfw").iterdir())
+             if d.is_dir() and d.name not in taken and len(list(d.iterdir())) >= 5)
+    photos = sorted(x.iterdir())
+    people = sorted(taken)
+    assert s.enroll_image(people[0], read_image(photos[0]), source_path=str(photos[0])).ok  # --force
+    results = [s.enroll_image(x.name, read_image(p), source_path=str(p), refuse_conflicts=True) for p in photos[1:]]
+    refused = [r.reason for r in results if r.status == "failed" and "--force" in r.reason]
+    assert not refused and sum(r.ok for r in results) >= 2, [r.reason for r in results]
