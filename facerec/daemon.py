@@ -544,7 +544,8 @@ class Daemon:
         try:
             run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
                                  unknown_crops=run.unknown, stop=self.stop_event, options=opts, camera=run.spec.name,
-                                 sightings=run.sightings.tracks_ended if run.sightings is not None else None)
+                                 sightings=run.sightings.tracks_ended if run.sightings is not None else None,
+                                 sightings_in_view=run.sightings.tracks_in_view if run.sightings is not None else None)
         except Exception as e:  # one broken camera must not take the others down
             run.failed = f"{type(e).__name__}: {e}"
             log.exception("camera %s stopped", run.spec.name)

@@ -509,6 +509,7 @@ def run_live(
     outputs: Iterable[FrameOutput] = (),
     unknown_crops: UnknownCrops | None = None,
     sightings: Callable[[Sequence[TrackState]], None] | None = None,
+    sightings_in_view: Callable[[Sequence[TrackState]], None] | None = None,
     stop: threading.Event | None = None,
     options: RunOptions | None = None,
     camera: str | None = None,
@@ -520,7 +521,9 @@ def run_live(
     is fed to it and the setting it chooses is applied before the next frame.
 
     ``sightings`` is called with the tracks that ended (every track; it picks the unknown
-    ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`.
+    ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`; ``sightings_in_view``
+    after every frame with the tracks still in view (it decides when to save them), e.g.
+    :meth:`facerec.unknowns.SightingSink.tracks_in_view`.
 
     ``camera`` names the camera in this loop's log lines (``camera door: frames=...``), so
     the lines of several cameras in one daemon tell apart; ``None``: the events' camera,
@@ -610,6 +613,8 @@ def run_live(
                     _save_unknown(unknown_crops, result.left)
                 if sightings is not None and result.left:
                     sightings(result.left)
+                if sightings_in_view is not None and pipeline.tracks:
+                    sightings_in_view(list(pipeline.tracks.values()))
                 for out in outputs:
                     if image is not None and not out.write(frame, image):
                         stop.set()

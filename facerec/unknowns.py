@@ -266,6 +266,10 @@ class SightingSink:
     """
 
     PRUNE_EVERY_S = 60.0
+    #: Seconds an unknown track must have been in view before it is saved while still there.
+    SAVE_AFTER_S = 3.0
+    #: Seconds between updates of the sighting of a track still in view.
+    UPDATE_EVERY_S = 10.0
 
     def __init__(self, store, cfg, camera: str, embedder: str, queue_size: int = 256) -> None:
         self.store = store
@@ -277,20 +281,46 @@ class SightingSink:
         self.failed = 0
         self.pruned = 0
         self._last_prune = 0.0
+        self._live: dict[int, float] = {}  # track id -> wall time its sighting was last queued
+        self._sids: dict[int, int] = {}  # track id -> sighting id (worker thread only)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
         self._thread.start()
 
+    def _item(self, st, now: float, final: bool) -> tuple:
+        best = st.best_faces[: self.cfg.crops_per_sighting]
+        return (st.track_id, now - max(0.0, st.last_t - st.first_t), now, [(q, c) for q, c, _ in best],
+                sighting_vector(np.stack([v for _, _, v in best])), final)
+
+    @staticmethod
+    def _unknown(st) -> bool:
+        return bool(st.vote.decided and st.vote.name is None and st.best_faces)
+
     def tracks_ended(self, tracks) -> None:
-        """Queue the unknown tracks among ``tracks`` (never blocks)."""
+        """Queue the unknown tracks among ``tracks`` (never blocks); a track already saved
+        while in view gets its sighting updated instead of a second one."""
         now = time.time()
         for st in tracks:
-            if not (st.vote.decided and st.vote.name is None and st.best_faces):
+            was_live = self._live.pop(st.track_id, None) is not None
+            if not self._unknown(st):
+                if was_live:  # named after all: its sighting stays as last saved
+                    self.dropped += put_dropping_oldest(self._queue, ("forget", st.track_id))
                 continue
-            item = (st.track_id, now - max(0.0, st.last_t - st.first_t), now,
-                    [(q, c) for q, c, _ in st.best_faces[: self.cfg.crops_per_sighting]],
-                    sighting_vector(np.stack([v for _, _, v in st.best_faces[: self.cfg.crops_per_sighting]])))
-            self.dropped += put_dropping_oldest(self._queue, item)
+            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, True))
+
+    def tracks_in_view(self, tracks) -> None:
+        """Save unknown tracks still in view: once they have been seen for
+        :attr:`SAVE_AFTER_S`, then every :attr:`UPDATE_EVERY_S` (never blocks), so a
+        stranger standing in front of a camera appears without leaving first."""
+        now = time.time()
+        for st in tracks:
+            if not self._unknown(st) or st.last_t - st.first_t < self.SAVE_AFTER_S:
+                continue
+            last = self._live.get(st.track_id)
+            if last is not None and now - last < self.UPDATE_EVERY_S:
+                continue
+            self._live[st.track_id] = now
+            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, False))
 
     def _run(self) -> None:
         while True:
@@ -298,11 +328,21 @@ class SightingSink:
             try:
                 if item is None:
                     return
-                track_id, first, last, faces, vec = item
+                if item[0] == "forget":
+                    self._sids.pop(item[1], None)
+                    continue
+                track_id, first, last, faces, vec, final = item
                 try:
                     crops = [(encode_jpeg(c), q) for q, c in faces]
-                    self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
-                    self.saved += 1
+                    sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
+                    if sid is not None:
+                        # gone meanwhile (named or dismissed on the page): not brought back
+                        self.store.update_sighting(sid, last, vec, crops)
+                    else:
+                        sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
+                        self.saved += 1
+                        if not final:
+                            self._sids[track_id] = sid
                     if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
                         self.prune()
                 except Exception as e:  # a lost database must not end the camera
@@ -445,11 +485,17 @@ class Strangers:
             service: a :class:`~facerec.gallery.service.GalleryService`.
             interface: for the audit log (``cli``, ``api``).
 
+        Every crop passes the gate of ``enroll add``: the quality floor (a tiny face upscaled
+        to the crop size measures blurry) and the outlier / closer_to_other rule of
+        :func:`facerec.gallery.check.judge_new`; crops that fail are left out and counted.
+
         Returns:
-            ``{"person", "candidate", "added", "sightings"}``.
+            ``{"person", "candidate", "added", "sightings", "crops", "left_out": {reason: count},
+            "summary"}`` (``summary``: ``"6 crops: 2 enrolled, 4 too small or blurry"``).
 
         Raises:
-            GalleryError: bad name, person exists (name) or not (merge), no candidate.
+            GalleryError: bad name, person exists (name) or not (merge), no candidate, or no
+                crop usable (nothing is changed; the reason is in the message).
         """
         from facerec.gallery.quality import blur_measure
         from facerec.gallery.store import sha256_bytes, validate_name
@@ -465,23 +511,52 @@ class Strangers:
         ids = [s.id for s in cand.sightings]
         by_id = {s.id: s for s in cand.sightings}
         rows = self.store.crops(ids)
-        crops = cast("list[np.ndarray]", [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)
-                                          for _, _, _, j in rows])
-        emb: Any = service.embed_faces(np.stack(crops)) if crops else None
-        added = 0
+        crops: list[np.ndarray] = []
+        for _, crop_id, _, jpeg in rows:
+            img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                raise GalleryError(f"candidate {cid}: kept crop {crop_id} cannot be decoded; nothing enrolled")
+            crops.append(img)
+        if not crops:
+            raise GalleryError(f"candidate {cid} has no kept crop; nothing enrolled")
+        emb = service.embed_faces(np.stack(crops))
+        floor, what = service.quality_floor
+        left_out: dict[str, int] = {}
+        todo = []
         for i, ((sid, crop_id, _, jpeg), img) in enumerate(zip(rows, crops)):
-            s = by_id[sid]
             quality = float(emb.norm[i]) if service.embedder.quality_is_norm else blur_measure(img)
+            if quality < floor:  # tiny faces are upscaled to the crop size: they measure blurry
+                left_out["too small or blurry"] = left_out.get("too small or blurry", 0) + 1
+                continue
+            todo.append((i, sid, crop_id, jpeg, img, quality))
+        if not todo:
+            raise GalleryError(
+                f"candidate {cid}: none of its {len(rows)} crops is usable ({what} under the enrollment floor "
+                f"{floor:.1f}: faces too small or blurry); nothing enrolled. Dismiss it, or wait for a closer view")
+        # the gate of enroll add and enroll check: best crops first, each judged against the
+        # gallery including the crops of this group already accepted
+        todo.sort(key=lambda t: -t[5])
+        added = 0
+        for i, sid, crop_id, jpeg, img, quality in todo:
+            s = by_id[sid]
+            verdict = service.judge(person, emb.vectors[i])
+            if verdict.reason is not None:
+                left_out[verdict.reason] = left_out.get(verdict.reason, 0) + 1
+                continue
             one = Embeddings(emb.vectors[i:i + 1], emb.norm[i:i + 1], emb.key)
             service.store.add_sample(person, img, source_path=f"unknown:{s.camera}:track{s.track_id}:{crop_id}",
                                      source_sha256=sha256_bytes(jpeg), quality=quality, embeddings=one,
                                      stem=f"unknown_{sid}_{crop_id}")
             added += 1
+        summary = f"{len(rows)} crops: {added} enrolled" + "".join(f", {n} {why}" for why, n in left_out.items())
+        if not added:
+            raise GalleryError(f"candidate {cid}: {summary}; nothing enrolled")
         self.store.delete_sightings(ids)
         self.refresh()
         self.store.audit(interface, "unknown.name" if new else "unknown.merge", person,
-                         candidate=int(cid), sightings=ids, samples=added)
-        return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids)}
+                         candidate=int(cid), sightings=ids, samples=added, left_out=left_out)
+        return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids),
+                "crops": len(rows), "left_out": left_out, "summary": summary}
 
     def dismiss(self, cid: int, *, interface: str) -> dict:
         """Delete a candidate's sightings and crops (nothing of them is kept)."""

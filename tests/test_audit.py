@@ -124,7 +124,10 @@ def test_each_api_change_is_one_entry(backend, analyzer, photo):
         d = step("POST", "/api/people", 201, "samples.add", "Kit", data={"name": "Kit"},
                  files=[up("kit_harington/john1.jpeg"), up("kit_harington/john2.jpeg")])
         assert d["added"] == 2
-        step("POST", "/api/people/Kit/samples", 201, "samples.add", "Kit", files=[up("obama/obama.jpg")])
+        # Obama under Kit is what enroll check flags: in only with force
+        step("POST", "/api/people/Kit/samples", 422, None, files=[up("obama/obama.jpg")])
+        step("POST", "/api/people/Kit/samples", 201, "samples.add", "Kit", data={"force": "true"},
+             files=[up("obama/obama.jpg")])
         # refused requests change nothing and log nothing
         step("POST", "/api/people/Kit/samples", 409, None, files=[up("obama/obama.jpg")])
         step("PATCH", "/api/people/Nobody", 404, None, json={"name": "X"})

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from facerec.cli import run
@@ -152,6 +154,21 @@ def test_enroll_conflicts_merge_check_and_refusals(tmp_path: Path, capsys, photo
     assert {p["name"] for p in json_lines(out)[0]} == {"biden", "obama"}
     code, out, err = cli(capsys, "enroll", "add", "Kit_Harington", biden2, "--force", "--no-progress", *d)
     assert code == 0 and "1 added" in out, err
+
+    # an empty folder: nothing added, exit 1, the folder named; identify the same
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    code, out, err = cli(capsys, "enroll", "add", "X", str(empty), "--no-progress", *d)
+    assert code == 1 and f"no images found in the folder {empty}" in err and "nothing added for X" in err, err
+    assert "1 failed" in out and "failed " + str(empty) in err
+    code, out, err = cli(capsys, "identify", str(empty), *d)
+    assert code == 1 and str(empty) in err and "no images found" in err, err
+    # a photo without a usable face is 'failed' in the summary and in its own line
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((300, 300, 3), 127, np.uint8))
+    code, out, err = cli(capsys, "enroll", "add", "Rex", str(grey), "--no-progress", *d)
+    assert code == 1 and "0 added" in out and "1 failed" in out and f"failed {grey}" in err, (out, err)
+    assert "no face found" in err and "skipped" not in err
 
     # merging clearly different people needs --force
     code, _, err = cli(capsys, "enroll", "merge", "obama", "biden", *d)

@@ -227,3 +227,38 @@ def test_postgres_unreachable_is_a_clear_error(tmp_path: Path):
     with pytest.raises(GalleryError, match="FACEREC_DB_DSN"):
         resolve_dsn(GalleryConfig(backend="postgres"), env={})
     assert resolve_dsn(GalleryConfig(backend="postgres"), env={"FACEREC_DB_DSN": "postgresql://x"}) == "postgresql://x"
+
+
+def test_sample_ids_are_never_reused(backend: GalleryBackend):
+    a = add(backend, "Ann", 1)
+    b = add(backend, "Ann", 2)
+    backend.delete_sample(b.id)  # the newest: a plain integer key would hand its id out again
+    c = add(backend, "Bob", 3)
+    backend.delete_person("Bob")
+    d = add(backend, "Cy", 4)
+    assert len({a.id, b.id, c.id, d.id}) == 4 and a.id < b.id < c.id < d.id
+
+
+def test_sqlite_gallery_of_schema_2_upgrades_without_losing_samples(tmp_path: Path):
+    import sqlite3
+
+    from facerec.gallery.store import DB_NAME, GalleryStore
+
+    with GalleryStore(tmp_path / "g") as g:
+        ids = [add(g, "Ann", i).id for i in (1, 2, 3)]
+        g.delete_sample(ids[-1])
+    con = sqlite3.connect(tmp_path / "g" / DB_NAME, isolation_level=None)
+    con.execute("PRAGMA foreign_keys=OFF")
+    sql = con.execute("SELECT sql FROM sqlite_master WHERE name='samples'").fetchone()[0]
+    con.executescript(f"""BEGIN; CREATE TABLE old_samples AS SELECT * FROM samples; DROP TABLE samples;
+        {sql.replace('AUTOINCREMENT', '')}; INSERT INTO samples SELECT * FROM old_samples; DROP TABLE old_samples;
+        UPDATE meta SET value='2' WHERE key='schema'; COMMIT;""")
+    con.close()
+    with GalleryStore(tmp_path / "g") as g:
+        assert [s.id for s in g.samples()] == ids[:2]
+        assert g.vectors(KEY_A)[0].tolist() == ids[:2] and g.integrity_check() == []
+        assert add(g, "Ann", 9).id > ids[1]
+    con = sqlite3.connect(tmp_path / "g" / DB_NAME)
+    assert "AUTOINCREMENT" in con.execute("SELECT sql FROM sqlite_master WHERE name='samples'").fetchone()[0]
+    assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+    con.close()

@@ -137,3 +137,33 @@ def test_sink_keeps_only_decided_unknown_tracks_with_their_best_crops(store, cfg
     _, vec = store.vectors("m")
     assert np.linalg.norm(vec[0]) == pytest.approx(1.0, abs=1e-5)
     assert sink.saved == 1 and sink.failed == 0 and sink.dropped == 0
+
+
+def test_sink_saves_a_track_still_in_view_then_updates_it(store, cfg: Config):
+    sink = SightingSink(store, cfg.unknowns, "door", "m")
+    st = _track(2, None, 2)
+    st.last_t = st.first_t + 1.0
+    sink.tracks_in_view([st])  # one second in view: not yet
+    sink.flush()
+    assert store.sightings() == []
+    st.last_t = st.first_t + SightingSink.SAVE_AFTER_S + 0.5
+    sink.tracks_in_view([st, _track(1, "alice", 3)])  # the named track is never saved
+    sink.flush()
+    (s,) = store.sightings()
+    assert s.track_id == 2 and len(s.crop_ids) == 2
+    sink.tracks_in_view([st])  # within UPDATE_EVERY_S: nothing new
+    sink.flush()
+    assert store.sightings() == [s]
+    # more and better faces; the track ends: the same sighting, updated, not a second one
+    keep_best_face(st, 9.0, np.zeros((112, 112, 3), np.uint8), unit(99), 3)
+    st.last_t += 20.0
+    sink.tracks_ended([st])
+    sink.close()
+    (after,) = store.sightings()
+    assert after.id == s.id and after.quality == 9.0 and len(after.crop_ids) == 3
+    assert after.first_seen == s.first_seen and after.last_seen >= s.last_seen  # wall clock: seen until now
+    assert sink.saved == 1 and sink.failed == 0
+    # a sighting named or dismissed meanwhile is not brought back by an update
+    assert store.delete_sightings([s.id]) == 1
+    assert store.update_sighting(s.id, 1.0, unit(1), [(jpeg(1), 1.0)]) is False
+    assert store.sightings() == []

@@ -84,6 +84,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     e.add_argument("name", nargs="?", metavar="NAME")
     e.add_argument("--json", action="store_true", help="JSON output")
     e.set_defaults(func=cmd_enroll_samples)
+    e = esub.add_parser("check", parents=[common], help="list suspicious samples (wrong person, duplicate, not a face)",
+                        description="Examine every sample: outlier (far from its person's other samples), "
+                                    "closer_to_other (closer to another person), low_quality, not_a_face, duplicate. "
+                                    "Exit 0 whether or not something is flagged; with --json the last line is one "
+                                    "JSON object {people, samples, flagged: [...]}.")
+    e.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    e.set_defaults(func=cmd_enroll_check)
     e = esub.add_parser("rename", parents=[plain], help="rename a person", description="Rename OLD to NEW (NEW must not exist; merge joins two people).")
     e.add_argument("old", metavar="OLD")
     e.add_argument("new", metavar="NEW")
@@ -149,12 +156,18 @@ def _batch_exit(report: BatchReport) -> int:
     return 1 if report.total and not (report.done or report.unchanged) else 0
 
 
-def _expand(paths: list[str]) -> tuple[list[Path], list[str]]:
-    files, missing = [], []
+def _expand(paths: list[str], empty: list[str] | None = None) -> tuple[list[Path], list[str]]:
+    """Files of ``paths`` (folders one level deep) and the paths that do not exist; folders
+    without an image are appended to ``empty`` when given."""
+    files: list[Path] = []
+    missing: list[str] = []
     for s in paths:
         p = Path(s)
         if p.is_dir():
-            files += [f for f in list_images(p) if not f.name.startswith(".")]
+            found = [f for f in list_images(p) if not f.name.startswith(".")]
+            if not found and empty is not None:
+                empty.append(s)
+            files += found
         elif p.exists():
             files.append(p)
         else:
@@ -247,24 +260,31 @@ def cmd_embed(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll_add(args: argparse.Namespace, cfg: Config) -> int:
     with GalleryService(cfg) as service:
-        files, missing = _expand(args.paths)
+        empty: list[str] = []
+        files, missing = _expand(args.paths, empty)
         report = service.enroll_paths(args.name, files, progress=not args.no_progress,
                                       refuse_conflicts=not args.force)
         report.failed += [(m, f"{m}: no such file or folder") for m in missing]
+        report.failed += [(d, f"no images found in the folder {d}") for d in empty]
         if args.json:
             print_json(report.to_json())
         else:
             for w in report.warnings:
                 _err(f"warning: {w}")
-            for item, reason in report.skipped + report.failed:
+            for item, reason in report.skipped:
                 _err(f"skipped {item}: {reason}")
+            for item, reason in report.failed:
+                _err(f"failed {item}: {reason}")
             people = {p.name: p.samples for p in service.store.people()}
             name = next((n for n in people if n == args.name.strip()), args.name.strip())
             print(f"{name}: {len(report.done)} added, {len(report.unchanged)} already enrolled, "
                   f"{len(report.skipped)} skipped, {len(report.failed)} failed; "
                   f"{people.get(name, 0)} sample(s) in total")
+            if not report.done and not report.unchanged:
+                why = (report.failed + report.skipped)[0][1] if report.failed or report.skipped else "no photo given"
+                _err(f"nothing added for {name}: {why}")
         refused = any("--force" in reason for _, reason in report.failed)
-        return 1 if refused else _batch_exit(report)
+        return 1 if refused or not (report.done or report.unchanged) else 0
 
 
 def cmd_enroll_list(args: argparse.Namespace, cfg: Config) -> int:
@@ -293,6 +313,20 @@ def cmd_enroll_samples(args: argparse.Namespace, cfg: Config) -> int:
             return 0
         for s in samples:
             print(f"{s.id:>6}  {s.person}  quality {s.quality:8.1f}  {s.crop_path}  <- {s.source_path or '-'}")
+    return 0
+
+
+def cmd_enroll_check(args: argparse.Namespace, cfg: Config) -> int:
+    with GalleryService(cfg, readonly=True) as service:
+        report = service.check()
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    for f in report.flagged:
+        print(f.describe())
+    print(f"{report.people} people, {report.samples} samples: {len(report.flagged)} flagged"
+          + (f"; {report.unchecked} sample(s) without a vector were not compared (run facerec embed)"
+             if report.unchecked else ""))
     return 0
 
 
@@ -380,7 +414,8 @@ def _annotate(image: np.ndarray, faces: list[dict], out: Path) -> None:
 
 
 def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
-    files, missing = _expand(args.paths)
+    empty: list[str] = []
+    files, missing = _expand(args.paths, empty)
     with GalleryService(cfg, readonly=True) as service:
         samples, vectors = service.store.count(), service.store.count(service.key)
         if not samples:
@@ -401,6 +436,8 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
         ok = 0
         for m in missing:
             _err(f"skipped {m}: no such file or folder")
+        for d in empty:
+            _err(f"skipped {d}: no images found in the folder")
         for f in files:
             try:
                 image = read_image(f)
@@ -427,7 +464,10 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
                     stem, n = f"{f.stem}-{n}", n + 1
                 used.add(stem)
                 _annotate(image, faces, annotate_dir / f"{stem}.jpg")
-    return 0 if ok or not (files or missing) else 1
+    if not ok:
+        _err("nothing identified: " + ("no image could be read" if files else "no images found in "
+                                        + ", ".join(args.paths)))
+    return 0 if ok else 1
 
 
 def cmd_cluster(args: argparse.Namespace, cfg: Config) -> int:

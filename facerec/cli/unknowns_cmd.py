@@ -147,7 +147,7 @@ def cmd_name(args: argparse.Namespace, cfg: Config) -> int:
         print_json(r)
     else:
         verb = "enrolled as" if args.new else "merged into"
-        print(f"candidate {r['candidate']} {verb} {r['person']!r}: {r['added']} sample(s) from {r['sightings']} sighting(s)")
+        print(f"candidate {r['candidate']} {verb} {r['person']!r}: {r['summary']} (from {r['sightings']} sighting(s))")
     return 0
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from facerec.align import align
 from facerec.config import Config
 from facerec.errors import GalleryError, ImageReadError
+from facerec.gallery.check import CheckReport, CheckRules, Profile, Verdict, check_gallery, judge_new
 from facerec.gallery.quality import DEFAULT_MIN_SHARPNESS, blur_measure, face_size
 from facerec.gallery.search import GalleryIndex
 from facerec.gallery.backend import GalleryBackend, open_backend
@@ -63,6 +64,8 @@ class EnrollResult:
         sample: the new sample when added.
         quality: the measured quality (MagFace norm or sharpness), when a face was found.
         warnings: near-duplicates, a better match with another person, several faces.
+        check: the reason ``enroll check`` gives this photo (``outlier``, ``closer_to_other``,
+            ``not_a_face``; see :mod:`facerec.gallery.check`), ``None`` when it passes.
     """
 
     name: str
@@ -72,6 +75,7 @@ class EnrollResult:
     sample: SampleInfo | None = None
     quality: float | None = None
     warnings: list[str] = field(default_factory=list)
+    check: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -257,6 +261,7 @@ class GalleryService:
         self._index_state: tuple | None = None
         self._vectors: tuple | None = None
         self._vectors_state: tuple | None = None
+        self._profile: tuple[Any, Profile] | None = None
         self._cache_lock = threading.RLock()
 
     def close(self) -> None:
@@ -563,17 +568,21 @@ class GalleryService:
                 quality=quality, warnings=warnings,
             )
         similar = self._similarity_warnings(name, emb, label)
-        conflicts = [w for w in similar if "near-duplicate" not in w]
-        if refuse_conflicts and conflicts:
-            return EnrollResult(name, source_path, "failed", f"{conflicts[0]} not added (--force adds it anyway)",
-                                quality=quality, warnings=warnings)
+        verdict = self.judge(name, emb.vectors[0], float(det.score[0]))
+        if verdict.reason is not None:
+            conflict = f"{label}: {verdict.reason}: {verdict.message};"
+            if refuse_conflicts:
+                return EnrollResult(name, source_path, "failed", f"{conflict} not added (--force adds it anyway)",
+                                    quality=quality, warnings=warnings, check=verdict.reason)
+            warnings.append(conflict.rstrip(";"))
         warnings += similar
         stem = Path(source_path).stem if source_path else None
         sample = self.store.add_sample(name, faces.images[0], source_path=source_path, source_sha256=source_sha256,
                                        quality=quality, embeddings=emb, stem=stem)
         if audit:
             self.audit("samples.add", name, added=1, samples=[sample.id])
-        return EnrollResult(name, source_path, "added", sample=sample, quality=quality, warnings=warnings)
+        return EnrollResult(name, source_path, "added", sample=sample, quality=quality, warnings=warnings,
+                            check=verdict.reason)
 
     def _similarity_warnings(self, name: str, emb: Embeddings, label: str) -> list[str]:
         out: list[str] = []
@@ -584,16 +593,37 @@ class GalleryService:
         j = int(np.argmax(sims))
         if sims[j] >= self.cfg.gallery.duplicate_similarity:
             out.append(f"{label}: near-duplicate of sample {int(ids[j])} of {names[j]!r} (cosine {sims[j]:.3f})")
-        index = self.index()
-        per_person = dict(zip(index.people, index.similarities(emb)[0].tolist()))
-        own = per_person.pop(name, None)
-        if per_person:
-            other, best = max(per_person.items(), key=lambda kv: kv[1])
-            if own is not None and best > own:
-                out.append(f"{label}: matches {other!r} better ({best:.3f}) than {name!r} ({own:.3f}); wrong person?")
-            elif own is None and best >= self.threshold:
-                out.append(f"{label}: looks like the enrolled {other!r} ({best:.3f}); the same person under another name?")
         return out
+
+    @property
+    def check_rules(self) -> CheckRules:
+        """The thresholds of ``enroll check`` and of the enrollment gate for this gallery."""
+        return CheckRules.from_threshold(self.threshold, self.cfg.gallery.duplicate_similarity, self.quality_floor[0])
+
+    def profile(self) -> Profile:
+        """Per-person sums of the current embedder's vectors (cached per gallery version)."""
+        with self._cache_lock:
+            ids, names, vec, _ = self._sample_vectors()
+            if self._profile is None or self._profile[0] is not self._vectors:
+                self._profile = (self._vectors, Profile(names, vec))
+            return self._profile[1]
+
+    def judge(self, name: str, vector: np.ndarray, detector_score: float | None = None) -> Verdict:
+        """The ``enroll check`` rule for one photo about to become a sample of ``name``."""
+        return judge_new(self.profile(), validate_name(name), vector, self.check_rules, detector_score=detector_score)
+
+    def check(self) -> CheckReport:
+        """``facerec enroll check``: every suspicious sample of the gallery (see
+        :func:`facerec.gallery.check.check_gallery`)."""
+        g = self.cfg.gallery
+
+        def crop_score(sample_id: int) -> float:
+            crop = decode_image(self.store.crop_png(sample_id), f"sample {sample_id}")
+            det = self.detect(crop)
+            return float(det.score.max()) if len(det) else 0.0
+
+        return check_gallery(self.store, self.key, self.check_rules, index=g.index, index_min_size=g.index_min_size,
+                             crop_score=crop_score)
 
     def person_similarity(self, a: str, b: str) -> float | None:
         """Cosine between the mean unit vectors of two people for the current embedder;
@@ -690,12 +720,15 @@ class GalleryService:
         New crop files become samples, files whose content changed get their embeddings
         dropped (to be recomputed), and samples whose file is gone are reported in
         ``removed`` (and forgotten with ``prune``). Files that are not 112x112 aligned
-        crops or are unreadable are skipped with the reason.
+        crops, are unreadable, or fall under the enrollment sharpness floor (embedders
+        without a quality norm) are skipped with the reason.
         """
         t0 = time.perf_counter()
         report = BatchReport()
         root = self.data_dir / CROPS_DIR
         known = self.store.crop_hashes()
+        # crops have no feature norm until embedded: the sharpness floor applies where it is the measure
+        floor = self.quality_floor[0] if root.is_dir() and not self.embedder.quality_is_norm else None
         sources = self._align_manifest()
         seen: set[str] = set()
         new: list[tuple] = []
@@ -740,6 +773,10 @@ class GalleryService:
                                                     f"({img.shape[1]}x{img.shape[0]}; run facerec align on the photo)"))
                         continue
                     quality = blur_measure(img)
+                    if floor is not None and quality < floor:  # the enrollment floor, as for enroll add
+                        report.skipped.append((rel, f"quality too low: sharpness {quality:.1f} < {floor:.1f} "
+                                                    "(use a sharper, larger photo, or lower gallery.min_quality)"))
+                        continue
                     src = sources.get(f"{person}/{f.name}", {})
                     if rel in known:
                         self.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"),

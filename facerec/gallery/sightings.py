@@ -295,6 +295,26 @@ class SightingStore:
                          (sid, rank, float(q), jpeg))
         return sid
 
+    def update_sighting(self, sighting_id: int, last_seen: float, vector: np.ndarray,
+                        crops: list[tuple[bytes, float]]) -> bool:
+        """Bring a sighting of a track still in view up to date: its last time, vector and
+        best crops (replaced). Returns ``False`` when it no longer exists (named, dismissed
+        or pruned meanwhile): nothing is written then."""
+        if not crops:
+            raise GalleryError("a sighting needs at least one crop")
+        crops = sorted(crops, key=lambda c: -c[1])
+        with self._tx() as c:
+            n = c.run("UPDATE unknown_sightings SET last_seen = ?, vector = ?, quality = ?, bytes = ? WHERE id = ?",
+                      (float(last_seen), _vec_bytes(vector), float(crops[0][1]), sum(len(b) for b, _ in crops),
+                       int(sighting_id)))
+            if not n:
+                return False
+            c.run("DELETE FROM unknown_crops WHERE sighting_id = ?", (int(sighting_id),))
+            for rank, (jpeg, q) in enumerate(crops):
+                c.insert("INSERT INTO unknown_crops(sighting_id, rank, quality, jpeg) VALUES (?, ?, ?, ?)",
+                         (int(sighting_id), rank, float(q), jpeg))
+        return True
+
     def sightings(self, ids: list[int] | None = None, after: int = 0) -> list[Sighting]:
         """Kept sightings (all, the given ids, or those with id above ``after``), oldest first."""
         where, params = "WHERE s.id > ?", [int(after)]

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
 CROPS_DIR = "preprocessed"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Change-feed entries kept; a reader further behind reloads everything.
 FEED_KEEP = 10_000
 MAX_NAME_LENGTH = 100
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS people (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS samples (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     person_id   INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
     source_path TEXT,
     sha256      TEXT NOT NULL,
@@ -289,6 +289,7 @@ class GalleryStore:
         return conn
 
     def _init_schema(self) -> None:
+        self._migrate_sample_ids()
         with self._write() as c:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
@@ -301,8 +302,51 @@ class GalleryStore:
                 raise GalleryError(
                     f"{self.db_path} was written by a newer facerec (schema {row[0]} > {SCHEMA_VERSION}); upgrade facerec"
                 )
-            elif int(row[0]) < SCHEMA_VERSION:  # 1 -> 2: the change feed table (created above)
+            elif int(row[0]) < SCHEMA_VERSION:  # 1 -> 2: the change feed table (created above); 2 -> 3: ids
                 c.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+    def _migrate_sample_ids(self) -> None:
+        """Schema 3: sample ids are never reused (``AUTOINCREMENT``). A plain ``INTEGER PRIMARY
+        KEY`` hands the id of the last deleted sample to the next one, and the audit log then
+        names one id for two people. SQLite cannot change a key in place: the table is copied
+        into a new one in one transaction (foreign keys off meanwhile, as SQLite prescribes)."""
+        with self._lock:
+            row = self._conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='samples'").fetchone()
+            if row is None or "AUTOINCREMENT" in row[0].upper():
+                return
+            self._conn.execute("PRAGMA foreign_keys=OFF")
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                new_sql = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS samples"):]
+                new_sql = new_sql[:new_sql.index(";")].replace("IF NOT EXISTS samples", "samples_migrating")
+                cur.execute(new_sql)
+                cur.execute("INSERT INTO samples_migrating SELECT id, person_id, source_path, sha256, crop_path, "
+                            "crop_sha256, quality, added FROM samples")
+                cur.execute("DROP TABLE samples")
+                cur.execute("ALTER TABLE samples_migrating RENAME TO samples")
+                cur.execute("CREATE INDEX IF NOT EXISTS samples_person ON samples(person_id)")
+                cur.execute("CREATE INDEX IF NOT EXISTS samples_sha256 ON samples(sha256)")
+                bad = cur.execute("PRAGMA foreign_key_check").fetchall()
+                if bad:
+                    raise GalleryError(f"{self.db_path}: {len(bad)} broken references while upgrading; nothing changed")
+                cur.execute("COMMIT")
+            except BaseException as e:
+                self._roll_back(cur, e, f"cannot upgrade the gallery {self.db_path}")
+                raise
+            finally:
+                cur.close()
+                self._conn.execute("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _roll_back(cur: sqlite3.Cursor, e: BaseException, what: str) -> None:
+        """Undo a failed transaction; a database error becomes a :class:`GalleryError` saying ``what``."""
+        try:
+            cur.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if isinstance(e, sqlite3.DatabaseError):
+            raise GalleryError(f"{what}: {e}") from e
 
     @contextmanager
     def _write(self, bump: bool = False) -> Iterator[sqlite3.Cursor]:
@@ -327,12 +371,7 @@ class GalleryStore:
                         cur.execute("DELETE FROM changes WHERE version <= ?", (v - FEED_KEEP,))
                 cur.execute("COMMIT")
             except BaseException as e:
-                try:
-                    cur.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(e, sqlite3.DatabaseError):
-                    raise GalleryError(f"the gallery {self.db_path} refused the change: {e}") from e
+                self._roll_back(cur, e, f"the gallery {self.db_path} refused the change")
                 raise
             finally:
                 cur.close()

@@ -59,6 +59,8 @@ MAX_EVENTS = 500
 
 BOX_HELP = ("Which face to enroll, as its index in /api/identify's faces for the same photo "
             "(one photo only); default: the largest face.")
+FORCE_HELP = ("Add photos that enroll check would flag (closer to another person, an outlier of "
+              "this person's photos, probably not a face) anyway; default: they are skipped with the reason.")
 
 #: Most photos in one enrollment request.
 MAX_FILES = 20
@@ -280,19 +282,24 @@ class _Server:
     def identify(self, image: np.ndarray) -> list[dict]:
         return [_face_json(f, i) for i, f in enumerate(self.service.identify_image(image))]
 
-    def enroll(self, name: str, image: np.ndarray, source: str, sha256: str, face: int | None) -> dict:
+    def enroll(self, name: str, image: np.ndarray, source: str, sha256: str, face: int | None,
+               force: bool = False) -> dict:
         """Enroll one face of one photo (``face``: index in :meth:`identify`'s list, else
-        the service's own choice); returns ``{"file", "sample_id", "status", "reason", "warnings"}``."""
+        the service's own choice); a photo that ``enroll check`` would flag as belonging to
+        someone else is refused unless ``force`` (as ``enroll add``); returns ``{"file",
+        "sample_id", "status", "reason", "warnings", "check"}``."""
         if face is not None:
             image = self.isolate_face(image, face, source)
             sha256 = hashlib.sha256(f"{sha256}#face{face}".encode()).hexdigest()
-        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256, audit=False)
+        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256, audit=False,
+                                           refuse_conflicts=not force)
         return {
             "file": source,
             "sample_id": result.sample.id if result.sample is not None else None,
             "status": result.status,
             "reason": result.reason,
             "warnings": list(result.warnings),
+            "check": result.check,
         }
 
     def isolate_face(self, image: np.ndarray, face: int, source: str) -> np.ndarray:
@@ -417,10 +424,10 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
             raise HTTPException(422, f"{len(files)} photos in one request; send at most {MAX_FILES}")
         return [await read_image_upload(f, srv.max_bytes, srv.max_pixels) for f in files]
 
-    async def _enroll_many(name: str, images: list[ImageUpload], face: int | None) -> dict:
+    async def _enroll_many(name: str, images: list[ImageUpload], face: int | None, force: bool = False) -> dict:
         if face is not None and len(images) != 1:
             raise HTTPException(422, "`box` chooses a face of one photo; send exactly one file with it")
-        results = [await srv.model(srv.enroll, name, up.image, up.name, up.sha256, face) for up in images]
+        results = [await srv.model(srv.enroll, name, up.image, up.name, up.sha256, face, force) for up in images]
         added = [r for r in results if r["sample_id"] is not None]
         if not added:
             reasons = "; ".join(r["reason"] for r in results)
@@ -439,6 +446,7 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         name: Annotated[str, Form(description="The new person's name.")],
         files: Annotated[list[UploadFile], File(description="One or more photos of them.")],
         box: Annotated[int | None, Form(ge=0, description=BOX_HELP)] = None,
+        force: Annotated[bool, Form(description=FORCE_HELP)] = False,
     ) -> dict:
         """Enroll a new person from photos. A photo without a usable face is skipped and
         reported; when no photo gives a face, nothing is stored and the answer is 422."""
@@ -446,18 +454,19 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
         if await srv.io(srv.store.has_person, canon):
             raise HTTPException(409, f"{canon!r} is already enrolled: add samples to them instead")
         images = await _read_images(files)
-        return await _enroll_many(canon, images, box)
+        return await _enroll_many(canon, images, box, force)
 
     @api.post("/people/{name}/samples", tags=["gallery"], status_code=201)
     async def add_samples(
         name: str,
         files: Annotated[list[UploadFile], File(description="One or more photos.")],
         box: Annotated[int | None, Form(ge=0, description=BOX_HELP)] = None,
+        force: Annotated[bool, Form(description=FORCE_HELP)] = False,
     ) -> dict:
         """Add photos of an enrolled person."""
         canon = await srv.io(srv.require_person, name)
         images = await _read_images(files)
-        return await _enroll_many(canon, images, box)
+        return await _enroll_many(canon, images, box, force)
 
     @api.patch("/people/{name}", tags=["gallery"])
     async def rename_person(name: str, body: RenameBody) -> dict:
@@ -615,6 +624,9 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
     from facerec.serve.unknowns_routes import add_unknowns_routes
 
     app.state.unknowns = add_unknowns_routes(api, srv)
+    from facerec.serve.check_routes import add_check_routes
+
+    add_check_routes(api, srv)
     app.include_router(api)
 
     # The DeepStack and CompreFace APIs for the clients people already run.

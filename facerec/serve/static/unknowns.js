@@ -18,7 +18,8 @@ async function unknownCropUrl(id, url) {
 }
 
 async function loadUnknowns() {
-  const data = await guarded("Loading unknown people", () => api("/api/unknowns"));
+  const all = $("unknowns-all") && $("unknowns-all").checked;
+  const data = await guarded("Loading unknown people", () => api(`/api/unknowns${all ? "?all=true" : ""}`));
   if (!data) return;
   // the "add to person" lists need the enrolled people, which may not be loaded yet
   const people = await guarded("Loading people", () => api("/api/people"));
@@ -58,7 +59,7 @@ function unknownCard(c, names) {
     if (!name) return;
     const ok = await guarded("Naming", () => api(`/api/unknowns/${c.id}/name`, { method: "POST", json: { name } }));
     if (ok) {
-      say(`Enrolled ${ok.person} with ${ok.added} sample${ok.added === 1 ? "" : "s"}.`);
+      say(`Enrolled ${ok.person}: ${ok.summary}.`);
       await loadUnknowns();
       await loadPeople();
     }
@@ -67,6 +68,11 @@ function unknownCard(c, names) {
   const select = el("select", { required: true });
   select.dataset.testid = "unknown-merge-select";
   select.setAttribute("aria-label", `Enrolled person to add unknown #${c.id} to`);
+  // nobody preselected: one click must not merge a stranger into whoever sorts first
+  const pick = el("option", { value: "", text: "Choose a person…" });
+  pick.disabled = true;
+  pick.selected = true;
+  select.append(pick);
   for (const name of names) select.append(el("option", { value: name, text: name }));
   const mergeButton = el("button", { type: "submit", className: "secondary", text: "Add to person" });
   mergeButton.dataset.testid = "unknown-merge";
@@ -78,7 +84,7 @@ function unknownCard(c, names) {
     if (!into) return;
     const ok = await guarded("Merging", () => api(`/api/unknowns/${c.id}/merge`, { method: "POST", json: { into } }));
     if (ok) {
-      say(`Added ${ok.added} sample${ok.added === 1 ? "" : "s"} to ${ok.person}.`);
+      say(`Added to ${ok.person}: ${ok.summary}.`);
       await loadUnknowns();
       await loadPeople();
     }
@@ -104,6 +110,7 @@ function unknownCard(c, names) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("refresh-unknowns").addEventListener("click", loadUnknowns);
+  $("unknowns-all").addEventListener("change", loadUnknowns);
   // load once the page is connected (app.js un-hides main after the token is accepted)
   const main = $("main");
   new MutationObserver(() => { if (!main.hidden) loadUnknowns(); })
