@@ -1,0 +1,180 @@
+"""``facerec embed`` and ``facerec identify`` with ``--executor ray`` on a real two-node Ray
+cluster (1 CPU each, started here in a private network namespace, see ray_cluster.py),
+compared with local runs of the same commands on the same real crops and photos."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from ray_cluster import ADDRESS, RayCluster
+
+from facerec.gallery.store import GalleryStore
+from facerec.types import EmbedderKey
+
+MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--threads", "1"]
+RAY = ["--executor", "ray", "--ray-address", ADDRESS]
+FACEREC = [sys.executable, "-m", "facerec"]
+
+
+def facerec(*argv: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([*FACEREC, *argv], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def summary(out: str, data_dir: Path) -> list[str]:
+    """The embed summary without its timings and folder."""
+    out = out.replace(str(data_dir), "DATA")
+    out = re.sub(r"\(\d+\.\d s\)", "(T)", out)
+    return re.sub(r"in \d+\.\d s \(\d+\.\d faces/s\)", "in T", out).splitlines()
+
+
+def onnx_key(out: str) -> EmbedderKey:
+    return EmbedderKey.parse(re.search(r"with (mobilefacenet@\w+)", out).group(1))
+
+
+def vectors_by_crop(data_dir: Path, key: EmbedderKey) -> dict[str, np.ndarray]:
+    with GalleryStore(data_dir, readonly=True) as store:
+        ids, _, vec, _ = store.vectors(key)
+        path = {s.id: "/".join(Path(s.crop_path).parts[-2:]) for s in store.samples()}
+    return {path[int(i)]: v for i, v in zip(ids, vec)}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = RayCluster(workers=1, cpus=1).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, data_dir: Path) -> Path:
+    """55 real photos of 5 people aligned and embedded locally with the default engine."""
+    g = tmp_path_factory.mktemp("ray") / "gallery"
+    shutil.copytree(data_dir / "identities" / "dlib_johns", g / "raw")
+    facerec("align", *MODELS, "--data-dir", str(g), "--no-progress")
+    facerec("embed", *MODELS, "--data-dir", str(g), "--no-progress")
+    return g
+
+
+@pytest.fixture(scope="module")
+def local_onnx(gallery: Path) -> tuple[Path, str]:
+    """A copy of the gallery re-embedded here for the ONNX export (another vector space)."""
+    d = gallery.parent / "local"
+    shutil.copytree(gallery, d)
+    return d, facerec("embed", *MODELS, "--engine", "onnx", "--data-dir", str(d), "--no-progress").stdout
+
+
+def test_embed_on_cluster_equals_local(cluster: RayCluster, gallery: Path, local_onnx: tuple[Path, str]) -> None:
+    local_dir, local_out = local_onnx
+    d = gallery.parent / "on-ray"
+    shutil.copytree(gallery, d)
+    r = cluster.run(*FACEREC, "embed", *MODELS, "--engine", "onnx", "--data-dir", str(d), "--no-progress",
+                    *RAY, "--batch-size", "8", "-v")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert summary(r.stdout, d) == summary(local_out, local_dir)
+    assert "embedded 55 face(s)" in r.stdout
+    key = onnx_key(r.stdout)
+    here, there = vectors_by_crop(local_dir, key), vectors_by_crop(d, key)
+    assert len(here) == len(there) == 55 and here.keys() == there.keys()
+    assert min(float(here[k] @ there[k]) for k in here) >= 0.999
+    # one actor on each node, each loading the embedder once
+    nodes = set(re.findall(r"actor on node (\w+)", r.stderr))
+    assert len(nodes) == 2, r.stderr
+    assert "ray: 2 actor(s) on 2 node(s)" in r.stderr
+    for name in ("head", "worker0"):
+        assert len(re.findall(r"facerec worker on node .* loaded in", cluster.worker_logs(name))) == 1, name
+
+    again = cluster.run(*FACEREC, "embed", *MODELS, "--engine", "onnx", "--data-dir", str(d), "--no-progress", *RAY)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "embedded 0 face(s)" in again.stdout and "55 unchanged" in again.stdout
+    assert "actor(s)" not in again.stderr  # nothing to do: no actor started
+    with GalleryStore(d, readonly=True) as store:
+        assert store.integrity_check() == [] and store.count(key) == 55
+
+
+def test_identify_on_cluster_equals_local(cluster: RayCluster, gallery: Path, data_dir: Path,
+                                          tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-photo.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    photos = [str(data_dir / "identities" / "face_recognition_examples" / "obama"), str(bad),
+              str(data_dir / "identities" / "face_recognition_examples" / "_multi"), str(tmp_path / "missing.jpg"),
+              *map(str, sorted((data_dir / "identities" / "dlib_johns" / "John_Simm").iterdir())[:3])]
+    args = ["identify", *MODELS, "--data-dir", str(gallery), "--json", *photos]
+    local = subprocess.run([*FACEREC, *args], capture_output=True, text=True, timeout=600)
+    remote = cluster.run(*FACEREC, *args, *RAY, "--batch-size", "2", "--no-progress")
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    here = [json.loads(line) for line in local.stdout.splitlines()]
+    there = [json.loads(line) for line in remote.stdout.splitlines()]
+    assert len(here) == len(there) >= 15
+    assert [x["image"] for x in here] == [x["image"] for x in there]
+    assert [x.get("error") for x in here] == [x.get("error") for x in there]
+    assert sum("error" in x for x in there) == 1
+    for a, b in zip(here, there):
+        assert [f["name"] for f in a["faces"]] == [f["name"] for f in b["faces"]], a["image"]
+        for fa, fb in zip(a["faces"], b["faces"]):
+            assert np.allclose(fa["box"], fb["box"], atol=0.5) and abs(fa["similarity"] - fb["similarity"]) < 1e-3
+    assert sum(len(x["faces"]) for x in there) >= 15 and any(f["name"] for x in there for f in x["faces"])
+    assert "skipped" in remote.stderr and "missing.jpg" in remote.stderr
+
+
+def _add_variants(d: Path) -> int:
+    """Four altered copies (mirrored, lighter, darker, shifted) of every crop: more work."""
+    n = 0
+    for f in sorted((d / "preprocessed").glob("*/*.png")):
+        img = cv2.imread(str(f))
+        for k, v in enumerate((img[:, ::-1], cv2.add(img, 12), cv2.subtract(img, 12), np.roll(img, 2, axis=1))):
+            cv2.imwrite(str(f.with_name(f"{f.stem}_v{k}.png")), v)
+            n += 1
+    return n
+
+
+def test_worker_node_lost_mid_job(cluster: RayCluster, gallery: Path, local_onnx: tuple[Path, str]) -> None:
+    """The worker node dies half way: the job finishes on the head, or stops with a
+    message; either way every stored vector is whole and a rerun completes the gallery."""
+    d = gallery.parent / "lost-node"
+    shutil.copytree(gallery, d)
+    total = 55 + _add_variants(d)
+    cmd = [*FACEREC, "embed", *MODELS, "--engine", "onnx", "--data-dir", str(d), "--no-progress", *RAY,
+           "--batch-size", "1"]
+    key = onnx_key(local_onnx[1])
+    proc = cluster.popen(*cmd)
+    written = 0
+    t0 = time.monotonic()
+    while written < 10 and proc.poll() is None and time.monotonic() - t0 < 300:
+        time.sleep(0.05)
+        try:
+            with GalleryStore(d, readonly=True) as store:
+                written = store.count(key)
+        except Exception:  # noqa: BLE001 - the driver may be creating the file's tables
+            continue
+    assert proc.poll() is None and 10 <= written < total, "the job ended before the node could be killed"
+    cluster.kill("worker0")
+    out, err = proc.communicate(timeout=300)
+    assert "lost a Ray actor" in err, err
+    if proc.returncode == 0:
+        assert f"embedded {total} face(s)" in out
+    else:
+        assert proc.returncode == 2 and "rerun to do the rest" in err and "Traceback" not in err, err
+    with GalleryStore(d, readonly=True) as store:
+        assert store.integrity_check() == []
+        partial = store.count(key)
+    assert written <= partial <= total
+    rerun = cluster.run(*cmd)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"embedded {total - partial} face(s)" in rerun.stdout
+    got, ref = vectors_by_crop(d, key), vectors_by_crop(local_onnx[0], key)
+    assert len(got) == total
+    assert min(float(got[k] @ ref[k]) for k in ref) >= 0.999
+    assert np.allclose(np.linalg.norm(np.stack(list(got.values())), axis=1), 1, atol=1e-4)
