@@ -28,6 +28,18 @@ HEAD_PORT = 26379
 ADDRESS = f"127.0.0.1:{HEAD_PORT}"
 
 
+#: Runs in the new namespace: bring ``lo`` up (``ip link set lo up`` without needing
+#: iproute2), say so, then hold the namespace open until killed.
+_LOOPBACK_UP = """
+import fcntl, signal, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]  # SIOCGIFFLAGS
+fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))  # SIOCSIFFLAGS, IFF_UP
+print("up", flush=True)
+signal.pause()
+"""
+
+
 def _session_pids(sid: int) -> list[int]:
     """Processes whose session id is ``sid`` (what a node started with setsid left)."""
     out = []
@@ -76,13 +88,10 @@ class RayCluster:
         return ["nsenter", "-t", str(self.holder.pid), "-n"]
 
     def start(self) -> RayCluster:
-        self.holder = subprocess.Popen(["unshare", "-n", "sh", "-c", "ip link set lo up && exec sleep infinity"])
-        t0 = time.monotonic()
-        while subprocess.run([*self.ns(), "ip", "-o", "link", "show", "lo"], capture_output=True,
-                             text=True).stdout.find("UP") < 0:
-            if self.holder.poll() is not None or time.monotonic() - t0 > 10:
-                raise RuntimeError("could not make a private network namespace (unshare -n needs root)")
-            time.sleep(0.05)
+        self.holder = subprocess.Popen(["unshare", "-n", sys.executable, "-c", _LOOPBACK_UP], stdout=subprocess.PIPE,
+                                       text=True)
+        if self.holder.stdout is None or self.holder.stdout.readline().strip() != "up":
+            raise RuntimeError("could not make a private network namespace (unshare -n needs root)")
         self._node("head", ["--head", "--port", str(HEAD_PORT), "--include-dashboard=false"])
         for i in range(self.workers):  # after the head is up: a worker started before retries forever
             self._node(f"worker{i}", ["--address", ADDRESS])

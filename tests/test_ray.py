@@ -178,3 +178,23 @@ def test_worker_node_lost_mid_job(cluster: RayCluster, gallery: Path, local_onnx
     assert len(got) == total
     assert min(float(got[k] @ ref[k]) for k in ref) >= 0.999
     assert np.allclose(np.linalg.norm(np.stack(list(got.values())), axis=1), 1, atol=1e-4)
+
+
+def test_ray_executor_needs_a_reachable_address(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No address, or nothing listening there: one message, exit 2, nothing changed."""
+    import socket
+
+    from facerec.cli import run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    d = ["--data-dir", str(tmp_path / "g")]
+    assert run(["embed", *d, "--no-progress", "--executor", "ray"]) == 2
+    assert "needs --ray-address HOST:PORT" in capsys.readouterr().err
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert run(["embed", *d, "--no-progress", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert run(["embed", *d, "--no-progress", "--executor", "ray", "--actors", "0"]) == 2
+    assert "--actors must be at least 1" in capsys.readouterr().err

@@ -167,6 +167,19 @@ def _cause(err: BaseException) -> str:
     return str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
 
 
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail at once when nothing listens at ``HOST:PORT`` (``ray.init`` would wait for
+    minutes); other address forms (``ray://``, ``auto``) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise FacerecError(f"cannot reach the Ray cluster at {address}: {e.strerror or e} (start its head with "
+                           "`ray start --head --port PORT` and pass that host and port; see the README)") from None
+
+
 class RayExecutor:
     """A connection to a Ray cluster that runs ``embed`` and ``identify`` batches.
 
@@ -189,6 +202,7 @@ class RayExecutor:
         self.infos: list[ActorInfo] = []
 
     def __enter__(self) -> RayExecutor:
+        _check_reachable(self.address)
         # the core worker's own log lines (a missing default route, ...) are not the user's business
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         try:
@@ -331,7 +345,19 @@ class RayExecutor:
         if first is None:  # nothing to embed: no actor is started
             return
         actors = self.start(detector=False)
-        yield from self._run(actors, "embed", itertools.chain([first], batches), ordered=False)
+        t0, n = time.perf_counter(), 0
+        results: Iterator[EmbeddedBatch] = self._run(actors, "embed", itertools.chain([first], batches), ordered=False)
+        for result in results:
+            n += result.count
+            yield result
+        self._rate("crop", n, time.perf_counter() - t0, len(actors))
+
+    @staticmethod
+    def _rate(what: str, n: int, seconds: float, actors: int) -> None:
+        """One line with the steady throughput (after the model loads), for sizing a cluster."""
+        per = 1000 * seconds * actors / n if n else 0.0
+        print(f"ray: {n} {what}(s) in {seconds:.1f} s once the actors were ready, {per:.1f} ms per {what} "
+              f"per actor", file=sys.stderr)
 
     def identify(self, service: GalleryService, files: list[Path], batch_size: int, *,
                  keep_images: bool = False) -> Iterator[Identified]:
@@ -355,7 +381,7 @@ class RayExecutor:
                 yield chunk
 
         bar = _progress(total=len(files), desc="identify", enabled=self.progress, unit="photo")
-        n = 0
+        n, t0 = 0, time.perf_counter()
         try:
             results: Iterator[list[PhotoFaces]] = self._run(actors, "identify", batches(), ordered=True)
             for batch in results:
@@ -370,4 +396,5 @@ class RayExecutor:
                     yield Identified(f, image, service.describe_faces(r.detections, r.embeddings))
         finally:
             bar.close()
+        self._rate("photo", n, time.perf_counter() - t0, len(actors))
 
