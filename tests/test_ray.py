@@ -129,6 +129,46 @@ def test_identify_on_cluster_equals_local(cluster: RayCluster, gallery: Path, da
     assert "skipped" in remote.stderr and "missing.jpg" in remote.stderr
 
 
+_PG_VECTORS = """
+import json, sys
+from facerec.gallery.postgres import PostgresGallery
+from facerec.types import EmbedderKey
+with PostgresGallery(sys.argv[1], readonly=True) as g:
+    ids, names, vec, _ = g.vectors(EmbedderKey.parse(sys.argv[2]))
+    print(json.dumps({"names": list(names), "vectors": vec.tolist(), "problems": g.integrity_check()}))
+"""
+
+
+def test_embed_on_cluster_postgres(cluster: RayCluster, gallery: Path, local_onnx: tuple[Path, str],
+                                   tmp_path: Path) -> None:
+    """A PostgreSQL gallery: the driver reads the crops from the database and sends them;
+    the workers never connect to it."""
+    from pg_server import PgServer
+
+    server = PgServer()
+    server._run_as = [*cluster.ns(), *server._run_as]  # the server lives in the cluster's namespace
+    server.init().start()
+    try:
+        dsn = server.dsn()
+        cfg = tmp_path / "pg.yaml"
+        cfg.write_text(f"gallery:\n  backend: postgres\n  dsn: {dsn}\n")
+        r = cluster.run(*FACEREC, "db", "copy", "--config", str(cfg), "--from", str(gallery), "--to", dsn)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = cluster.run(*FACEREC, "embed", *MODELS, "--config", str(cfg), "--engine", "onnx", "--no-progress", *RAY)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "embedded 55 face(s)" in r.stdout and "55 vectors for mobilefacenet@" in r.stdout
+        key = onnx_key(r.stdout)
+        out = cluster.run(sys.executable, "-c", _PG_VECTORS, dsn, str(key))
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert got["problems"] == [] and len(got["vectors"]) == 55
+        ref = vectors_by_crop(local_onnx[0], key)
+        for name, v in zip(got["names"], np.asarray(got["vectors"], np.float32)):
+            assert max(float(v @ w) for k, w in ref.items() if k.startswith(f"{name}/")) >= 0.999, name
+    finally:
+        server.cleanup()
+
+
 def _add_variants(d: Path) -> int:
     """Four altered copies (mirrored, lighter, darker, shifted) of every crop: more work."""
     n = 0
@@ -140,7 +180,8 @@ def _add_variants(d: Path) -> int:
     return n
 
 
-def test_worker_node_lost_mid_job(cluster: RayCluster, gallery: Path, local_onnx: tuple[Path, str]) -> None:
+def test_worker_node_lost_mid_job(cluster: RayCluster, gallery: Path, local_onnx: tuple[Path, str],
+                                  progress) -> None:
     """The worker node dies half way: the job finishes on the head, or stops with a
     message; either way every stored vector is whole and a rerun completes the gallery."""
     d = gallery.parent / "lost-node"
@@ -162,6 +203,8 @@ def test_worker_node_lost_mid_job(cluster: RayCluster, gallery: Path, local_onnx
     assert proc.poll() is None and 10 <= written < total, "the job ended before the node could be killed"
     cluster.kill("worker0")
     out, err = proc.communicate(timeout=300)
+    progress(f"worker node killed after {written} of {total} vectors; the job "
+             + ("finished on the head" if proc.returncode == 0 else f"stopped: {err.strip().splitlines()[-1]}"))
     assert "lost a Ray actor" in err, err
     if proc.returncode == 0:
         assert f"embedded {total} face(s)" in out
