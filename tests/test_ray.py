@@ -243,3 +243,13 @@ def test_ray_executor_needs_a_reachable_address(tmp_path: Path, monkeypatch, cap
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
     assert run(["embed", *d, "--no-progress", "--executor", "ray", "--actors", "0"]) == 2
     assert "--actors must be at least 1" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as in an install without the extra
+    assert run(["embed", *d, "--no-progress", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 2
+    assert "needs Ray, which is not installed: pip install 'facerec[ray]'" in capsys.readouterr().err
+
+
+def test_local_commands_never_import_ray() -> None:
+    code = ("import sys; from facerec.cli import build_parser; build_parser(); import facerec.distributed; "
+            "print('ray' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stderr
