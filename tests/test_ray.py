@@ -113,7 +113,7 @@ def test_identify_on_cluster_equals_local(cluster: RayCluster, gallery: Path, da
               *map(str, sorted((data_dir / "identities" / "dlib_johns" / "John_Simm").iterdir())[:3])]
     args = ["identify", *MODELS, "--data-dir", str(gallery), "--json", *photos]
     local = subprocess.run([*FACEREC, *args], capture_output=True, text=True, timeout=600)
-    remote = cluster.run(*FACEREC, *args, *RAY, "--batch-size", "2", "--no-progress", "--annotate",
+    remote = cluster.run(*FACEREC, *args, *RAY, "--batch-size", "2", "--actors", "3", "--no-progress", "--annotate",
                          str(tmp_path / "annotated"))
     assert remote.returncode == local.returncode == 0, remote.stderr
     here = [json.loads(line) for line in local.stdout.splitlines()]
@@ -128,6 +128,7 @@ def test_identify_on_cluster_equals_local(cluster: RayCluster, gallery: Path, da
             assert np.allclose(fa["box"], fb["box"], atol=0.5) and abs(fa["similarity"] - fb["similarity"]) < 1e-3
     assert sum(len(x["faces"]) for x in there) >= 15 and any(f["name"] for x in there for f in x["faces"])
     assert "skipped" in remote.stderr and "missing.jpg" in remote.stderr
+    assert "room for 2 actor(s) of 1 CPU(s); starting 2, not 3" in remote.stderr
     assert len(list((tmp_path / "annotated").glob("*.jpg"))) == len(there) - 1  # all but the bad file
 
 

@@ -242,10 +242,15 @@ class RayExecutor:
         ray = self.ray
         cpus = self.cpus_per_actor
         total = int(ray.cluster_resources().get("CPU", 0))
-        n = self.actors or max(1, total // cpus)
+        fit = max(1, total // cpus)
+        n = self.actors or fit
+        if n > fit:  # the rest would wait for CPUs until START_TIMEOUT_S
+            print(f"warning: the cluster has {total} CPU(s), room for {fit} actor(s) of {cpus} CPU(s); "
+                  f"starting {fit}, not {n}", file=sys.stderr)
+            n = fit
         remote = ray.remote(num_cpus=cpus, max_restarts=0, max_task_retries=0)(FaceWorker)
-        handles = [remote.options(scheduling_strategy="SPREAD").remote(self._worker_config(), detector)
-                   for _ in range(n)]
+        data = self._worker_config()
+        handles = [remote.options(scheduling_strategy="SPREAD").remote(data, detector) for _ in range(n)]
         t0 = time.perf_counter()
         refs = [h.info.remote() for h in handles]
         ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
