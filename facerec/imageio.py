@@ -88,13 +88,22 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Raises:
         ImageReadError: missing, unreadable or undecodable file.
     """
+    return decode_image(read_image_bytes(path), str(Path(path)), max_pixels)
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, undecoded (decoded elsewhere, e.g. on a cluster worker,
+    with :func:`decode_image` and ``str(Path(path))`` as the name).
+
+    Raises:
+        ImageReadError: missing or unreadable file, or a directory.
+    """
     p = Path(path)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except IsADirectoryError:
         raise ImageReadError(f"{p}: is a directory, not an image") from None
     except FileNotFoundError:
         raise ImageReadError(f"{p}: no such file") from None
     except OSError as e:
         raise ImageReadError(f"{p}: cannot be read ({e.strerror or e})") from None
-    return decode_image(data, str(p), max_pixels)

@@ -17,10 +17,11 @@ import numpy as np
 
 from facerec.cli.common import print_json
 from facerec.config import Config
-from facerec.errors import FacerecError, ImageReadError
+from facerec.distributed import add_executor_options, identify_photos, open_executor
+from facerec.errors import FacerecError
 from facerec.gallery.service import BatchReport, GalleryService, align_dataset
 from facerec.gallery.store import CROPS_DIR, write_atomic
-from facerec.imageio import list_images, read_image
+from facerec.imageio import list_images
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--details", action="store_true", help="list every file in the summary")
     p.add_argument("--export-feat-list", metavar="OUT", help="afterwards, write the vectors in the seed's feature-list format")
     p.add_argument("--import-feat-list", metavar="IN", help="attach vectors from a seed feature list instead of embedding")
+    add_executor_options(p, batch_size=False)
     p.set_defaults(func=cmd_embed)
 
     enroll = sub.add_parser("enroll", help="add, list, rename, merge, move, delete people; export/import the gallery",
@@ -132,6 +134,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("paths", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.add_argument("--annotate", metavar="OUTDIR", help="write copies of the images with boxes and names")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (--executor ray)")
+    add_executor_options(p, batch_size=True)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("cluster", parents=[common], help="group the faces of unlabelled photos by identity",
@@ -234,7 +238,9 @@ def cmd_embed(args: argparse.Namespace, cfg: Config) -> int:
         n = service.import_feat_list(args.import_feat_list)
         print(f"imported {n} vectors for {service.key} from {args.import_feat_list}")
         return 0 if n else 1
-    sync, report = service.embed(prune=args.prune, progress=not args.no_progress, batch_size=args.batch_size)
+    with open_executor(args, cfg) as executor:
+        sync, report = service.embed(prune=args.prune, progress=not args.no_progress, batch_size=args.batch_size,
+                                     run=executor.embed if executor else None)
     print(sync.summary(f"crops in {service.data_dir / CROPS_DIR}", args.details))
     if sync.removed and not args.prune:
         print(f"{len(sync.removed)} sample(s) lost their crop file; they stay in the gallery "
@@ -416,7 +422,7 @@ def _annotate(image: np.ndarray, faces: list[dict], out: Path) -> None:
 def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     empty: list[str] = []
     files, missing = _expand(args.paths, empty)
-    with GalleryService(cfg, readonly=True) as service:
+    with GalleryService(cfg, readonly=True) as service, open_executor(args, cfg) as executor:
         samples, vectors = service.store.count(), service.store.count(service.key)
         if not samples:
             raise FacerecError(f"the gallery at {service.data_dir} has nobody enrolled: every face would be "
@@ -438,16 +444,14 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
             _err(f"skipped {m}: no such file or folder")
         for d in empty:
             _err(f"skipped {d}: no images found in the folder")
-        for f in files:
-            try:
-                image = read_image(f)
-            except ImageReadError as e:
+        for f, image, faces, error in identify_photos(service, files, executor, batch_size=args.batch_size,
+                                                      keep_images=annotate_dir is not None):
+            if error is not None:
                 if args.json:
-                    print_json({"image": str(f), "error": str(e), "faces": []})
+                    print_json({"image": str(f), "error": error, "faces": []})
                 else:
-                    _err(f"skipped {e}")
+                    _err(f"skipped {error}")
                 continue
-            faces = service.identify_image(image)
             ok += 1
             if args.json:
                 print_json({"image": str(f), "faces": faces})
@@ -457,7 +461,7 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
                     box = ",".join(f"{v:.0f}" for v in face["box"])
                     top = ", ".join(f"{n} {s:.3f}" for n, s in face["top"][:3])
                     print(f"  [{box}]  {face['name'] or 'unknown':<24} {face['similarity']:.3f}   top: {top or '-'}")
-            if annotate_dir:
+            if annotate_dir and image is not None:
                 stem = f.stem
                 n = 1
                 while stem in used:

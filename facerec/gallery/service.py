@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ from facerec.gallery.search import GalleryIndex
 from facerec.gallery.backend import GalleryBackend, open_backend
 from facerec.gallery.store import CROPS_DIR, GalleryStore, SampleInfo, validate_name, write_atomic
 from facerec.imageio import IMAGE_SUFFIXES, decode_image, list_images, read_image
-from facerec.types import ALIGNED_SIZE, Detections, EmbedderKey, Embeddings
+from facerec.types import ALIGNED_SIZE, AlignedFaces, Detections, EmbedderKey, Embeddings
 
 if TYPE_CHECKING:
     from face_embedding import Embedder
@@ -221,6 +221,89 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- work shared by every executor
+
+
+@dataclass
+class CropItem:
+    """One stored aligned crop to embed, as it travels to whoever embeds it.
+
+    Attributes:
+        sample_id: the sample the vector belongs to.
+        crop_path: its name in reports (``preprocessed/<Person>/<file>``).
+        png: the crop's encoded bytes; ``None`` when it could not be read.
+        error: why it could not be read.
+    """
+
+    sample_id: int
+    crop_path: str
+    png: bytes | None
+    error: str = ""
+
+
+@dataclass
+class EmbeddedBatch:
+    """The vectors of one batch of :class:`CropItem`, ready to be written.
+
+    Attributes:
+        ids: samples that got a vector, in the order of ``embeddings`` rows.
+        embeddings: their vectors (``None`` when none of the batch could be embedded).
+        failed: ``(crop path, reason)`` of crops that could not be decoded or were not
+            112x112.
+        count: crops in the batch (progress).
+        host: where it was computed (messages).
+    """
+
+    ids: list[int]
+    embeddings: Embeddings | None
+    failed: list[tuple[str, str]]
+    count: int
+    host: str = ""
+
+
+#: Computes the vectors of crop batches, yielding one result per batch in any order.
+EmbedRunner = Callable[[Iterator[list[CropItem]]], Iterator[EmbeddedBatch]]
+
+
+def embed_crops(embed: Callable[[np.ndarray], Embeddings], items: list[CropItem], host: str = "") -> EmbeddedBatch:
+    """Decode and embed one batch of crops (here, or on a worker of a cluster).
+
+    Args:
+        embed: aligned ``(n, 112, 112, 3)`` uint8 BGR crops -> their vectors.
+        items: the batch; unreadable, undecodable or wrongly sized crops are reported in
+            ``failed``, the rest embedded in one call.
+    """
+    ids: list[int] = []
+    crops: list[np.ndarray] = []
+    failed: list[tuple[str, str]] = []
+    for it in items:
+        if it.png is None:
+            failed.append((it.crop_path, it.error))
+            continue
+        try:
+            img = decode_image(it.png, it.crop_path)
+        except ImageReadError as e:
+            failed.append((it.crop_path, _strip_name(str(e), it.crop_path)))
+            continue
+        if img.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+            failed.append((it.crop_path, f"not a {ALIGNED_SIZE}x{ALIGNED_SIZE} crop ({img.shape[1]}x{img.shape[0]})"))
+            continue
+        ids.append(it.sample_id)
+        crops.append(img)
+    emb = embed(np.stack(crops)) if crops else None
+    return EmbeddedBatch(ids, emb, failed, len(items), host)
+
+
+def faces_of(detector: Detector, embed: Callable[[AlignedFaces], Embeddings], image: np.ndarray,
+             pad: float = 0.0) -> tuple[Detections, Embeddings | None]:
+    """Detect, align and embed every face of one BGR image (``None``: no face); the
+    first half of :meth:`GalleryService.identify_image`, which a cluster worker runs."""
+    det = detect_faces(detector, image, pad)
+    if not len(det):
+        return det, None
+    return det, embed(align(image, det.landmarks))
 
 
 # ---------------------------------------------------------------------------- the service
@@ -502,10 +585,14 @@ class GalleryService:
             ``name`` (``None`` = unknown), ``similarity`` of the best candidate and ``top``
             ``[[name, similarity], ...]`` best first regardless of the threshold.
         """
-        det = self.detect(image)
-        if not len(det):
+        det, emb = faces_of(self.detector, self.embed_faces, image, self.cfg.gallery.pad_retry)
+        return self.describe_faces(det, emb)
+
+    def describe_faces(self, det: Detections, emb: Embeddings | None) -> list[dict]:
+        """The faces of one image matched against the gallery, as :meth:`identify_image`
+        returns them (``det`` and ``emb`` may come from another process or host)."""
+        if not len(det) or emb is None:
             return []
-        emb = self.embed_faces(align(image, det.landmarks))
         matches = self.search(emb)
         return [
             {
@@ -698,16 +785,17 @@ class GalleryService:
             return {}
         return {e["output"]: e for e in files.values() if isinstance(e, dict) and e.get("output")}
 
-    def embed(self, prune: bool = False, progress: bool = True,
-              batch_size: int | None = None) -> tuple[BatchReport, BatchReport]:
-        """``facerec embed``: :meth:`sync_preprocessed` then :meth:`embed_all`, logged as
-        one audit entry (``gallery.embed``) when either changed anything.
+    def embed(self, prune: bool = False, progress: bool = True, batch_size: int | None = None,
+              run: EmbedRunner | None = None) -> tuple[BatchReport, BatchReport]:
+        """``facerec embed``: :meth:`sync_preprocessed` then :meth:`embed_all` (``run``:
+        where the vectors are computed), logged as one audit entry (``gallery.embed``) when
+        either changed anything.
 
         Returns:
             ``(sync report, embed report)``.
         """
         sync = self.sync_preprocessed(prune=prune, progress=progress)
-        report = self.embed_all(progress=progress, batch_size=batch_size)
+        report = self.embed_all(progress=progress, batch_size=batch_size, run=run)
         forgotten = len(sync.removed) if prune else 0
         if sync.done or forgotten or report.done:
             self.audit("gallery.embed", "*", samples_added=len(sync.done), samples_forgotten=forgotten,
@@ -793,12 +881,22 @@ class GalleryService:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def embed_all(self, progress: bool = True, batch_size: int | None = None) -> BatchReport:
+    def embed_all(self, progress: bool = True, batch_size: int | None = None,
+                  run: EmbedRunner | None = None) -> BatchReport:
         """Embed every sample that has no vector for the current embedder yet.
 
         Batches of ``batch_size`` (default ``recognition.batch_size``) are committed one
         by one, so an interrupted run loses at most one batch and a rerun continues where
         it stopped. Other embedders' vectors are left alone.
+
+        Args:
+            run: computes the vectors of the crop batches, in any order (e.g. on a Ray
+                cluster, :mod:`facerec.distributed`); default: here, batch by batch.
+                Which samples need vectors and how results are written stay here.
+
+        Raises:
+            GalleryError: a batch came back embedded with another embedder (the weights
+                on a worker differ from this host's); batches written before stay.
         """
         t0 = time.perf_counter()
         report = BatchReport()
@@ -806,30 +904,38 @@ class GalleryService:
         todo = self.store.missing_embeddings(key)
         bs = batch_size or self.cfg.recognition.batch_size
         use_norm = self.embedder.quality_is_norm
+        batches = (self._crop_batch(todo[i : i + bs]) for i in range(0, len(todo), bs))
+        results = run(batches) if run is not None else (embed_crops(self.embed_faces, b) for b in batches)
         bar = _progress(total=len(todo), desc=f"embed {key.model}", enabled=progress, unit="face")
         try:
-            for i in range(0, len(todo), bs):
-                ids, crops = [], []
-                for s in todo[i : i + bs]:
-                    try:
-                        img = decode_image(self.store.crop_png(s.id), s.crop_path)
-                    except (ImageReadError, GalleryError) as e:
-                        report.failed.append((s.crop_path, _strip_name(str(e), s.crop_path)))
-                        continue
-                    if img.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
-                        report.failed.append((s.crop_path, f"not a {ALIGNED_SIZE}x{ALIGNED_SIZE} crop ({img.shape[1]}x{img.shape[0]})"))
-                        continue
-                    ids.append(s.id)
-                    crops.append(img)
-                if crops:
-                    emb = self.embed_faces(np.stack(crops))
-                    self.store.put_embeddings(key, ids, emb, quality=emb.norm if use_norm else None)
-                    report.done += [str(x) for x in ids]
-                bar.update(len(todo[i : i + bs]))
+            for r in results:
+                report.failed += r.failed
+                if r.embeddings is not None and r.ids:
+                    if r.embeddings.key != key:
+                        raise GalleryError(
+                            f"a batch came back embedded with {r.embeddings.key}, not {key}: the weights file on "
+                            f"{r.host or 'a worker'} differs from this host's; nothing of that batch was written "
+                            "(give every host the same weights, then rerun)")
+                    self.store.put_embeddings(key, r.ids, r.embeddings, quality=r.embeddings.norm if use_norm else None)
+                    report.done += [str(x) for x in r.ids]
+                bar.update(r.count)
         finally:
             bar.close()
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _crop_batch(self, samples: list[SampleInfo]) -> list[CropItem]:
+        """The stored crops of ``samples`` as bytes (a crop that cannot be read carries its reason)."""
+        items = []
+        for s in samples:
+            try:
+                items.append(CropItem(s.id, s.crop_path, self.store.crop_png(s.id)))
+            except GalleryError as e:
+                items.append(CropItem(s.id, s.crop_path, None, _strip_name(str(e), s.crop_path)))
+        return items
 
     # -------------------------------------------------------------- the seed's feature list
 
