@@ -106,10 +106,11 @@ def test_event_bus_never_blocks_counts_drops_and_survives_a_broken_sink() -> Non
         raise RuntimeError("down")
 
     bus = EventBus([CallbackSink(boom), CallbackSink(slow)], queue_size=3)
-    t0 = time.perf_counter()
     for i in range(20):
         bus.publish(Event("appeared", None, 0.1, i, float(i), "cam"))
-    assert time.perf_counter() - t0 < 0.5, "publish must not wait for the sinks"
+    # every publish returned while the slow sink still held the first event: nothing was
+    # delivered yet and the queue overflowed (a waiting publish would have seen neither)
+    assert got == [] and bus.dropped >= 20 - 3 - 1
     gate.set()
     assert bus.flush(5)
     bus.close()
@@ -195,11 +196,10 @@ def test_slow_webhook_never_blocks_and_drops_are_counted() -> None:
     hook = _Hook(delay=0.3)
     try:
         sink = WebhookSink(hook.url, queue_size=4, timeout_s=2)
-        t0 = time.perf_counter()
         for i in range(50):
             sink.publish(Event("appeared", f"p{i}", 0.5, i, float(i), "cam"))
-        publish_s = time.perf_counter() - t0
-        assert publish_s < 0.1, "publish must never wait for the network"
+        # publish never waits for the network: the 0.3 s answers had not come, so the
+        # queue overflowed while the loop ran
         assert sink.dropped >= 50 - 4 - 1
         sink.close(timeout=0.5)
         assert sink.sent + sink.dropped + sink.failed <= 50
