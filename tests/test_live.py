@@ -19,6 +19,7 @@ from facerec.config import Config, TrackingConfig
 from facerec.events import CallbackSink, TrackEvents
 from facerec.live import GalleryWatcher, LivePipeline, PipelineSettings, RunOptions, StageTimer, run_live
 from facerec.types import Detections, EmbedderKey, Embeddings, Match, Matches
+from conftest import MODEL_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = EmbedderKey("stub", "0" * 64)
@@ -255,7 +256,7 @@ def _rec_cam(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-MODELS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--input-size", "320")
+MODELS = (*MODEL_FLAGS, "--input-size", "320")
 
 
 def test_cli_nonexistent_source_is_one_clear_line(tmp_path: Path) -> None:
