@@ -58,6 +58,8 @@ def build_camera(spec: CameraSpec, models: SharedModels, cfg: Config, *, gallery
     detector = models.detector_for(spec)
     pacer = None
     if cfg.live.adapt and not stills:  # each camera holds its own frame rate
-        pacer = Pacer.from_config(cfg.live, spec.input_size, None, can_resize(detector))
+        # from the camera's own interval and input: its overrides are its best setting
+        live = cfg.live.model_copy(update={"detect_every": spec.detect_every})
+        pacer = Pacer.from_config(live, spec.input_size, None, can_resize(detector))
     settings = camera_settings(spec, cfg, threshold=threshold_for(cfg, models.embedder), stills=stills)
     return LivePipeline(detector, models.shared_embedder, settings, gallery=gallery, pacer=pacer)

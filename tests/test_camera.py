@@ -35,7 +35,9 @@ def test_a_camera_gets_its_own_settings_on_the_shared_models(cfg, detector, embe
         pipe.settings.threshold = 0.0  # type: ignore[misc]
     assert pipe.input_size == 256 and pipe.detector.min_face == 30
     assert detector.input_size == 640, "the shared detector is left as it was"
-    assert pipe.pacer is not None and pipe.pacer.bounds.max_size == 256, "the pacer starts from the camera's input"
+    assert pipe.pacer is not None
+    pipe.pacer.start(25.0)  # as run_live does: the pacer's best setting is the camera's own
+    assert pipe.pacer.setting == PaceSetting(2, 256), pipe.pacer.bounds
     pipe.warmup()  # both models run behind the shared inference slots
     assert (models.use.detect_calls, models.use.embed_calls) == (1, 1)
     # another camera on the same models keeps the shipped settings
