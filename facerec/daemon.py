@@ -17,7 +17,8 @@ capture, models, gallery and sinks together. One daemon holds:
 * one :class:`~facerec.events.EventBus` in front of every sink (JSON lines, webhook,
   MQTT, the web page), so a slow sink never stalls a camera;
 * per camera: a capture thread (a live source's newest frame wins), a
-  :class:`~facerec.live.LivePipeline` with its own tracker and its own
+  :class:`~facerec.live.LivePipeline` (:func:`~facerec.camera.build_camera`, the one
+  builder the tests and bench/live.py use too) with its own tracker and its own
   :class:`~facerec.events.TrackEvents`, and a loop thread running
   :func:`~facerec.live.run_live`.
 

@@ -42,15 +42,17 @@ def test_undecided_tracks_are_not_announced() -> None:
 
 def test_appeared_recognized_then_left_with_the_last_name_and_box() -> None:
     ev, got = _collect()
+    before = time.time()
     for k in range(5):
         ev.update(k * 0.1, [TrackedFace(3, BOX + k, "alice", 0.6 + k * 0.01)])
     ev.update(1.0, [], left=[3])
+    after = time.time()
     assert [(e.event, e.name, e.track_id) for e in got] == [
         ("appeared", "alice", 3), ("recognized", "alice", 3), ("left", "alice", 3)]
     assert got[-1].score == pytest.approx(0.64) and got[-1].box == (14.0, 24.0, 54.0, 74.0)
     assert got[0].camera == "door" and got[0].t == 0.0 and got[-1].t == 1.0
     assert got[0].box == (10.0, 20.0, 50.0, 70.0)
-    assert abs(got[0].ts - time.time()) < 5, "every event carries the wall clock"
+    assert all(before <= e.ts <= after for e in got), "every event carries the wall clock when it happened"
 
 
 def test_cooldown_per_person_on_recognized_only() -> None:
