@@ -62,11 +62,12 @@ def _gallery(detector, embedder, video: Path):
 def _run(frames, truth, detector, embedder, gallery, check: bool, step: int) -> dict:
     from facerec.capture import Frame
     from facerec.config import TrackingConfig
-    from facerec.live import LivePipeline
+    from facerec.live import LivePipeline, PipelineSettings
     from facerec.tracklog import frame_record
 
-    pipe = LivePipeline(detector, embedder, threshold=embedder.default_threshold,
-                        tracking=TrackingConfig(identity_check=check), gallery=gallery)
+    pipe = LivePipeline(detector, embedder,
+                        PipelineSettings(threshold=embedder.default_threshold,
+                                         tracking=TrackingConfig(identity_check=check)), gallery=gallery)
     rows = []
     t0 = time.perf_counter()
     for i in range(0, len(frames), step):

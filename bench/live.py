@@ -75,7 +75,7 @@ from burners import Burners  # noqa: E402  (bench/burners.py)
 from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
 from facerec.config import Config, TrackingConfig, load_config  # noqa: E402
-from facerec.live import LivePipeline, RunOptions, run_live  # noqa: E402
+from facerec.live import LivePipeline, PipelineSettings, RunOptions, run_live  # noqa: E402
 from facerec.runtime import resolve_precision  # noqa: E402
 from facerec.types import Detections  # noqa: E402
 
@@ -206,8 +206,9 @@ def enroll(frames, analyzer, data_dir: Path) -> tuple[object, int]:
 
 
 def pipeline_for(detector, embedder, index, threshold, args) -> LivePipeline:
-    p = LivePipeline(detector, embedder, threshold=threshold, tracking=TrackingConfig(),
-                     detect_every=args.detect_every, gallery=index)
+    p = LivePipeline(detector, embedder,
+                     PipelineSettings(threshold=threshold, tracking=TrackingConfig(), detect_every=args.detect_every),
+                     gallery=index)
     p.warmup(frames_shape(args))
     return p
 
@@ -354,8 +355,9 @@ def soak(args) -> None:
         _, added = enroll(load_frames(args.clip, int(args._fps * 3)), FaceAnalyzer(det, emb, threshold=emb.default_threshold),
                           Path(tmp) / "gallery")
         watcher = GalleryWatcher(Path(tmp) / "gallery", emb.key, cfg.gallery)
-        pipe = LivePipeline(det, emb, threshold=emb.default_threshold, tracking=cfg.tracking,
-                            detect_every=args.detect_every, gallery=watcher)
+        pipe = LivePipeline(det, emb,
+                            PipelineSettings(threshold=emb.default_threshold, tracking=cfg.tracking,
+                                             detect_every=args.detect_every), gallery=watcher)
         pipe.warmup(args._shape)
         cap = open_source(args.clip, loop=True)
         samples: list[tuple[int, float, float]] = []
@@ -551,12 +553,13 @@ class NameLog:
         self.frames.append([(f.xyxy, f.name if f.decided else "\0undecided") for f in faces])
 
 
-def shipped_daemon(frames, cfg: Config, detector, embedder, index, fps: float, spec: str) -> tuple[LoopResult, dict]:
-    """The daemon as ``rec_cam.py`` runs it with the shipped config: build_pipeline, the
-    pacer, run_live (no outputs, names recorded per frame)."""
-    from facerec.live import build_pipeline
+def shipped_daemon(frames, cfg: Config, models, index, fps: float, spec: str) -> tuple[LoopResult, dict]:
+    """The daemon as ``rec_cam.py`` runs it with the shipped config: its own camera builder
+    (the shared models, the pacer), run_live (no outputs, names recorded per frame)."""
+    from facerec.camera import build_camera
+    from facerec.daemon import CameraSpec
 
-    pipe = build_pipeline(cfg, detector, embedder, gallery=index)
+    pipe = build_camera(CameraSpec.single(spec, cfg), models, cfg, gallery=index)
     pipe.warmup(frames[0].shape)
     log = NameLog()
     t0 = time.perf_counter()
@@ -619,7 +622,7 @@ def contention(frames, args) -> int:
     for cond in ("idle", f"{args.contention} burners"):
         burn = Burners(args.contention if cond != "idle" else 0, args.burn_limit_s)
         with burn:
-            daemon, stats = shipped_daemon(frames, cfg, detector, embedder, index, args._fps, args.clip.name)
+            daemon, stats = shipped_daemon(frames, cfg, models, index, args._fps, args.clip.name)
             naive = ort_naive(frames, threads)
             alive = burn.alive()
         agree, face_frames = agreement(ref, daemon)

@@ -17,7 +17,8 @@ capture, models, gallery and sinks together. One daemon holds:
 * one :class:`~facerec.events.EventBus` in front of every sink (JSON lines, webhook,
   MQTT, the web page), so a slow sink never stalls a camera;
 * per camera: a capture thread (a live source's newest frame wins), a
-  :class:`~facerec.live.LivePipeline` with its own tracker and its own
+  :class:`~facerec.live.LivePipeline` (:func:`~facerec.camera.build_camera`, the one
+  builder the tests and bench/live.py use too) with its own tracker and its own
   :class:`~facerec.events.TrackEvents`, and a loop thread running
   :func:`~facerec.live.run_live`.
 
@@ -41,13 +42,13 @@ from typing import Any
 import numpy as np
 
 from face_embedding import FaceEmbedder
+from facerec.camera import build_camera
 from facerec.capture import Capture, SourceKind, open_source
 from facerec.config import CameraConfig, Config
 from facerec.detect import Detector, ResizableDetector
 from facerec.errors import ConfigError, FacerecError
 from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
 from facerec.live import FrameOutput, LivePipeline, RunOptions, make_stats, run_live
-from facerec.pace import Pacer, can_resize
 from facerec.types import Detections
 
 log = logging.getLogger(__name__)
@@ -474,7 +475,6 @@ class Daemon:
             self.models = build_models(cfg)
         models = self.models
         from facerec.gallery.watch import GalleryWatcher
-        from facerec.models import threshold_for
 
         self.gallery = GalleryWatcher(cfg.gallery.data_dir, models.embedder.key, cfg.gallery, live.gallery_poll_s)
         self._closers.append(self.gallery.close)
@@ -506,20 +506,10 @@ class Daemon:
 
             tracklog = TrackLog(self._tracks_path, with_camera=len(self.specs) > 1)
             self._closers.append(tracklog.close)
-        threshold = threshold_for(cfg, models.embedder)
         for spec in self.specs:
             cap = captures[spec.name]
             stills = cap.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not self.sequence
-            detector = models.detector_for(spec)
-            pacer = None
-            if live.adapt and not stills:  # each camera holds its own frame rate
-                pacer = Pacer.from_config(live, spec.input_size, None, can_resize(detector))
-            pipeline = LivePipeline(
-                detector, models.shared_embedder, threshold=threshold, tracking=cfg.tracking,
-                detect_every=spec.detect_every, gallery=self.gallery, flip=cfg.recognition.flip_tta,
-                keep_crops=cfg.events.keep_unknown_crops or cfg.unknowns.enabled, stills=stills, pacer=pacer,
-                keep_best=cfg.unknowns.crops_per_sighting,
-            )
+            pipeline = build_camera(spec, models, cfg, gallery=self.gallery, stills=stills)
             if tracklog is not None:
                 pipeline.observers.append(tracklog.for_camera(spec.name))
             sightings = None

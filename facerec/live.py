@@ -36,11 +36,11 @@ import numpy as np
 
 from facerec.align import align
 from facerec.capture import CameraLog, Capture, Frame, StateChange
-from facerec.config import Config, GalleryConfig, TrackingConfig
+from facerec.config import GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
 from facerec.events import TrackEvents, UnknownCrops
-from facerec.pace import Pacer, PaceSetting, can_resize, detector_input_size, set_input_size
+from facerec.pace import Pacer, PaceSetting, detector_input_size, set_input_size
 from facerec.redact import redact, source_slug
 from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
                            touching)
@@ -150,46 +150,65 @@ class FrameResult:
     embedded: int = 0
 
 
-class LivePipeline:
-    """Per-frame recognition with tracking, selective embedding and voting.
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What a :class:`LivePipeline` runs with, fixed for its life (the pacer changes only
+    the detect interval and the input size it starts from).
 
-    Args:
-        detector: any callable image -> :class:`~facerec.types.Detections`.
-        embedder: an :class:`~face_embedding.Embedder`.
+    Attributes:
         threshold: cosine similarity for a match.
         tracking: the ``tracking:`` section.
-        detect_every: run the detector on every Nth frame.
-        gallery: a :class:`GalleryWatcher`, a fixed index (anything with ``search``), or
-            ``None`` (everyone unknown).
+        detect_every: run the detector on every Nth frame (the starting interval).
         flip: flip test-time augmentation for embeddings.
         keep_crops: remember each track's best aligned crop (for unknown crops).
         keep_best: with ``keep_crops``, also remember each track's ``keep_best`` best
             ``(quality, crop, vector)`` (unknown sightings, :mod:`facerec.unknowns`).
-        timer: where stage times go.
         stills: the frames are unrelated photos (an image folder): every face of every
             frame is embedded and named on its own, without tracking or voting; each face
             gets a new id and "leaves" with the next frame.
+    """
+
+    threshold: float
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    detect_every: int = 1
+    flip: bool = False
+    keep_crops: bool = False
+    keep_best: int = 1
+    stills: bool = False
+
+
+class LivePipeline:
+    """Per-frame recognition with tracking, selective embedding and voting.
+
+    The daemon builds it for a camera with :func:`facerec.camera.build_camera`.
+
+    Args:
+        detector: any callable image -> :class:`~facerec.types.Detections`.
+        embedder: an :class:`~face_embedding.Embedder`.
+        settings: threshold, tracking and the per-camera choices (:class:`PipelineSettings`).
+        gallery: a :class:`GalleryWatcher`, a fixed index (anything with ``search``), or
+            ``None`` (everyone unknown).
+        timer: where stage times go.
         pacer: adapts ``detect_every`` and the detector input to hold the frame rate
             (:func:`run_live` feeds it); ``None`` = fixed settings.
     """
 
-    def __init__(self, detector: Callable[[np.ndarray], Detections], embedder, *, threshold: float,
-                 tracking: TrackingConfig | None = None, detect_every: int = 1, gallery=None, flip: bool = False,
-                 keep_crops: bool = False, timer: StageTimer | None = None, stills: bool = False,
-                 pacer: Pacer | None = None, keep_best: int = 1) -> None:
+    def __init__(self, detector: Callable[[np.ndarray], Detections], embedder, settings: PipelineSettings, *,
+                 gallery=None, timer: StageTimer | None = None, pacer: Pacer | None = None) -> None:
+        self.settings = settings
         self.detector = detector
-        self.stills = stills
+        self.stills = settings.stills
         self._next_still_id = 0
         self.embedder = embedder
-        self.threshold = float(threshold)
-        self.tracking = tracking or TrackingConfig()
-        self.detect_every = max(1, int(detect_every))
+        self.threshold = float(settings.threshold)
+        self.tracking = settings.tracking
+        self.detect_every = max(1, int(settings.detect_every))
         self.gallery = gallery
-        self.flip = flip
-        self.keep_crops = keep_crops
-        self.keep_best = max(1, int(keep_best))
+        self.flip = settings.flip
+        self.keep_crops = settings.keep_crops
+        self.keep_best = max(1, int(settings.keep_best))
         self.timer = timer or StageTimer()
-        self.pacer = None if stills else pacer
+        self.pacer = None if self.stills else pacer
         self.tracker = FaceTracker(self.tracking, self.detect_every)
         self.tracks: dict[int, TrackState] = {}
         self.frames = 0
@@ -716,35 +735,3 @@ def stats_line(stats: dict) -> str:
                   f"attempts={stats.get('reconnect_attempts', 0)}")
     return (f"frames={stats['frames']} fps={stats['fps']:.1f} dropped={stats['dropped']} "
             f"faces={stats['faces_seen']} embedded={stats['faces_embedded']} detect={detect}{outage} ms: {stages}")
-
-
-def build_pipeline(cfg: Config, detector=None, embedder=None, *, gallery=None, stills: bool = False) -> LivePipeline:
-    """A :class:`LivePipeline` from the configuration (models built unless given, on the
-    ``runtime:`` engine and precision with the latency hint).
-
-    The gallery defaults to a :class:`GalleryWatcher` on ``gallery.data_dir``.
-    """
-    import copy
-
-    from facerec.models import build_detector, build_embedder, threshold_for
-
-    embedder = embedder if embedder is not None else build_embedder(cfg, live=True)
-    given = detector
-    detector = detector if detector is not None else build_detector(cfg, live=True)
-    if detector is given:
-        detector = copy.copy(detector)  # the live input size below must not change the caller's detector
-    size = cfg.live.live_input_size(cfg.detection)
-    if not stills:
-        set_input_size(detector, size)
-    if gallery is None:
-        gallery = GalleryWatcher(cfg.gallery.data_dir, embedder.key, cfg.gallery, cfg.live.gallery_poll_s)
-    pacer = None
-    if cfg.live.adapt and not stills:
-        # the source's frame rate is known when the loop starts (run_live calls pacer.start)
-        pacer = Pacer.from_config(cfg.live, detector_input_size(detector) or size, None, can_resize(detector))
-    return LivePipeline(
-        detector, embedder, threshold=threshold_for(cfg, embedder), tracking=cfg.tracking,
-        detect_every=cfg.live.detect_every, gallery=gallery, flip=cfg.recognition.flip_tta,
-        keep_crops=cfg.events.keep_unknown_crops or cfg.unknowns.enabled, stills=stills, pacer=pacer,
-        keep_best=cfg.unknowns.crops_per_sighting,
-    )

@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEREC_SHARED", REPO.parent / "shared"))
 MODELS = SHARED / "models"
 DATA = SHARED / "data"
+#: The small real models every command-line test runs, as flags (``*MODEL_FLAGS``); a test
+#: adds its own ``--threads``, ``--engine`` or ``--input-size`` after them.
+MODEL_FLAGS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet")
 
 if not os.environ.get("FACEREC_WEIGHTS"):
     os.environ["FACEREC_WEIGHTS"] = str(MODELS)

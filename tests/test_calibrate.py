@@ -20,8 +20,9 @@ from facerec.evaluate.calibrate import (
     set_threshold_text,
     write_threshold,
 )
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch", "--threads", "1"]
+MODELS = (*MODEL_FLAGS, "--engine", "torch", "--threads", "1")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

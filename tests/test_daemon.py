@@ -22,9 +22,9 @@ from facerec.daemon import CameraSpec, Daemon, cameras_from_config
 from facerec.errors import ConfigError
 from facerec.events import CallbackSink
 from facerec.mqtt import object_id
+from conftest import MODEL_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet")
 #: camera -> (clip, person filmed in it)
 CLIPS = {"porch": ("lp_driving_d0.mp4", "ann"), "garage": ("lp_driving_d3.mp4", "ben"),
          "hall": ("lp_driving_d6.mp4", "cat")}
@@ -55,7 +55,7 @@ def _enroll_from_clips(tmp_path: Path, data_dir: Path, gallery: Path) -> None:
     for clip, person in CLIPS.values():
         still = tmp_path / f"{person}.jpg"
         cv2.imwrite(str(still), _frame(data_dir / "video" / clip, 60))
-        assert run(["enroll", "add", person, str(still), "--data-dir", str(gallery), *MODELS]) == 0
+        assert run(["enroll", "add", person, str(still), "--data-dir", str(gallery), *MODEL_FLAGS]) == 0
 
 
 def _config(tmp_path: Path, data_dir: Path, gallery: Path, port: int, cameras: dict[str, object], **mqtt) -> Path:
@@ -244,7 +244,7 @@ def test_run_config_runs_every_camera_and_exits_at_the_end(tmp_path: Path, data_
                     "roi: [0, 0, 4000, 4000]}\n"
                     f"  - {{name: spare, source: {tmp_path / 'missing.mp4'}, enabled: false}}\n", encoding="utf-8")
     stats, events = tmp_path / "stats.json", tmp_path / "events.jsonl"
-    rc = run(["run", "--config", str(conf), "--data-dir", str(tmp_path / "g"), *MODELS, "--max-frames", "12",
+    rc = run(["run", "--config", str(conf), "--data-dir", str(tmp_path / "g"), *MODEL_FLAGS, "--max-frames", "12",
               "--stats", str(stats), "--events", str(events)])
     assert rc == 0
     s = json.loads(stats.read_text())

@@ -20,8 +20,9 @@ from facerec.evaluate.detect_eval import (
 )
 from facerec.evaluate.gallery_eval import check_gallery, loo_scores
 from facerec.evaluate.identify import score_people
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch", "--threads", "1"]
+MODELS = (*MODEL_FLAGS, "--engine", "torch", "--threads", "1")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -24,8 +24,9 @@ from facerec.evaluate.verify import (
     read_pairs,
 )
 from facerec.types import Detections
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch"]
+MODELS = (*MODEL_FLAGS, "--engine", "torch")
 
 
 @pytest.fixture

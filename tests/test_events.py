@@ -42,15 +42,17 @@ def test_undecided_tracks_are_not_announced() -> None:
 
 def test_appeared_recognized_then_left_with_the_last_name_and_box() -> None:
     ev, got = _collect()
+    before = time.time()
     for k in range(5):
         ev.update(k * 0.1, [TrackedFace(3, BOX + k, "alice", 0.6 + k * 0.01)])
     ev.update(1.0, [], left=[3])
+    after = time.time()
     assert [(e.event, e.name, e.track_id) for e in got] == [
         ("appeared", "alice", 3), ("recognized", "alice", 3), ("left", "alice", 3)]
     assert got[-1].score == pytest.approx(0.64) and got[-1].box == (14.0, 24.0, 54.0, 74.0)
     assert got[0].camera == "door" and got[0].t == 0.0 and got[-1].t == 1.0
     assert got[0].box == (10.0, 20.0, 50.0, 70.0)
-    assert abs(got[0].ts - time.time()) < 5, "every event carries the wall clock"
+    assert all(before <= e.ts <= after for e in got), "every event carries the wall clock when it happened"
 
 
 def test_cooldown_per_person_on_recognized_only() -> None:
@@ -106,10 +108,11 @@ def test_event_bus_never_blocks_counts_drops_and_survives_a_broken_sink() -> Non
         raise RuntimeError("down")
 
     bus = EventBus([CallbackSink(boom), CallbackSink(slow)], queue_size=3)
-    t0 = time.perf_counter()
     for i in range(20):
         bus.publish(Event("appeared", None, 0.1, i, float(i), "cam"))
-    assert time.perf_counter() - t0 < 0.5, "publish must not wait for the sinks"
+    # every publish returned while the slow sink still held the first event: nothing was
+    # delivered yet and the queue overflowed (a waiting publish would have seen neither)
+    assert got == [] and bus.dropped >= 20 - 3 - 1
     gate.set()
     assert bus.flush(5)
     bus.close()
@@ -195,11 +198,10 @@ def test_slow_webhook_never_blocks_and_drops_are_counted() -> None:
     hook = _Hook(delay=0.3)
     try:
         sink = WebhookSink(hook.url, queue_size=4, timeout_s=2)
-        t0 = time.perf_counter()
         for i in range(50):
             sink.publish(Event("appeared", f"p{i}", 0.5, i, float(i), "cam"))
-        publish_s = time.perf_counter() - t0
-        assert publish_s < 0.1, "publish must never wait for the network"
+        # publish never waits for the network: the 0.3 s answers had not come, so the
+        # queue overflowed while the loop ran
         assert sink.dropped >= 50 - 4 - 1
         sink.close(timeout=0.5)
         assert sink.sent + sink.dropped + sink.failed <= 50

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from facerec.cli import run
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,7 +30,7 @@ def json_lines(text: str) -> list:
 
 
 def test_enroll_manage_identify(tmp_path: Path, capsys, photo):
-    d = ["--data-dir", str(tmp_path / "g"), *MODELS]
+    d = ["--data-dir", str(tmp_path / "g"), *MODEL_FLAGS]
     fr = photo("face_recognition_examples")
     # listing a gallery that is not there (a typo in --data-dir) creates nothing
     code, out, err = cli(capsys, "enroll", "list", *d, "--json")
@@ -98,7 +98,7 @@ def test_enroll_manage_identify(tmp_path: Path, capsys, photo):
 
 def test_identify_without_gallery(tmp_path: Path, capsys, photo):
     code, _, err = cli(capsys, "identify", str(photo("face_recognition_examples/biden/biden.jpg")),
-                       "--data-dir", str(tmp_path / "none"), *MODELS)
+                       "--data-dir", str(tmp_path / "none"), *MODEL_FLAGS)
     assert code == 2 and "no gallery" in err
     assert not (tmp_path / "none").exists()
 
@@ -107,7 +107,7 @@ def test_align_embed_cluster(tmp_path: Path, capsys, photo):
     data = tmp_path / "data"
     for person in ("John_Salley", "John_Simm"):
         shutil.copytree(photo(f"dlib_johns/{person}"), data / "raw" / person)
-    d = ["--data-dir", str(data), *MODELS]
+    d = ["--data-dir", str(data), *MODEL_FLAGS]
     code, out, _ = cli(capsys, "align", "--no-progress", *d)
     assert code == 0 and "22 done" in out
     code, out, _ = cli(capsys, "embed", "--no-progress", *d)
@@ -127,7 +127,7 @@ def test_align_embed_cluster(tmp_path: Path, capsys, photo):
     for person in ("John_Salley", "John_Simm"):
         for f in sorted(photo(f"dlib_johns/{person}").iterdir())[:5]:
             shutil.copy(f, mixed / f"{person}__{f.name}")
-    code, out, _ = cli(capsys, "cluster", str(mixed), "--json", *MODELS)
+    code, out, _ = cli(capsys, "cluster", str(mixed), "--json", *MODEL_FLAGS)
     assert code == 0
     rep = json_lines(out)[0]
     groups = [{Path(f["image"]).name.split("__")[0] for f in g} for g in rep["groups"]]
@@ -137,7 +137,7 @@ def test_align_embed_cluster(tmp_path: Path, capsys, photo):
 
 
 def test_enroll_conflicts_merge_check_and_refusals(tmp_path: Path, capsys, photo):
-    d = ["--data-dir", str(tmp_path / "g"), *MODELS]
+    d = ["--data-dir", str(tmp_path / "g"), *MODEL_FLAGS]
     fr = photo("face_recognition_examples")
     biden2 = str(fr / "biden" / "biden2.jpg")
     # an empty gallery: identify says what to do instead of "unknown" for everyone

@@ -21,9 +21,10 @@ import pytest
 
 from facerec.config import Config
 from identity_clip import CUT_SEGMENTS, SEGMENT, enroll_images, score, write_cut_clip
+from conftest import MODEL_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--input-size", "320", "--threads", "1")
+MODELS = (*MODEL_FLAGS, "--input-size", "320", "--threads", "1")
 RUN = "import sys; from facerec.cli import main; sys.argv[0] = 'facerec'; main()"
 
 

@@ -18,8 +18,8 @@ from facerec.gallery.backend import open_backend
 from facerec.gallery.service import GalleryService
 from facerec.serve.app import create_app
 from facerec.types import EmbedderKey
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet"]
 TOKEN = "test-token-0123456789-abcdefghij"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -61,14 +61,14 @@ def test_cli_enroll_and_db_copy_both_ways(tmp_path: Path, capsys, photo, pg_serv
     code, out, _ = cli(capsys, "db", "upgrade", "--config", str(cfg_path))
     assert code == 0 and "up to date" in out
     code, out, err = cli(capsys, "enroll", "add", "Barack Obama", str(fr / "obama"), "--no-progress",
-                         "--config", str(cfg_path), *MODELS)
+                         "--config", str(cfg_path), *MODEL_FLAGS)
     assert code == 0 and "added" in out, err
     code, out, err = cli(capsys, "enroll", "add", "biden", str(fr / "biden"), "--no-progress",
-                         "--config", str(cfg_path), *MODELS)
+                         "--config", str(cfg_path), *MODEL_FLAGS)
     assert code == 0, err
     code, out, _ = cli(capsys, "enroll", "rename", "biden", "Joe Biden", "--config", str(cfg_path))
     assert code == 0
-    code, out, _ = cli(capsys, "identify", str(fr / "obama" / "obama.jpg"), "--config", str(cfg_path), *MODELS)
+    code, out, _ = cli(capsys, "identify", str(fr / "obama" / "obama.jpg"), "--config", str(cfg_path), *MODEL_FLAGS)
     assert code == 0 and "Barack Obama" in out
     assert not (tmp_path / "data_recognition").exists()  # nothing of the gallery under the data dir
 
@@ -91,7 +91,7 @@ def test_cli_enroll_and_db_copy_both_ways(tmp_path: Path, capsys, photo, pg_serv
     code, out, err = cli(capsys, "db", "copy", "--from", str(lite), "--to", dsn2)
     assert code != 0 and "not empty" in err
     # a gallery copied into SQLite works with the SQLite CLI
-    code, out, _ = cli(capsys, "identify", str(fr / "biden" / "biden.jpg"), "--data-dir", str(lite), *MODELS)
+    code, out, _ = cli(capsys, "identify", str(fr / "biden" / "biden.jpg"), "--data-dir", str(lite), *MODEL_FLAGS)
     assert code == 0 and "Joe Biden" in out
 
 

@@ -238,10 +238,11 @@ def gallery(faces, detector320, embedder):
 
 
 def _pipe(detector, embedder, gallery, **tracking):
-    from facerec.live import LivePipeline
+    from facerec.live import LivePipeline, PipelineSettings
 
-    return LivePipeline(detector, embedder, threshold=embedder.default_threshold,
-                        tracking=TrackingConfig(**tracking), gallery=gallery)
+    return LivePipeline(detector, embedder,
+                        PipelineSettings(threshold=embedder.default_threshold, tracking=TrackingConfig(**tracking)),
+                        gallery=gallery)
 
 
 def _play(pipe, images, step: int = 1) -> list:
@@ -298,10 +299,11 @@ def test_without_identity_check_the_old_name_outlives_its_face(faces, detector32
 def test_scene_cut_rechecks_on_the_cut_frame_even_between_detections(faces, detector320, embedder, gallery) -> None:
     """The detector runs every 5th frame and A's name would not be re-embedded for 1000
     frames: the cut still forces a detection, an embedding and the split on its own frame."""
-    from facerec.live import LivePipeline
+    from facerec.live import LivePipeline, PipelineSettings
 
-    pipe = LivePipeline(detector320, embedder, threshold=embedder.default_threshold,
-                        tracking=TrackingConfig(reembed_every=1000), detect_every=5, gallery=gallery)
+    settings = PipelineSettings(threshold=embedder.default_threshold, tracking=TrackingConfig(reembed_every=1000),
+                                detect_every=5)
+    pipe = LivePipeline(detector320, embedder, settings, gallery=gallery)
     _play(pipe, faces["A"][:12])
     (res,) = _play(pipe, faces["B"][:1])
     assert res.detected and res.embedded == 1 and pipe.cuts == 1 and pipe.splits == 1

@@ -11,9 +11,10 @@ from pathlib import Path
 import cv2
 
 from facerec.config import Config
+from conftest import MODEL_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--input-size", "320", "--threads", "1")
+MODELS = (*MODEL_FLAGS, "--input-size", "320", "--threads", "1")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -10,8 +10,9 @@ import pytest
 from facerec.cli import run
 from facerec.evaluate.cluster_eval import bcubed
 from facerec.unknowns import NOISE, ClusterParams, DensityClusters, cluster_density
+from conftest import MODEL_FLAGS
 
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--backend", "torch", "--threads", "1"]
+MODELS = (*MODEL_FLAGS, "--engine", "torch", "--threads", "1")
 
 
 def unit(*rows) -> np.ndarray:

@@ -16,9 +16,10 @@ import pytest
 
 from facerec.cli import run
 from facerec.cli.live_cmd import main as rec_cam
+from conftest import MODEL_FLAGS
 
 CLIPS = ("lp_driving_d0.mp4", "lp_driving_d12.mp4")
-MODELS = ["--detector", "yolov5n-0.5-face", "--embedder", "mobilefacenet", "--threads", "1"]
+MODELS = (*MODEL_FLAGS, "--threads", "1")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
