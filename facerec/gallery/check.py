@@ -382,15 +382,15 @@ def _scan(prof: Profile, vec: np.ndarray, duplicate_similarity: float) -> _Scan:
         block = vec[b : b + step] @ templates.T
         rows = np.arange(len(block))
         mine = prof.inverse[b : b + step]
-        near = block >= reach[None, :]
-        near[rows, mine] = False  # own person: compared pairwise by _own_duplicates
-        block[rows, mine] = -np.inf
+        block[rows, mine] = -np.inf  # own person: not "other"; its pairs are _own_duplicates'
         j = np.argmax(block, axis=1)
         best = block[rows, j]
         ok = np.isfinite(best)
         out.other[b : b + step][ok], out.other_sim[b : b + step][ok] = j[ok], best[ok]
-        qi, qp = np.nonzero(near)
-        _pair_duplicates(vec, qi + b, qp, order, starts, counts, duplicate_similarity, out)
+        near = block >= reach[None, :]
+        some = np.flatnonzero(near.any(axis=1))  # most samples have no candidate at all
+        qi, qp = np.nonzero(near[some])
+        _pair_duplicates(vec, some[qi] + b, qp, order, starts, counts, duplicate_similarity, out)
     return out
 
 
