@@ -28,10 +28,13 @@ embedded with the real MobileFaceNet. Timed:
 
 Part 3, ``--check PEOPLE...``: ``facerec enroll check`` (:func:`facerec.gallery.check.check_gallery`)
 on SQLite galleries of synthetic people, three samples each around a centre of their own,
-with the exact search (batched NumPy products) and with FAISS. Measured on two shared cores,
-one thread: 1,000 people 0.8 s exact / 3.3 s FAISS; 10,000 people 19 s exact / 215 s FAISS
-(the HNSW build and its 512-wide search cost more than the products at this size). The
-exact cost grows with the square of the gallery (100k people: about 100 x).
+end to end, beside the all-pairs near-duplicate search it replaced (every sample against
+every sample, up to 10k people), whose pairs must equal the check's. Measured with
+``OPENBLAS_NUM_THREADS=1 python bench/gallery.py --check 1000 10000 100000 --threads 1`` on
+two shared cores: 1,000 people 0.12 s (all pairs alone 0.03 s); 10,000 people 2.2 s (all
+pairs alone 3.9 s; the whole check was 6.7 s with it); 100,000 people 154 s (the all-pairs
+search alone, at 100x its 10k time, would be about 390 s). The check grows with people x
+samples (one pass of BLAS products against the templates), so 10x the people cost about 70x.
 
 Run ``python bench/gallery.py`` (about 5-10 minutes on two cores) or ``--quick`` (10k and
 100k rows, a 1,000-sample gallery). Other busy processes on the same cores inflate every
