@@ -28,10 +28,13 @@ embedded with the real MobileFaceNet. Timed:
 
 Part 3, ``--check PEOPLE...``: ``facerec enroll check`` (:func:`facerec.gallery.check.check_gallery`)
 on SQLite galleries of synthetic people, three samples each around a centre of their own,
-with the exact search (batched NumPy products) and with FAISS. Measured on two shared cores,
-one thread: 1,000 people 0.8 s exact / 3.3 s FAISS; 10,000 people 19 s exact / 215 s FAISS
-(the HNSW build and its 512-wide search cost more than the products at this size). The
-exact cost grows with the square of the gallery (100k people: about 100 x).
+end to end, beside the all-pairs near-duplicate search it replaced (every sample against
+every sample, up to 10k people), whose pairs must equal the check's. Measured with
+``OPENBLAS_NUM_THREADS=1 python bench/gallery.py --check 1000 10000 100000 --threads 1`` on
+two shared cores: 1,000 people 0.12 s (all pairs alone 0.03 s); 10,000 people 2.2 s (all
+pairs alone 3.9 s; the whole check was 6.7 s with it); 100,000 people 154 s (the all-pairs
+search alone, at 100x its 10k time, would be about 390 s). The check grows with people x
+samples (one pass of BLAS products against the templates), so 10x the people cost about 70x.
 
 Run ``python bench/gallery.py`` (about 5-10 minutes on two cores) or ``--quick`` (10k and
 100k rows, a 1,000-sample gallery). Other busy processes on the same cores inflate every
@@ -275,10 +278,26 @@ def fill_sqlite(root: Path, n: int, d: int, chunk: int = 50_000, per_person: int
     con.close()
 
 
-def bench_check(people: Sequence[int], per_person: int = 3, d: int = 128) -> list[dict]:
+def _all_pairs_duplicates(vec: np.ndarray, owner: np.ndarray, threshold: float, batch: int = 512) -> np.ndarray:
+    """The search ``enroll check`` used before: every sample against every sample (``samples^2
+    x d`` flops, blocked), each sample's most similar sample of another person at or above
+    ``threshold`` (-1 where none)."""
+    out = np.full(len(vec), -1, np.int64)
+    for b in range(0, len(vec), batch):
+        sims = vec[b : b + batch] @ vec.T
+        sims[owner[b : b + batch, None] == owner[None, :]] = -np.inf
+        j = np.argmax(sims, axis=1)
+        hit = sims[np.arange(len(j)), j] >= threshold
+        out[b : b + batch][hit] = j[hit]
+    return out
+
+
+def bench_check(people: Sequence[int], per_person: int = 3, d: int = 128, all_pairs_max: int = 10_000) -> list[dict]:
     """``enroll check`` (:func:`facerec.gallery.check.check_gallery`) on SQLite galleries of
-    synthetic people, ``per_person`` samples each, with the exact index and with FAISS."""
-    from facerec.gallery.check import CheckRules, check_gallery
+    synthetic people, ``per_person`` samples each, end to end (reading included), and beside
+    it the all-pairs near-duplicate search it replaced (up to ``all_pairs_max`` people), which
+    must find the same pairs as the check's one pass."""
+    from facerec.gallery.check import CheckRules, Profile, _scan, check_gallery
     from facerec.gallery.store import GalleryStore
 
     rules = CheckRules.from_threshold(0.32, 0.98, 0.5)
@@ -289,11 +308,21 @@ def bench_check(people: Sequence[int], per_person: int = 3, d: int = 128) -> lis
             fill_sqlite(Path(tmp), n * per_person, d, per_person=per_person)
             fill_s = time.perf_counter() - t0
             with GalleryStore(tmp, readonly=True) as store:
-                for index in ("exact", "faiss"):
-                    t0 = time.perf_counter()
-                    report = check_gallery(store, SYNTH_KEY, rules, index=index, index_min_size=1)
-                    out.append({"people": n, "samples": report.samples, "index": index, "fill_s": fill_s,
-                                "check_s": time.perf_counter() - t0, "flagged": len(report.flagged)})
+                t0 = time.perf_counter()
+                report = check_gallery(store, SYNTH_KEY, rules)
+                check_s = time.perf_counter() - t0
+                _, names, vec, _ = store.vectors(SYNTH_KEY)
+            row = {"people": n, "samples": report.samples, "fill_s": fill_s, "check_s": check_s,
+                   "flagged": len(report.flagged), "pairs_s": None, "same": None}
+            if n <= all_pairs_max:
+                vec = np.asarray(vec, np.float32)
+                prof = Profile(names, vec)
+                t0 = time.perf_counter()
+                dup = _all_pairs_duplicates(vec, prof.inverse, rules.duplicate_similarity)
+                row["pairs_s"] = time.perf_counter() - t0
+                row["same"] = bool((dup == _scan(prof, vec, rules.duplicate_similarity).dup).all())
+            out.append(row)
+            print(f"  {n:,} people: check {check_s:.2f} s, all pairs {row['pairs_s']}", file=sys.stderr, flush=True)
     return out
 
 
@@ -497,13 +526,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.check:
         rows4 = bench_check(args.check)
-        print("\n## enroll check: synthetic people x 3 samples, d=128 (exact = NumPy products in batches of "
-              "2,048 samples; faiss = FAISS index over the templates)\n")
-        print("| people | samples | index | bulk fill s | check s | flagged |")
-        print("|---:|---:|---|---:|---:|---:|")
+        print("\n## enroll check: synthetic people x 3 samples, d=128 (check = facerec enroll check end to end, "
+              "one pass of exact BLAS products of the samples against the templates; all pairs = the "
+              "sample-against-sample near-duplicate search it replaced, alone)\n")
+        print("| people | samples | bulk fill s | check s | flagged | all-pairs duplicates s | all pairs / check | same pairs |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows4:
-            print(f"| {r['people']:,} | {r['samples']:,} | {r['index']} | {r['fill_s']:.1f} | {r['check_s']:.2f} | "
-                  f"{r['flagged']} |")
+            pairs = "-" if r["pairs_s"] is None else f"{r['pairs_s']:.2f}"
+            ratio = "-" if r["pairs_s"] is None else f"{r['pairs_s'] / r['check_s']:.1f}x"
+            same = "-" if r["same"] is None else ("yes" if r["same"] else "NO")
+            print(f"| {r['people']:,} | {r['samples']:,} | {r['fill_s']:.1f} | {r['check_s']:.2f} | {r['flagged']} | "
+                  f"{pairs} | {ratio} | {same} |")
         return 0
 
     if args.backend:

@@ -117,6 +117,35 @@ def test_single_sample_person_only_gets_checks_that_make_sense(gallery):
     assert {f.reason for f in rex} <= {"not_a_face", "low_quality"}  # no other sample of Rex to compare with
 
 
+@pytest.mark.parametrize("block_floats", [1 << 24, 256])  # one block; 16-sample blocks and 2-pair chunks
+def test_one_pass_scan_equals_all_pairs(gallery, block_floats, monkeypatch):
+    """The template pass with the triangle-inequality bound finds exactly what comparing
+    every pair of samples finds: the nearest other person and, per sample, the most similar
+    sample of another person at or above the duplicate threshold, down to thresholds where
+    most people become candidates."""
+    import numpy as np
+
+    from facerec.gallery import check
+
+    monkeypatch.setattr(check, "BLOCK_FLOATS", block_floats)
+    s, *_ = gallery
+    _, names, vec, _ = s.store.vectors(s.key)
+    vec = np.asarray(vec, np.float32)
+    prof = check.Profile(names, vec)
+    same = prof.inverse[:, None] == prof.inverse[None, :]
+    pairs = np.where(same, -np.inf, vec @ vec.T)
+    people = np.where(prof.inverse[:, None] == np.arange(len(prof.people))[None, :], -np.inf, vec @ prof.templates.T)
+    for threshold in (0.98, 0.6, 0.4, 0.2, -1.0):
+        scan = check._scan(prof, vec, threshold)
+        assert scan.other.tolist() == np.argmax(people, axis=1).tolist()
+        np.testing.assert_allclose(scan.other_sim, people.max(1), atol=1e-5)
+        best = np.argmax(pairs, axis=1)
+        hit = pairs[np.arange(len(vec)), best] >= threshold
+        assert scan.dup.tolist() == np.where(hit, best, -1).tolist(), threshold
+        np.testing.assert_allclose(scan.dup_sim[hit], pairs.max(1)[hit], atol=1e-5)
+    assert (check._scan(prof, vec, 0.98).dup >= 0).sum() >= 2  # the photo enrolled under two names
+
+
 def test_gate_refuses_what_check_would_flag(gallery, data_dir: Path):
     s, wrong, dog, _, spare = gallery
     people, strangers = lfw_people(data_dir)

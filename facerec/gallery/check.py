@@ -18,11 +18,22 @@ A sample is suspicious for one of five reasons (:data:`REASONS`):
 photo about to be enrolled, so enrollment refuses exactly what the check would flag, and
 the answer does not depend on who was enrolled first beyond the samples already there.
 
-Scale: the nearest other person of every sample comes from a
-:class:`~facerec.gallery.search.GalleryIndex` over the person templates, queried in batches
-of :data:`BATCH` samples (exact NumPy products below ``gallery.index_min_size`` rows, FAISS
-above), and a person's own similarity from per-person sums (one pass), so 100k people cost
-one batched search of the gallery against itself, not a loop over pairs.
+Scale: one pass of exact BLAS products of every sample against every person template
+(``samples x people x d`` flops, in blocks of at most :data:`BLOCK_FLOATS` cosines, so
+memory stays at 64 MB whatever the size) gives each sample its nearest other person and,
+in the same pass, its candidates for a near-duplicate of another person: angles between
+unit vectors obey the triangle inequality, so only people whose template lies within their
+own widest sample angle plus the duplicate angle are compared sample by sample (see
+:func:`_scan`; exact, no pair is missed). Own similarities come from per-person sums
+(``np.add.at``). Nothing compares all pairs of samples any more: that search
+(``samples^2 x d``, before) took about 70 % of the time at 10k people and grew with the
+square of the samples. FAISS is not used here: the check needs every person's cosine for
+the duplicate bound, and its HNSW build and search cost more than the products (10k people:
+215 s against 19 s). Measured with ``OPENBLAS_NUM_THREADS=1 python bench/gallery.py --check
+1000 10000 100000 --threads 1`` (two shared cores, synthetic people x 3 samples of d=128,
+SQLite, reading included): 1k people 0.12 s, 10k 2.2 s (6.7 s before, same flags), 100k
+154 s (the products grow with people x samples: 10x the people, about 70x the time; the
+all-pairs search alone would have taken about 390 s more).
 
 Thresholds were calibrated on LFW (``../shared/data/lfw``, 100 people x 3 photos, one in
 five people given a photo of someone else, half enrolled people and half strangers, 30
@@ -38,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from facerec.gallery.search import GalleryIndex, IndexKind
+from facerec.gallery.search import IndexKind
 
 if TYPE_CHECKING:
     from facerec.gallery.backend import GalleryBackend
@@ -49,8 +60,14 @@ Reason = Literal["outlier", "closer_to_other", "low_quality", "not_a_face", "dup
 #: Every reason, most serious first (a sample is reported once, under its first reason).
 REASONS: tuple[Reason, ...] = ("not_a_face", "low_quality", "closer_to_other", "outlier", "duplicate")
 
-#: Samples searched per batch (bounds the similarity block to BATCH x people floats).
+#: Samples searched per batch at most (bounds the similarity block to BATCH x people floats).
 BATCH = 2048
+
+#: Floats in one block of cosines at most (64 MB of float32): the batch shrinks as people grow.
+BLOCK_FLOATS = 1 << 24
+
+#: Radians added to the near-duplicate bound so float32 rounding never drops a true pair.
+ANGLE_SLACK = 0.01
 
 #: Outlier floor as a fraction of the recognition threshold: on LFW with MobileFaceNet
 #: (threshold 0.32) 0.8 x 0.32 = 0.256 left 0.5 % of good photos under it and 0.3 % of wrong ones above.
@@ -244,55 +261,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_other(row_names: Sequence[str], rows: np.ndarray, own: Sequence[str], vec: np.ndarray, *,
-                  index: IndexKind = "auto", index_min_size: int = 200_000,
-                  template: Literal["mean", "max"] = "mean") -> tuple[list[str | None], np.ndarray]:
-    """The most similar person other than the own one, for every row of ``vec``.
-
-    Args:
-        row_names, rows: the owner of each row and the unit rows: one template per person
-            (``template="mean"``) or every sample (``template="max"``: a person's similarity
-            is their best sample's).
-        own: each query's own person (excluded).
-        index, index_min_size: as ``gallery.index``: from ``index_min_size`` rows (or with
-            ``faiss``) a :class:`~facerec.gallery.search.GalleryIndex` with FAISS answers;
-            below, exact NumPy products of :data:`BATCH` queries at a time.
-
-    Returns:
-        ``(names, cosines)``; ``None`` and -1 where there is no other person.
-    """
-    out_names: list[str | None] = [None] * len(vec)
-    out_sim = np.full(len(vec), -1.0, np.float32)
-    if not len(vec) or not len(rows):
-        return out_names, out_sim
-    people, row_person = np.unique(np.asarray(list(row_names), dtype=object), return_inverse=True)
-    pos = {str(p): i for i, p in enumerate(people)}
-    own_idx = np.fromiter((pos.get(str(o), -1) for o in own), np.int64, len(vec))
-    if index == "faiss" or (index == "auto" and len(rows) >= index_min_size):
-        idx = GalleryIndex([str(n) for n in row_names], rows, template=template, index="faiss", index_min_size=1)
-        for b in range(0, len(vec), BATCH):
-            for j, m in enumerate(idx.search(vec[b : b + BATCH], threshold=2.0, top_k=2)):
-                for name, sim in m.top:
-                    if name != own[b + j]:
-                        out_names[b + j], out_sim[b + j] = name, sim
-                        break
-        return out_names, out_sim
-    row_person = row_person.reshape(-1)
-    for b in range(0, len(vec), BATCH):
-        sims = vec[b : b + BATCH] @ rows.T
-        mine = own_idx[b : b + BATCH]
-        if template == "mean":  # one row per person: blank the own column
-            known = np.flatnonzero(mine >= 0)
-            sims[known, mine[known]] = -np.inf
-        else:
-            sims[row_person[None, :] == mine[:, None]] = -np.inf
-        j = np.argmax(sims, axis=1)
-        best = sims[np.arange(len(j)), j]
-        for k in np.flatnonzero(np.isfinite(best)).tolist():
-            out_names[b + k], out_sim[b + k] = str(people[row_person[j[k]]]), float(best[k])
-    return out_names, out_sim
-
-
 def check_gallery(store: GalleryBackend, key: EmbedderKey, rules: CheckRules, *, index: IndexKind = "auto",
                   index_min_size: int = 200_000,
                   crop_score: Callable[[int], float] | None = None) -> CheckReport:
@@ -302,7 +270,8 @@ def check_gallery(store: GalleryBackend, key: EmbedderKey, rules: CheckRules, *,
         store: any gallery backend.
         key: the embedder whose vectors are compared.
         rules: the thresholds.
-        index, index_min_size: how nearest people are searched (``gallery.index``).
+        index, index_min_size: accepted with the ``gallery.index`` setting; the check is exact
+            BLAS products at every size (see the module docstring).
         crop_score: detector score of a sample's stored crop by id; asked only for the
             few samples whose faceness is already low (``None``: faceness alone decides).
 
@@ -339,12 +308,13 @@ def check_gallery(store: GalleryBackend, key: EmbedderKey, rules: CheckRules, *,
         rest_n = prof.counts[prof.inverse] - 1
         rest = _unit(own_sum - vec.astype(np.float64))
         own = np.where(rest_n > 0, np.einsum("ij,ij->i", vec.astype(np.float64), rest), np.nan)
-        people_names = [str(p) for p in prof.people]
-        other, other_sim = nearest_other(people_names, prof.templates, names, vec,
-                                         index=index, index_min_size=index_min_size)
+        scan = _scan(prof, np.asarray(vec, np.float32), rules.duplicate_similarity)
+        other = [None if j < 0 else str(prof.people[j]) for j in scan.other.tolist()]
+        other_sim = scan.other_sim
         face = prof.faceness_without_own(vec)
+        check_face = len(prof.people) >= CHECK_FACENESS_MIN_PEOPLE
         for i, sid in enumerate(ids.tolist()):
-            if (len(prof.people) >= CHECK_FACENESS_MIN_PEOPLE and face[i] < rules.faceness_below
+            if (check_face and face[i] < rules.faceness_below
                     and (crop_score is None or crop_score(sid) < rules.crop_score_below)):
                 flag(sid, "not_a_face", None, float(face[i]))
             if rest_n[i] > 0 and other[i] is not None and other_sim[i] > own[i] + rules.margin:
@@ -352,16 +322,115 @@ def check_gallery(store: GalleryBackend, key: EmbedderKey, rules: CheckRules, *,
             elif rest_n[i] > 0 and own[i] < rules.outlier_below:
                 near = other[i] if other[i] is not None and other_sim[i] >= rules.outlier_below else None
                 flag(sid, "outlier", near, float(own[i]))
-        _near_duplicates(ids, names, vec, rules, flag, index=index, index_min_size=index_min_size, prof=prof)
+        _own_duplicates(ids, names, vec, rules, flag, prof)
+        for i in np.flatnonzero(scan.dup >= 0).tolist():
+            flag(int(ids[i]), "duplicate", names[int(scan.dup[i])], float(scan.dup_sim[i]))
     report.flagged = sorted(found.values(), key=lambda f: (f.person, f.sample_id))
     return report
 
 
-def _near_duplicates(ids: np.ndarray, names: list[str], vec: np.ndarray, rules: CheckRules,
-                     flag: Callable[[int, Reason, str | None, float], None], *, index: IndexKind,
-                     index_min_size: int, prof: Profile) -> None:
-    """Flag the later sample of every pair with a cosine of at least ``duplicate_similarity``:
-    within a person by their own pairwise products, across people through a per-sample index."""
+@dataclass
+class _Scan:
+    """What one pass of every sample against every person template finds.
+
+    Attributes:
+        other: per sample, the row (in :attr:`Profile.people`) of the most similar other
+            person's template; -1 where there is no other person.
+        other_sim: its cosine (-1 where none).
+        dup: per sample, the most similar sample of another person when their cosine is at
+            least the duplicate threshold (lowest index on ties); -1 where none.
+        dup_sim: that cosine.
+    """
+
+    other: np.ndarray
+    other_sim: np.ndarray
+    dup: np.ndarray
+    dup_sim: np.ndarray
+
+
+def _block_rows(people: int) -> int:
+    """Samples per block so that a block of cosines stays under :data:`BLOCK_FLOATS`."""
+    return int(max(16, min(BATCH, BLOCK_FLOATS // max(people, 1))))
+
+
+def _scan(prof: Profile, vec: np.ndarray, duplicate_similarity: float) -> _Scan:
+    """Every sample against every person template in blocks of samples (exact BLAS products,
+    ``samples x people x d`` flops, memory bounded by :data:`BLOCK_FLOATS`), giving the nearest
+    other person and the candidates for cross-person near-duplicates in the same pass.
+
+    The duplicate search is exact without comparing all pairs of samples: angles between unit
+    vectors obey the triangle inequality, so a sample ``u`` within angle ``delta`` (the
+    duplicate threshold) of a sample of person ``q`` lies within ``R_q + delta`` of ``q``'s
+    template, where ``R_q`` is the widest angle between ``q``'s samples and their template.
+    Only the people passing that bound (a handful per sample on real galleries) have their
+    samples compared one by one. The bound loosens as the threshold falls (at 0.5 on
+    synthetic people most pairs become candidates and the check is several times slower);
+    ``gallery.duplicate_similarity`` is 0.98 by default.
+    """
+    n, people = len(vec), len(prof.people)
+    out = _Scan(np.full(n, -1, np.int64), np.full(n, -1.0, np.float32),
+                np.full(n, -1, np.int64), np.full(n, -1.0, np.float32))
+    if not n or not people:
+        return out
+    templates = prof.templates
+    own_cos = np.einsum("ij,ij->i", vec, templates[prof.inverse])
+    radius = np.zeros(people, np.float64)  # widest angle of each person's samples to their template
+    np.maximum.at(radius, prof.inverse, np.arccos(np.clip(own_cos.astype(np.float64), -1.0, 1.0)))
+    delta = float(np.arccos(np.clip(duplicate_similarity, -1.0, 1.0)))
+    # ANGLE_SLACK absorbs float32 rounding (arccos is steep near 1); a wider bound only adds candidates
+    reach = np.cos(np.minimum(radius + delta + ANGLE_SLACK, np.pi)).astype(np.float32)
+    order = np.argsort(prof.inverse, kind="stable")  # samples grouped by person, in id order
+    starts = np.r_[0, np.cumsum(prof.counts)[:-1]].astype(np.int64)
+    counts = prof.counts.astype(np.int64)
+    step = _block_rows(people)
+    for b in range(0, n, step):
+        block = vec[b : b + step] @ templates.T
+        rows = np.arange(len(block))
+        mine = prof.inverse[b : b + step]
+        block[rows, mine] = -np.inf  # own person: not "other"; its pairs are _own_duplicates'
+        j = np.argmax(block, axis=1)
+        best = block[rows, j]
+        ok = np.isfinite(best)
+        out.other[b : b + step][ok], out.other_sim[b : b + step][ok] = j[ok], best[ok]
+        near = block >= reach[None, :]
+        some = np.flatnonzero(near.any(axis=1))  # most samples have no candidate at all
+        qi, qp = np.nonzero(near[some])
+        _pair_duplicates(vec, some[qi] + b, qp, order, starts, counts, duplicate_similarity, out)
+    return out
+
+
+def _pair_duplicates(vec: np.ndarray, sample: np.ndarray, person: np.ndarray, order: np.ndarray,
+                     starts: np.ndarray, counts: np.ndarray, threshold: float, out: _Scan) -> None:
+    """Compare each ``sample`` with every sample of the matching ``person`` (in chunks of at most
+    :data:`BLOCK_FLOATS` / d pairs) and keep, per sample, its most similar one at or above ``threshold``."""
+    if not len(sample):
+        return
+    d = max(vec.shape[1], 1)
+    cum = np.cumsum(counts[person])
+    chunk = max(1, BLOCK_FLOATS // d)
+    lo = 0
+    while lo < len(sample):
+        hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + chunk, side="right")))
+        c = counts[person[lo:hi]]
+        u = np.repeat(sample[lo:hi], c)
+        first = np.repeat(starts[person[lo:hi]] - (np.cumsum(c) - c), c)
+        v = order[first + np.arange(int(c.sum()))]
+        sim = np.einsum("ij,ij->i", vec[u], vec[v])
+        keep = sim >= threshold
+        u, v, sim = u[keep], v[keep], sim[keep]
+        # with this chunk's pairs, the best so far: per sample the highest cosine, then the lowest index
+        had = np.flatnonzero(out.dup >= 0)
+        u, v, sim = np.r_[u, had], np.r_[v, out.dup[had]], np.r_[sim, out.dup_sim[had]]
+        k = np.lexsort((v, -sim, u))
+        k = k[np.r_[True, u[k][1:] != u[k][:-1]]] if len(k) else k
+        out.dup[u[k]], out.dup_sim[u[k]] = v[k], sim[k]
+        lo = hi
+
+
+def _own_duplicates(ids: np.ndarray, names: list[str], vec: np.ndarray, rules: CheckRules,
+                    flag: Callable[[int, Reason, str | None, float], None], prof: Profile) -> None:
+    """Flag the later sample of every pair of one person with a cosine of at least
+    ``duplicate_similarity`` (their own pairwise products: a few samples each)."""
     order = np.argsort(prof.inverse, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(prof.inverse[order]) != 0])
     ends = np.r_[starts[1:], len(order)]
@@ -374,10 +443,6 @@ def _near_duplicates(ids: np.ndarray, names: list[str], vec: np.ndarray, rules: 
         for x, y in zip(*np.nonzero(np.triu(s >= rules.duplicate_similarity))):
             later = int(max(ids[rows[x]], ids[rows[y]]))
             flag(later, "duplicate", names[rows[x]], float(s[x, y]))
-    other, sim = nearest_other(names, vec, names, vec, index=index, index_min_size=index_min_size, template="max")
-    for i, sid in enumerate(ids.tolist()):
-        if other[i] is not None and sim[i] >= rules.duplicate_similarity:
-            flag(int(sid), "duplicate", other[i], float(sim[i]))
 
 
 def judge_new(prof: Profile, person: str, vec: np.ndarray, rules: CheckRules, *,
