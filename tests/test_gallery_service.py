@@ -18,6 +18,7 @@ import pytest
 from facerec.align import align
 from facerec.config import load_config
 from facerec.errors import GalleryError
+from facerec.gallery.faces import faces_of
 from facerec.gallery.service import GalleryService, detect_faces
 from facerec.gallery.store import GalleryStore
 from facerec.imageio import list_images, read_image
@@ -333,3 +334,54 @@ def test_embed_killed_midway_keeps_gallery_intact(tmp_path, analyzer, real_crops
         rep = svc.embed_all(progress=False)
         assert len(rep.done) == n - done and svc.store.count(svc.key) == n
         assert svc.store.missing_embeddings(svc.key) == []
+
+
+# ------------------------------------------------------------------ one still-image path, reason codes
+
+
+def test_analyze_has_the_padding_retry_of_identify(tmp_path, analyzer, photo):
+    """``FaceAnalyzer.analyze`` and ``identify_image`` find the same faces with the same
+    vectors; a tight crop the plain detector misses is found by both, and a photo the plain
+    detector already reads gives exactly what it gave before the retry existed."""
+    from facerec.analyze import FaceAnalyzer
+
+    plain = FaceAnalyzer(analyzer.detector, analyzer.embedder, analyzer.flip, analyzer.threshold, pad_retry=0.0)
+    folder = photo("five_celebrity_dataset/ben_afflek")
+    tight = next(img for img in map(read_image, list_images(folder)[:6]) if not len(analyzer.detector(img)))
+    assert len(plain.analyze(tight)) == 0
+    with make_service(tmp_path / "g", analyzer) as svc:
+        res = analyzer.analyze(tight)
+        faces = svc.identify_image(tight)
+        assert len(res) == len(faces) >= 1
+        assert [round(float(v), 1) for v in res.detections.xyxy[0]] == faces[0]["box"]
+        # the same vectors as the service's own path
+        _, emb = faces_of(svc.detector, svc.embed_faces, tight, svc.cfg.gallery.pad_retry)
+        assert emb is not None
+        np.testing.assert_allclose(res.embeddings.vectors, emb.vectors, atol=1e-6)
+    normal = read_image(photo("face_recognition_examples/obama/obama.jpg"))
+    a, b = analyzer.analyze(normal), plain.analyze(normal)
+    assert len(a) == len(b) == 1
+    np.testing.assert_array_equal(a.detections.xyxy, b.detections.xyxy)
+    np.testing.assert_array_equal(a.embeddings.vectors, b.embeddings.vectors)
+    blank = np.full((200, 200, 3), 127, np.uint8)
+    empty = analyzer.analyze(blank)
+    assert len(empty) == 0 and empty.embeddings.vectors.shape[0] == 0
+
+
+def test_status_comes_from_the_reason_code_not_the_text(tmp_path, analyzer, photo):
+    """A file name that contains ``multiple_faces`` or ``already enrolled`` does not make
+    a failed photo 'skipped': the status follows the code carried beside the message."""
+    obama = read_image(photo("face_recognition_examples/obama/obama.jpg"))
+    blank = np.full((300, 300, 3), 127, np.uint8)
+    with make_service(tmp_path / "g", analyzer, **{"gallery.multiple_faces": "skip"}) as svc:
+        r = svc.enroll_image("x", blank, source_path="multiple_faces already enrolled.png")
+        assert (r.status, r.code) == ("failed", "no_face") and "no face found" in r.reason
+        r = svc.enroll_image("a", read_image(photo("face_recognition_examples/_multi/two_people.jpg")), source_path="two")
+        assert (r.status, r.code) == ("skipped", "multiple_faces")
+        assert svc.enroll_image("obama", obama, source_path="o.jpg").code is None
+        r = svc.enroll_image("obama", obama, source_path="o.jpg")
+        assert (r.status, r.code) == ("skipped", "already_enrolled")
+        r = svc.enroll_image("barack", obama, source_path="o.jpg", refuse_conflicts=True)
+        assert (r.status, r.code) == ("failed", "enrolled_for_other")
+        r = svc.enroll_image("y", cv2.GaussianBlur(obama, (0, 0), 6), source_path="blurred.jpg")
+        assert (r.status, r.code) == ("failed", "low_quality")
