@@ -287,7 +287,8 @@ class _Server:
         """Enroll one face of one photo (``face``: index in :meth:`identify`'s list, else
         the service's own choice); a photo that ``enroll check`` would flag as belonging to
         someone else is refused unless ``force`` (as ``enroll add``); returns ``{"file",
-        "sample_id", "status", "reason", "warnings", "check"}``."""
+        "sample_id", "status", "reason", "code", "warnings", "check"}`` (``code``: why nothing was
+        added, :data:`facerec.gallery.reports.ReasonCode`)."""
         if face is not None:
             image = self.isolate_face(image, face, source)
             sha256 = hashlib.sha256(f"{sha256}#face{face}".encode()).hexdigest()
@@ -298,6 +299,7 @@ class _Server:
             "sample_id": result.sample.id if result.sample is not None else None,
             "status": result.status,
             "reason": result.reason,
+            "code": result.code,
             "warnings": list(result.warnings),
             "check": result.check,
         }

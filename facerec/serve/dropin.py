@@ -241,6 +241,7 @@ async def enroll_photos(srv: Any, name: str, photos: list[ImageUpload], interfac
     new: list[int] = []
     again: list[int] = []
     reasons: list[str] = []
+    codes: list[str | None] = []
     for up in photos:
         r = await srv.model(srv.enroll, name, up.image, up.name, up.sha256, None)
         if r["sample_id"] is not None:
@@ -251,11 +252,12 @@ async def enroll_photos(srv: Any, name: str, photos: list[ImageUpload], interfac
             again.append(int(same[0]))
         else:
             reasons.append(str(r["reason"]))
+            codes.append(r.get("code"))
     if new:
         view = interface_view(srv.service, interface)
         await srv.io(view.audit, "samples.add", name, added=len(new), samples=new, skipped=len(reasons))
     if not new and not again:
-        no_face = all("no face" in r for r in reasons)
+        no_face = all(c == "no_face" for c in codes)
         raise DropinError(400, f"nothing registered for {name!r}: " + "; ".join(reasons), 28 if no_face else 36)
     return Enrolled(new + again, len(new), reasons)
 
