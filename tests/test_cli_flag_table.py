@@ -98,6 +98,7 @@ GOOD = [
     (["serve"], ["--host", "0.0.0.0"], "serve.host", "0.0.0.0"),
     (["detect", "x.jpg"], ["--threads", "1"], "runtime.threads", 1),
     (["enroll", "list"], ["--data-dir", "gal"], "gallery.data_dir", "gal"),
+    (["detect", "x.jpg"], ["--backend", "onnx"], "runtime.engine", "onnx"),  # the old name of --engine
 ]
 
 
@@ -121,4 +122,6 @@ def test_every_table_names_real_keys():
             assert flag in parser._option_string_actions, (words, flag)
             assert parser._option_string_actions[flag].dest == dest
             seen += 1
+        if "--threads" in parser._option_string_actions:  # the common flags are in every command's table
+            assert table.get("threads") == ("--threads", "runtime.threads"), words
     assert seen >= 14
