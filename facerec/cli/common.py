@@ -9,10 +9,7 @@ from typing import Any
 
 import logging
 
-from pydantic import ValidationError
-
-from facerec.config import Config, format_errors, load_config
-from facerec.errors import ConfigError
+from facerec.config import Config, load_config
 from facerec.runtime import ENGINES, PRECISIONS
 from facerec.runtime.engines import engine_alias
 
@@ -43,6 +40,7 @@ def _parser(*, detector: bool, embedder: bool) -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, metavar="N",
                    help="threads of every engine (runtime.threads; default: the cores available)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    config_flags(p, _OVERRIDES)
     return p
 
 
@@ -65,7 +63,8 @@ def plain_parser() -> argparse.ArgumentParser:
     return _parser(detector=False, embedder=False)
 
 
-#: argparse destination -> dotted config key.
+#: argparse destination -> dotted config key: the flags of the common parsers, part of every
+#: command's table.
 _OVERRIDES = {
     "detector": "models.detector",
     "embedder": "models.embedder",
@@ -78,24 +77,35 @@ _OVERRIDES = {
     "threads": "runtime.threads",
 }
 
-#: dotted config key -> the flag that sets it, for error messages.
-FLAGS = {key: "--" + dest.replace("_", "-") for dest, key in _OVERRIDES.items()}
-FLAGS["live.input_size"] = "--input-size"
-FLAGS["live.detect_every"] = "--detect-every"
+
+def config_flags(parser: argparse.ArgumentParser, table: dict[str, str]) -> None:
+    """Declare which options of ``parser`` are config values: argparse destination -> dotted
+    config key, added to the table the parser already has (a command inherits the common
+    flags' table from its parent parser). :func:`config_from_args` applies the table through
+    the config model, so every value is validated and a bad one is reported under its flag.
+
+    Raises:
+        KeyError: a destination the parser does not define (a typo in the table).
+    """
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    have: dict[str, tuple[str, str]] = parser.get_default("config_flags") or {}
+    parser.set_defaults(config_flags={**have, **{dest: (flags[dest], key) for dest, key in table.items()}})
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Load ``--config`` and apply the command-line overrides (validated together)."""
-    overrides: dict[str, Any] = {key: getattr(args, dest, None) for dest, key in _OVERRIDES.items()}
-    overrides["runtime.engine"] = engine_alias(overrides["runtime.engine"], getattr(args, "backend", None),
+    """Load ``--config`` and apply the command's flag table (see :func:`config_flags`): every
+    value given on the command line, validated together with the file.
+
+    Raises:
+        ConfigError: a bad file, or one line naming the flag with a bad value.
+    """
+    table: dict[str, tuple[str, str]] = getattr(args, "config_flags", None) or {
+        dest: ("--" + dest.replace("_", "-"), key) for dest, key in _OVERRIDES.items()}
+    overrides: dict[str, Any] = {key: getattr(args, dest, None) for dest, (_, key) in table.items()}
+    overrides["runtime.engine"] = engine_alias(overrides.get("runtime.engine"), getattr(args, "backend", None),
                                                engine_name="--engine", alias_name="--backend", warn=True)
-    return load_config(getattr(args, "config", None), overrides, flags=FLAGS)
-
-
-def option_error(err: ValidationError, flags: dict[str, str] | None = None) -> ConfigError:
-    """A short message for a rejected command-line value, naming the flag (no pydantic
-    boilerplate or documentation links)."""
-    return ConfigError(format_errors(err, "the command line", flags or FLAGS))
+    flags = {key: flag for flag, key in table.values()}
+    return load_config(getattr(args, "config", None), overrides, flags=flags)
 
 
 def print_json(obj: Any) -> None:

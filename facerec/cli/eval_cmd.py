@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.cli.common import print_json
+from facerec.cli.common import config_flags, print_json
 from facerec.config import DEFAULT_CONFIG, Config
 from facerec.errors import FacerecError
 
@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_identify)
+    config_flags(p, {"template": "gallery.template"})
 
     p = esub.add_parser("gallery", parents=[common], help="leave-one-out check of the gallery (or of photo folders)",
                         description="Compare every enrolled sample with its own person (without it) and with "
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_gallery)
+    config_flags(p, {"template": "gallery.template"})
 
     p = esub.add_parser("detect", parents=[detector_parser()], help="detector recall/precision against ground-truth boxes",
                         description="Recall and precision at an IoU threshold (greedy matching by score; "
@@ -96,6 +98,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_cluster)
+    config_flags(p, {"min_faces": "unknowns.min_faces", "max_distance": "unknowns.max_distance"})
 
     p = sub.add_parser("calibrate", parents=[common], help="set recognition.threshold for a target false-accept rate",
                        description="Compute the threshold that keeps the false-accept rate at or below --far on "
@@ -200,7 +203,7 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.evaluate.plot import plot_det
 
     analyzer = _analyzer(cfg)
-    template = args.template or cfg.gallery.template
+    template = cfg.gallery.template  # --template applied
     res = identify_folders(analyzer, args.gallery, args.probes, template, _progress(args), cfg.gallery.pad_retry)
     rep = res.report()
     out = summary(res)
@@ -257,7 +260,7 @@ def cmd_gallery(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.evaluate.gallery_eval import check_gallery, describe
     from facerec.evaluate.identify import embed_folder
 
-    template = args.template or cfg.gallery.template
+    template = cfg.gallery.template  # --template applied
     if args.root:
         analyzer = _analyzer(cfg)
         fe = embed_folder(analyzer, args.root, _progress(args), "embedding", cfg.gallery.pad_retry)
@@ -380,11 +383,7 @@ def cmd_cluster(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.min_photos < 1 or (args.max_people is not None and args.max_people < 1):
         raise FacerecError("--min-photos and --max-people must be at least 1")
-    try:
-        params = ClusterParams(args.min_faces if args.min_faces is not None else cfg.unknowns.min_faces,
-                               args.max_distance if args.max_distance is not None else cfg.unknowns.max_distance)
-    except ValueError as e:
-        raise FacerecError(f"{e}: check --min-faces / --max-distance") from None
+    params = ClusterParams(cfg.unknowns.min_faces, cfg.unknowns.max_distance)  # --min-faces/--max-distance applied
     analyzer = _analyzer(cfg)
     res = evaluate_clustering(analyzer, args.root, params, args.min_photos, args.max_people,
                               _progress(args), cfg.gallery.pad_retry)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facerec.cli.common import print_json
+from facerec.cli.common import config_flags, print_json
 from facerec.config import Config
 from facerec.distributed import add_executor_options, identify_photos, open_executor
 from facerec.errors import FacerecError
@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--details", action="store_true", help="list every file in the summary")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_align)
+    config_flags(p, {"weights": "models.detector_weights", "conf_thres": "detection.conf_thres",
+                     "iou_thres": "detection.iou_thres"})
 
     p = sub.add_parser(
         "embed", parents=[common], help="sync preprocessed/ crops into the gallery and embed what is missing",
@@ -193,21 +195,8 @@ def _detector_for_file(file_name: str, default: str) -> str:
 
 
 def cmd_align(args: argparse.Namespace, cfg: Config) -> int:
-    from pydantic import ValidationError
-
-    from facerec.cli.common import option_error
-
-    try:  # the section validates each assignment
-        if args.conf_thres is not None:
-            cfg.detection.conf_thres = args.conf_thres
-        if args.iou_thres is not None:
-            cfg.detection.iou_thres = args.iou_thres
-    except ValidationError as e:
-        raise option_error(e, {"conf_thres": "--conf_thres", "iou_thres": "--iou_thres"}) from None
-    if args.weights:
-        cfg.models.detector_weights = args.weights
-        if cfg.models.detector == "auto":
-            cfg.models.detector = _detector_for_file(Path(args.weights).name, cfg.models.detector)
+    if args.weights and cfg.models.detector == "auto":
+        cfg.models.detector = _detector_for_file(Path(args.weights).name, cfg.models.detector)
     data = Path(cfg.gallery.data_dir)
     raw = Path(args.raw) if args.raw else data / "raw"
     out = Path(args.out) if args.out else data / CROPS_DIR

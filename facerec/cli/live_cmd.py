@@ -35,6 +35,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_run)
 
 
+#: The options of ``facerec run`` that are config values: argparse destination -> dotted key.
+RUN_FLAGS = {
+    "detect_every": "live.detect_every",
+    "input_size": "live.input_size",
+    "webhook": "events.webhook_url",
+    "camera": "live.camera_name",
+    "keep_unknown": "events.keep_unknown_crops",
+    "stats_every": "live.stats_every_s",
+    "unknowns": "unknowns.enabled",
+}
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``facerec run``; ``rec_cam.py`` uses the same."""
     g = p.add_argument_group("live options")
@@ -67,6 +79,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep unknown sightings and group them into candidate people (unknowns.enabled)")
     g.add_argument("--stats", metavar="FILE", help="write run statistics as JSON to FILE on exit")
     g.add_argument("--stats-every", type=float, metavar="S", help="log a stats line every S seconds (0 = never)")
+    from facerec.cli.common import config_flags
+
+    config_flags(p, RUN_FLAGS)
 
 
 def main(argv: list[str] | None = None, prog: str = "rec_cam.py") -> int:
@@ -115,30 +130,9 @@ def gui_problem() -> str | None:
     return None
 
 
-def _apply_overrides(args: argparse.Namespace, cfg: Config) -> None:
-    from pydantic import ValidationError
-
-    from facerec.cli.common import option_error
-
-    try:
-        if args.detect_every is not None:
-            cfg.live.detect_every = args.detect_every
-        if args.input_size is not None:
-            cfg.live.input_size = args.input_size
-        if args.webhook is not None:
-            cfg.events.webhook_url = args.webhook
-        if args.camera is not None:
-            cfg.live.camera_name = args.camera
-        if args.keep_unknown:
-            cfg.events.keep_unknown_crops = True
-        if args.stats_every is not None:
-            cfg.live.stats_every_s = args.stats_every
-        if getattr(args, "unknowns", None):
-            cfg.unknowns.enabled = True
-    except ValidationError as e:  # pydantic validates assignments
-        raise option_error(e, {"detect_every": "--detect-every", "input_size": "--input-size",
-                               "webhook_url": "--webhook", "camera_name": "--camera",
-                               "stats_every_s": "--stats-every"}) from None
+def _check_options(args: argparse.Namespace, cfg: Config) -> None:
+    """Check the options that are not config values (the config ones came through
+    :data:`RUN_FLAGS`)."""
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
 
@@ -259,7 +253,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.daemon import Daemon, stats_lines
 
     _quiet_opencv(getattr(args, "verbose", 0))
-    _apply_overrides(args, cfg)
+    _check_options(args, cfg)
     check_save_path(args.save_img)
     if args.view_img and (problem := gui_problem()):
         raise ConfigError(problem)

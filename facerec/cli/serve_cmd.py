@@ -14,9 +14,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
-from facerec.config import Config, ServeConfig
+from facerec.cli.common import config_flags
+from facerec.config import Config
 from facerec.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--as-fast-as-possible", action="store_true",
                    help="read a --source file as fast as it can be processed instead of at its own frame rate")
     p.set_defaults(func=run_serve)
+    config_flags(p, {"host": "serve.host", "port": "serve.port"})
 
 
 class _RecentEvents:
@@ -218,13 +219,6 @@ def run_serve(args: argparse.Namespace, cfg: Config) -> int:
     from facerec.gallery.service import GalleryService
     from facerec.serve.auth import TOKEN_ENV, resolve_token
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        try:
-            serve = ServeConfig.model_validate({**cfg.serve.model_dump(), **overrides})
-        except ValidationError as e:
-            raise ConfigError(f"--host/--port: {e.errors()[0]['msg']}") from None
-        cfg = cfg.model_copy(update={"serve": serve})
     host, port = cfg.serve.host, cfg.serve.port
     token, generated = resolve_token(host)
     _check_port(host, port)  # before the token, the address and the models: the error comes first
