@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from facerec.redact import redact
+
 #: URL schemes handed to FFmpeg as network streams.
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -37,7 +39,7 @@ def check_camera_source(source: str) -> str:
     """A source that is written as a URL uses a scheme the capture can open."""
     text = source.strip()
     if "://" in text and not text.lower().startswith((*STREAM_SCHEMES, "file://")):
-        raise ValueError(f"source {text!r} has an unsupported URL scheme; use one of "
+        raise ValueError(f"source {redact(text)!r} has an unsupported URL scheme; use one of "
                          f"{', '.join(STREAM_SCHEMES)} (or a webcam index, a file or a folder)")
     return source
 
@@ -48,7 +50,7 @@ def check_http_url(url: str | None) -> str | None:
         return url
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL (write it whole, e.g. "
+        raise ValueError(f"{redact(url)!r} is not an http:// or https:// URL (write it whole, e.g. "
                          "http://host:8123/hook)")
     return url
 

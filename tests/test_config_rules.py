@@ -83,6 +83,9 @@ def test_save_img_video_and_folder_paths_still_accepted():
      "'a' is used twice"),
     ("cameras:\n  - {name: a, source: 'ftp://cam/stream'}\n", "cameras.0.source", "unsupported URL scheme"),
     ("events:\n  webhook_url: example.com/hook\n", "events.webhook_url", "not an http:// or https:// URL"),
+    # a refused URL is shown without its user and password
+    ("cameras:\n  - {name: a, source: 'gopher://bob:s3cret@cam/x'}\n", "cameras.0.source", "'gopher://***@cam/x'"),
+    ("events:\n  webhook_url: 'ftp://bob:s3cret@hook/x'\n", "events.webhook_url", "'ftp://***@hook/x'"),
 ])
 def test_cross_field_rules_fail_at_load(yaml_text, key, words, tmp_path):
     p = tmp_path / "c.yaml"
@@ -91,6 +94,7 @@ def test_cross_field_rules_fail_at_load(yaml_text, key, words, tmp_path):
         load_config(p)
     msg = str(e.value)
     assert "\n" not in msg and f"in {p}: {key}: " in msg and words in msg
+    assert "s3cret" not in msg and "bob" not in msg
 
 
 def test_a_bad_config_file_stops_every_command(tmp_path, capsys):
