@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
@@ -35,7 +35,8 @@ from typing import IO, Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from facerec.types import TrackedFace
+from facerec.sinks import FrameSinkBase
+from facerec.types import TrackedFace, TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class Event:
         camera: the camera's name.
         ts: wall clock, Unix seconds; set when the event is made.
         box: ``(x1, y1, x2, y2)`` frame pixels of the face's last box, when known.
-        crop: where a crop of the face was saved, when one was.
+        crop: always ``None`` in schema 1 (kept for a crop's path); unknown crops are files of
+            :class:`UnknownCrops`, named by camera and track id.
         state: for ``camera`` events, ``online`` or ``offline``.
         reason: for ``camera`` events, why the state changed (credentials redacted).
     """
@@ -443,8 +445,9 @@ class TrackEvents:
                 log.warning("closing event sink %s failed: %s", type(sink).__name__, e)
 
 
-class UnknownCrops:
-    """Keeps face crops of unknown tracks under ``folder`` for later enrollment.
+class UnknownCrops(FrameSinkBase):
+    """Keeps face crops of unknown tracks under ``folder`` for later enrollment (a frame
+    sink: it saves the tracks that ended decided unknown with a kept crop).
 
     One JPEG per unknown track (its best crop), named
     ``<camera>_<unix time>_track<id>.jpg``. Files older than ``retention_s`` are
@@ -463,6 +466,15 @@ class UnknownCrops:
         self.saved = 0
         self._last_prune = 0.0
         self.prune()
+
+    def on_frame(self, result, image: np.ndarray | None) -> bool:
+        self.on_ended(result.left, result.frame.t)
+        return True
+
+    def on_ended(self, ended: Sequence[TrackRecord], t: float) -> None:
+        for rec in ended:
+            if rec.unknown and rec.best_crop is not None:
+                self.save(rec.track_id, rec.best_crop)
 
     def save(self, track_id: int, crop: np.ndarray) -> Path | None:
         """Write ``crop`` (uint8 BGR); returns the path, or None when keeping nothing."""

@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,6 +37,8 @@ import numpy as np
 
 from facerec.errors import GalleryError
 from facerec.events import put_dropping_oldest
+from facerec.sinks import FrameSinkBase
+from facerec.types import TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +249,12 @@ def encode_jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-class SightingSink:
+class SightingSink(FrameSinkBase):
     """Stores the unknown tracks the live loop reports as ended, off the camera thread.
 
-    :func:`facerec.live.run_live` calls :meth:`tracks_ended` with every track that ended;
-    a track that was decided *unknown* and kept faces (``LivePipeline(keep_crops=True)``)
+    A frame sink: :func:`facerec.live.run_live` hands it every track that ended
+    (:meth:`tracks_ended`) and, after each frame, the tracks still in view
+    (:meth:`tracks_in_view`). Each track that was decided *unknown* and kept faces (``LivePipeline(keep_crops=True)``)
     becomes one sighting: its best ``crops_per_sighting`` crops, camera, times and track
     id. The writes happen on a worker thread behind a bounded queue (a slow database never
     stalls the camera; overflow drops the oldest and is counted), and retention is applied
@@ -287,16 +290,27 @@ class SightingSink:
         self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
         self._thread.start()
 
-    def _item(self, st, now: float, final: bool) -> tuple:
+    def _item(self, st: TrackRecord, now: float, final: bool) -> tuple:
         best = st.best_faces[: self.cfg.crops_per_sighting]
         return (st.track_id, now - max(0.0, st.last_t - st.first_t), now, [(q, c) for q, c, _ in best],
                 sighting_vector(np.stack([v for _, _, v in best])), final)
 
     @staticmethod
-    def _unknown(st) -> bool:
-        return bool(st.vote.decided and st.vote.name is None and st.best_faces)
+    def _unknown(st: TrackRecord) -> bool:
+        return bool(st.unknown and st.best_faces)
 
-    def tracks_ended(self, tracks) -> None:
+    def on_frame(self, result, image: np.ndarray | None) -> bool:
+        if result.left:
+            self.tracks_ended(result.left)
+        if result.in_view:
+            self.tracks_in_view(result.in_view)
+        return True
+
+    def on_ended(self, ended: Sequence[TrackRecord], t: float) -> None:
+        if ended:
+            self.tracks_ended(ended)
+
+    def tracks_ended(self, tracks: Iterable[TrackRecord]) -> None:
         """Queue the unknown tracks among ``tracks`` (never blocks); a track already saved
         while in view gets its sighting updated instead of a second one."""
         now = time.time()
@@ -308,7 +322,7 @@ class SightingSink:
                 continue
             self.dropped += put_dropping_oldest(self._queue, self._item(st, now, True))
 
-    def tracks_in_view(self, tracks) -> None:
+    def tracks_in_view(self, tracks: Iterable[TrackRecord]) -> None:
         """Save unknown tracks still in view: once they have been seen for
         :attr:`SAVE_AFTER_S`, then every :attr:`UPDATE_EVERY_S` (never blocks), so a
         stranger standing in front of a camera appears without leaving first."""
