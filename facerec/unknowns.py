@@ -25,7 +25,6 @@ and the smaller of the two ids when two candidates merge.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,7 @@ import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
-from facerec.events import put_dropping_oldest
+from facerec.queued import QueuedWorker
 from facerec.sinks import FrameSinkBase
 from facerec.types import TrackRecord
 
@@ -280,15 +279,17 @@ class SightingSink(FrameSinkBase):
         self.camera = camera
         self.embedder = embedder
         self.saved = 0
-        self.dropped = 0
         self.failed = 0
         self.pruned = 0
         self._last_prune = 0.0
         self._live: dict[int, float] = {}  # track id -> wall time its sighting was last queued
         self._sids: dict[int, int] = {}  # track id -> sighting id (worker thread only)
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
-        self._thread.start()
+        self._worker = QueuedWorker(self._write, queue_size, f"sightings:{camera}")
+
+    @property
+    def dropped(self) -> int:
+        """Sightings thrown away because the queue was full."""
+        return self._worker.dropped
 
     def _item(self, st: TrackRecord, now: float, final: bool) -> tuple:
         best = st.best_faces[: self.cfg.crops_per_sighting]
@@ -318,9 +319,9 @@ class SightingSink(FrameSinkBase):
             was_live = self._live.pop(st.track_id, None) is not None
             if not self._unknown(st):
                 if was_live:  # named after all: its sighting stays as last saved
-                    self.dropped += put_dropping_oldest(self._queue, ("forget", st.track_id))
+                    self._worker.put(("forget", st.track_id))
                 continue
-            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, True))
+            self._worker.put(self._item(st, now, True))
 
     def tracks_in_view(self, tracks: Iterable[TrackRecord]) -> None:
         """Save unknown tracks still in view: once they have been seen for
@@ -334,36 +335,30 @@ class SightingSink(FrameSinkBase):
             if last is not None and now - last < self.UPDATE_EVERY_S:
                 continue
             self._live[st.track_id] = now
-            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, False))
+            self._worker.put(self._item(st, now, False))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if item[0] == "forget":
-                    self._sids.pop(item[1], None)
-                    continue
-                track_id, first, last, faces, vec, final = item
-                try:
-                    crops = [(encode_jpeg(c), q) for q, c in faces]
-                    sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
-                    if sid is not None:
-                        # gone meanwhile (named or dismissed on the page): not brought back
-                        self.store.update_sighting(sid, last, vec, crops)
-                    else:
-                        sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
-                        self.saved += 1
-                        if not final:
-                            self._sids[track_id] = sid
-                    if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
-                        self.prune()
-                except Exception as e:  # a lost database must not end the camera
-                    self.failed += 1
-                    log.warning("unknown sighting of track %s not stored: %s", track_id, e)
-            finally:
-                self._queue.task_done()
+    def _write(self, item: tuple) -> None:
+        """Store one queued sighting (on the worker thread)."""
+        if item[0] == "forget":
+            self._sids.pop(item[1], None)
+            return
+        track_id, first, last, faces, vec, final = item
+        try:
+            crops = [(encode_jpeg(c), q) for q, c in faces]
+            sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
+            if sid is not None:
+                # gone meanwhile (named or dismissed on the page): not brought back
+                self.store.update_sighting(sid, last, vec, crops)
+            else:
+                sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
+                self.saved += 1
+                if not final:
+                    self._sids[track_id] = sid
+            if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
+                self.prune()
+        except Exception as e:  # a lost database must not end the camera
+            self.failed += 1
+            log.warning("unknown sighting of track %s not stored: %s", track_id, e)
 
     def prune(self) -> list[int]:
         """Apply ``unknowns`` retention now; returns the deleted sighting ids."""
@@ -375,15 +370,11 @@ class SightingSink(FrameSinkBase):
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued sighting is written (or ``timeout`` s passed)."""
-        end = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < end:
-            time.sleep(0.01)
+        self._worker.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the worker."""
-        self.flush(timeout)
-        put_dropping_oldest(self._queue, None)
-        self._thread.join(timeout)
+        """Write what is queued (at most ``timeout`` s), then stop the worker."""
+        self._worker.close(timeout)
 
 
 # --------------------------------------------------------------------------------------
