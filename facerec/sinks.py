@@ -185,14 +185,16 @@ def _outputs(ctx: SinkContext) -> list[FrameSink]:
     return [OutputSink(out) for out in ctx.outputs]
 
 
-#: One camera's sinks, in the order the loop calls them: ``(config section, factory)``.
-#: A factory returns no sink when its section leaves it off.
+#: One camera's sinks, in the order the loop calls them: ``(what turns it on, factory)``,
+#: a config section or, for the track log and the frame outputs, the daemon's options
+#: (``--tracks``; ``--save-img``, a window, the page's view). A factory returns no sink
+#: when that leaves it off.
 CAMERA_SINKS: list[tuple[str, Callable[[SinkContext], list[FrameSink]]]] = [
     ("--tracks", _track_log),
     ("events", _track_events),
     ("events.keep_unknown_crops", _unknown_crops),
     ("unknowns", _sightings),
-    ("live outputs", _outputs),
+    ("--save-img / window / page view", _outputs),
 ]
 
 
