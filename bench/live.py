@@ -76,6 +76,7 @@ from facerec.align import align  # noqa: E402
 from facerec.capture import open_source  # noqa: E402
 from facerec.config import Config, TrackingConfig, load_config  # noqa: E402
 from facerec.live import LivePipeline, PipelineSettings, RunOptions, run_live  # noqa: E402
+from facerec.sinks import FrameSinkBase  # noqa: E402
 from facerec.runtime import resolve_precision  # noqa: E402
 from facerec.types import Detections  # noqa: E402
 
@@ -541,16 +542,15 @@ class MemoryCapture:
         pass
 
 
-class NameLog:
-    """Takes the place of the event publisher: records each frame's faces and names."""
+class NameLog(FrameSinkBase):
+    """A frame sink in place of the events: records each frame's faces and names."""
 
     def __init__(self) -> None:
         self.frames: list[list[tuple[np.ndarray, str | None]]] = []
-        self.published = 0
-        self.sinks: list = []
 
-    def update(self, t: float, faces, left) -> None:
-        self.frames.append([(f.xyxy, f.name if f.decided else "\0undecided") for f in faces])
+    def on_frame(self, result, image) -> bool:
+        self.frames.append([(f.xyxy, f.name if f.decided else "\0undecided") for f in result.faces])
+        return True
 
 
 def shipped_daemon(frames, cfg: Config, models, index, fps: float, spec: str) -> tuple[LoopResult, dict]:
@@ -563,7 +563,7 @@ def shipped_daemon(frames, cfg: Config, models, index, fps: float, spec: str) ->
     pipe.warmup(frames[0].shape)
     log = NameLog()
     t0 = time.perf_counter()
-    stats = run_live(MemoryCapture(frames, fps, spec), pipe, events=log, options=RunOptions(stats_every_s=0),
+    stats = run_live(MemoryCapture(frames, fps, spec), pipe, sinks=[log], options=RunOptions(stats_every_s=0),
                      camera=spec)
     seconds = time.perf_counter() - t0
     names = log.frames[:len(frames)]

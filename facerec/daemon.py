@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,8 +46,9 @@ from facerec.capture import Capture, SourceKind, open_source
 from facerec.config import CameraConfig, Config
 from facerec.detect import Detector, ResizableDetector
 from facerec.errors import ConfigError, FacerecError
-from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, UnknownCrops, WebhookSink
+from facerec.events import EventBus, EventSink, JsonLinesSink, TrackEvents, WebhookSink
 from facerec.live import FrameOutput, LivePipeline, RunOptions, make_stats, run_live
+from facerec.sinks import FrameSink, SinkContext, camera_sinks
 from facerec.types import Detections
 
 log = logging.getLogger(__name__)
@@ -347,9 +347,8 @@ class CameraRun:
         capture: its source, read on its own thread.
         pipeline: detection, tracking and recognition for this camera.
         events: turns its tracks into events on the daemon's bus.
-        outputs: where its annotated frames go.
-        unknown: keeps crops of its unknown faces, when configured.
-        sightings: stores its unknown tracks as sightings (``unknowns.enabled``).
+        sinks: where its results go, built from :data:`facerec.sinks.CAMERA_SINKS`
+            (the events among them).
         stats: the final stats of :func:`~facerec.live.run_live`, once it returned.
         started: ``time.perf_counter()`` when its loop started.
     """
@@ -358,9 +357,7 @@ class CameraRun:
     capture: Capture
     pipeline: LivePipeline
     events: TrackEvents
-    outputs: list[FrameOutput] = field(default_factory=list)
-    unknown: UnknownCrops | None = None
-    sightings: Any = None
+    sinks: list[FrameSink] = field(default_factory=list)
     stats: dict | None = None
     started: float | None = None
     thread: threading.Thread | None = None
@@ -510,32 +507,20 @@ class Daemon:
             cap = captures[spec.name]
             stills = cap.kind in (SourceKind.FOLDER, SourceKind.IMAGE) and not self.sequence
             pipeline = build_camera(spec, models, cfg, gallery=self.gallery, stills=stills)
-            if tracklog is not None:
-                pipeline.observers.append(tracklog.for_camera(spec.name))
-            sightings = None
-            if sightings_store is not None:
-                from facerec.unknowns import SightingSink
-
-                sightings = SightingSink(sightings_store, cfg.unknowns, spec.name, str(models.embedder.key))
-                self._closers.append(sightings.close)
             events = TrackEvents([self.bus], spec.name, cfg.events.cooldown_s)
-            unknown = None
-            if cfg.events.keep_unknown_crops:
-                unknown = UnknownCrops(Path(cfg.gallery.data_dir) / "unknown", cfg.events.unknown_retention_s,
-                                       cfg.events.unknown_max_files, spec.name)
             outputs = list(self._outputs(spec, cap)) if self._outputs is not None else []
+            frame_sinks = camera_sinks(SinkContext(cfg, spec.name, cap, events, str(models.embedder.key), tracklog,
+                                                   sightings_store, outputs, self._closers))
             w, h = cap.size
             pipeline.warmup((h, w, 3) if w and h else (480, 640, 3))
-            self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, outputs, unknown, sightings)
+            self.cameras[spec.name] = CameraRun(spec, cap, pipeline, events, frame_sinks)
 
     def _run_camera(self, run: CameraRun) -> None:
         opts = RunOptions(max_frames=self.max_frames, stats_every_s=self.cfg.live.stats_every_s,
                           overlay_stats=self.cfg.live.overlay_stats)
         try:
-            run.stats = run_live(run.capture, run.pipeline, events=run.events, outputs=run.outputs,
-                                 unknown_crops=run.unknown, stop=self.stop_event, options=opts, camera=run.spec.name,
-                                 sightings=run.sightings.tracks_ended if run.sightings is not None else None,
-                                 sightings_in_view=run.sightings.tracks_in_view if run.sightings is not None else None)
+            run.stats = run_live(run.capture, run.pipeline, sinks=run.sinks, stop=self.stop_event, options=opts,
+                                 camera=run.spec.name)
         except Exception as e:  # one broken camera must not take the others down
             run.failed = f"{type(e).__name__}: {e}"
             log.exception("camera %s stopped", run.spec.name)

@@ -21,13 +21,12 @@ import datetime as _dt
 import json
 import logging
 import os
-import queue
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
@@ -35,7 +34,9 @@ from typing import IO, Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from facerec.types import TrackedFace
+from facerec.queued import QueuedWorker
+from facerec.sinks import FrameSinkBase
+from facerec.types import TrackedFace, TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,6 @@ CameraState = Literal["online", "offline"]
 def iso_time(ts: float) -> str:
     """``ts`` (Unix seconds) as ISO-8601 UTC with milliseconds, e.g. ``2026-12-02T09:30:00.125Z``."""
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def put_dropping_oldest(q: queue.Queue, item: Any) -> int:
-    """Queue ``item`` without ever blocking: when ``q`` is full, the oldest waiting items
-    make room (each marked done, so ``q.join()`` does not wait for them).
-
-    Returns:
-        How many items were dropped.
-    """
-    dropped = 0
-    while True:
-        try:
-            q.put_nowait(item)
-            return dropped
-        except queue.Full:
-            try:
-                q.get_nowait()
-                q.task_done()
-                dropped += 1
-            except queue.Empty:
-                pass
 
 
 @dataclass(frozen=True)
@@ -91,7 +71,8 @@ class Event:
         camera: the camera's name.
         ts: wall clock, Unix seconds; set when the event is made.
         box: ``(x1, y1, x2, y2)`` frame pixels of the face's last box, when known.
-        crop: where a crop of the face was saved, when one was.
+        crop: always ``None`` in schema 1 (kept for a crop's path); unknown crops are files of
+            :class:`UnknownCrops`, named by camera and track id.
         state: for ``camera`` events, ``online`` or ``offline``.
         reason: for ``camera`` events, why the state changed (credentials redacted).
     """
@@ -198,18 +179,18 @@ class WebhookSink:
         self.timeout_s = float(timeout_s)
         self.sent = 0
         self.failed = 0
-        self.dropped = 0
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
-        self._closing = threading.Event()
+        self._unsent = 0
         self._last_error_log = 0.0
-        self._thread = threading.Thread(target=self._work, name="webhook", daemon=True)
-        self._thread.start()
+        self._worker = QueuedWorker(self._post, queue_size, "webhook")
+
+    @property
+    def dropped(self) -> int:
+        """Events thrown away: the queue was full, or they were still queued at shutdown."""
+        return self._worker.dropped + self._unsent
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` without ever blocking the caller."""
-        if self._closing.is_set():
-            return
-        self.dropped += put_dropping_oldest(self._queue, event)
+        self._worker.put(event)
 
     def _post(self, event: Event) -> None:
         body = json.dumps(event.to_json(), ensure_ascii=False).encode("utf-8")
@@ -225,30 +206,11 @@ class WebhookSink:
                 self._last_error_log = now
                 log.warning("webhook %s failed: %s (%d failed so far)", self.url, e, self.failed)
 
-    def _work(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            self._post(event)
-
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued for at most ``timeout`` seconds, then stop."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._queue.put(None, timeout=max(0.01, deadline - time.monotonic()))
-                break
-            except queue.Full:
-                if time.monotonic() >= deadline:
-                    break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            left = self._queue.qsize()
-            self.dropped += left
+        left = self._worker.close(timeout)
+        if left:
+            self._unsent += left
             log.warning("webhook %s: gave up on %d unsent events at shutdown", self.url, left)
 
 
@@ -280,52 +242,37 @@ class EventBus:
     def __init__(self, sinks: Iterable[EventSink], queue_size: int = 1024) -> None:
         self.sinks = list(sinks)
         self.published = 0
-        self.dropped = 0
         self.failed = 0
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, name="event-bus", daemon=True)
-        self._thread.start()
+        self._worker = QueuedWorker(self._deliver, queue_size, "event-bus")
+
+    @property
+    def dropped(self) -> int:
+        """Events thrown away because the queue was full."""
+        return self._worker.dropped
 
     def publish(self, event: Event) -> None:
-        if self._closed:
+        if self._worker.closed:
             return
         self.published += 1
-        self.dropped += put_dropping_oldest(self._queue, event)
+        self._worker.put(event)
 
-    def _work(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                self._queue.task_done()
-                return
-            for sink in self.sinks:
-                try:
-                    sink.publish(event)
-                except Exception as e:  # a broken sink must not stop the others
-                    self.failed += 1
-                    log.warning("event sink %s failed: %s", type(sink).__name__, e)
-            self._queue.task_done()
+    def _deliver(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.publish(event)
+            except Exception as e:  # a broken sink must not stop the others
+                self.failed += 1
+                log.warning("event sink %s failed: %s", type(sink).__name__, e)
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait until the worker handed every queued event to the sinks; True if it did."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._worker.flush(timeout)
 
     def close(self, timeout: float = 2.0) -> None:
         """Deliver what is queued (at most ``timeout`` s), then close every sink."""
-        if self._closed:
+        if self._worker.closed:
             return
-        self._closed = True
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
+        self._worker.close(timeout)
         for sink in self.sinks:
             try:
                 sink.close()
@@ -443,8 +390,9 @@ class TrackEvents:
                 log.warning("closing event sink %s failed: %s", type(sink).__name__, e)
 
 
-class UnknownCrops:
-    """Keeps face crops of unknown tracks under ``folder`` for later enrollment.
+class UnknownCrops(FrameSinkBase):
+    """Keeps face crops of unknown tracks under ``folder`` for later enrollment (a frame
+    sink: it saves the tracks that ended decided unknown with a kept crop).
 
     One JPEG per unknown track (its best crop), named
     ``<camera>_<unix time>_track<id>.jpg``. Files older than ``retention_s`` are
@@ -463,6 +411,15 @@ class UnknownCrops:
         self.saved = 0
         self._last_prune = 0.0
         self.prune()
+
+    def on_frame(self, result, image: np.ndarray | None) -> bool:
+        self.on_ended(result.left, result.frame.t)
+        return True
+
+    def on_ended(self, ended: Sequence[TrackRecord], t: float) -> None:
+        for rec in ended:
+            if rec.unknown and rec.best_crop is not None:
+                self.save(rec.track_id, rec.best_crop)
 
     def save(self, track_id: int, crop: np.ndarray) -> Path | None:
         """Write ``crop`` (uint8 BGR); returns the path, or None when keeping nothing."""

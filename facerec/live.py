@@ -39,12 +39,13 @@ from facerec.capture import CameraLog, Capture, Frame, StateChange
 from facerec.config import GalleryConfig, TrackingConfig
 from facerec.draw import annotate
 from facerec.errors import FacerecError
-from facerec.events import TrackEvents, UnknownCrops
+from facerec.events import TrackEvents
 from facerec.pace import Pacer, PaceSetting, detector_input_size, set_input_size
 from facerec.redact import redact, source_slug
+from facerec.sinks import FrameSink, events_sink
 from facerec.track import (FaceTracker, IdentityTemplate, NameVote, SceneCutDetector, box_jumped, face_quality,
                            touching)
-from facerec.types import Detections, Match, Matches, TrackedFace
+from facerec.types import Detections, Match, Matches, TrackedFace, TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ from facerec.gallery.watch import GalleryWatcher  # noqa: E402
 
 @dataclass
 class TrackState:
-    """What the pipeline remembers about one track."""
+    """What the pipeline remembers about one track (its own; sinks get :meth:`record`)."""
 
     track_id: int
     vote: NameVote
@@ -138,16 +139,31 @@ class TrackState:
     template: IdentityTemplate | None = None
     last_run: int = -1
 
+    def record(self) -> TrackRecord:
+        """The track as the sinks see it, frozen (crops are shared, never changed)."""
+        return TrackRecord(self.track_id, self.vote.name, self.vote.decided, float(self.vote.similarity),
+                           self.xyxy.copy(), self.first_t, self.last_t, self.best_crop, tuple(self.best_faces))
+
 
 @dataclass
 class FrameResult:
-    """The output of :meth:`LivePipeline.step` for one frame."""
+    """The output of :meth:`LivePipeline.step` for one frame.
+
+    Attributes:
+        frame: the frame.
+        faces: its faces.
+        left: the tracks that ended with it.
+        detected: the detector ran on it.
+        embedded: faces embedded in it.
+        in_view: the tracks still in view after it.
+    """
 
     frame: Frame
     faces: list[TrackedFace]
-    left: list[TrackState] = field(default_factory=list)
+    left: list[TrackRecord] = field(default_factory=list)
     detected: bool = False
     embedded: int = 0
+    in_view: list[TrackRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -223,8 +239,6 @@ class LivePipeline:
         self.splits = 0
         self.cuts = 0
         self._cut = SceneCutDetector(self.tracking.cut_threshold) if self.tracking.identity_check else None
-        #: called with every :class:`FrameResult` (e.g. :class:`~facerec.tracklog.TrackLog`)
-        self.observers: list[Callable[[FrameResult], None]] = []
 
     def _index(self):
         g = self.gallery
@@ -266,8 +280,7 @@ class LivePipeline:
         face named at once); in between, tracks keep their last boxes.
         """
         result = self._step_still(frame) if self.stills else self._step_tracked(frame)
-        for observe in self.observers:
-            observe(result)
+        result.in_view = [st.record() for st in self.tracks.values()]
         return result
 
     def _step_tracked(self, frame: Frame) -> FrameResult:
@@ -355,7 +368,7 @@ class LivePipeline:
                                      decided=st.vote.decided, detected=detect_now))
         self.frames += 1
         self.faces_seen += len(faces)
-        return FrameResult(frame, faces, left, detect_now, embedded)
+        return FrameResult(frame, faces, [st.record() for st in left], detect_now, embedded)
 
     def _step_still(self, frame: Frame) -> FrameResult:
         t = self.timer
@@ -390,7 +403,7 @@ class LivePipeline:
             t.add("match", 0.0)
         self.frames += 1
         self.faces_seen += len(faces)
-        return FrameResult(frame, faces, left, True, len(faces))
+        return FrameResult(frame, faces, [st.record() for st in left], True, len(faces))
 
     def apply(self, setting: PaceSetting) -> None:
         """Run with a new detect interval and detector input size (chosen by the pacer)."""
@@ -408,14 +421,14 @@ class LivePipeline:
         self.detector(np.zeros(shape, np.uint8))
         self.embedder.embed(np.zeros((1, 112, 112, 3), np.uint8), flip=self.flip)
 
-    def finish(self) -> list[TrackState]:
+    def finish(self) -> list[TrackRecord]:
         """End every track (the source is over); returns them for ``left`` events."""
-        ended = list(self.tracks.values())
+        ended = [st.record() for st in self.tracks.values()]
         self.tracks.clear()
         self._visible = []
         return ended
 
-    def lose_source(self) -> list[TrackState]:
+    def lose_source(self) -> list[TrackRecord]:
         """End every track because the camera is away (:meth:`finish`), and forget the
         tracker's boxes, so faces seen when it is back start new tracks."""
         ended = self.finish()
@@ -524,11 +537,7 @@ def run_live(
     capture: Capture,
     pipeline: LivePipeline,
     *,
-    events: TrackEvents | None = None,
-    outputs: Iterable[FrameOutput] = (),
-    unknown_crops: UnknownCrops | None = None,
-    sightings: Callable[[Sequence[TrackState]], None] | None = None,
-    sightings_in_view: Callable[[Sequence[TrackState]], None] | None = None,
+    sinks: Iterable[FrameSink] = (),
     stop: threading.Event | None = None,
     options: RunOptions | None = None,
     camera: str | None = None,
@@ -539,10 +548,10 @@ def run_live(
     With a pacer on the pipeline, each frame's cost (everything but the wait for the frame)
     is fed to it and the setting it chooses is applied before the next frame.
 
-    ``sightings`` is called with the tracks that ended (every track; it picks the unknown
-    ones), e.g. :meth:`facerec.unknowns.SightingSink.tracks_ended`; ``sightings_in_view``
-    after every frame with the tracks still in view (it decides when to save them), e.g.
-    :meth:`facerec.unknowns.SightingSink.tracks_in_view`.
+    ``sinks`` get every frame's result, in order (:class:`~facerec.sinks.FrameSink`: the
+    track events, the track log, the unknown crops and sightings, the frame outputs); the
+    annotated frame is drawn only when one of them wants it, and each is closed when the
+    loop ends. The stats count the events of an :class:`~facerec.sinks.EventsSink` among them.
 
     ``camera`` names the camera in this loop's log lines (``camera door: frames=...``), so
     the lines of several cameras in one daemon tell apart; ``None``: the events' camera,
@@ -555,25 +564,25 @@ def run_live(
     frames), its tracks end with ``left`` events, even if it never comes back.
     """
     opts = options or RunOptions()
+    sinks = list(sinks)
+    events = events_sink(sinks)
     if camera is None:
         camera = events.camera if events is not None else source_slug(capture.spec)
     clog = CameraLog(log, camera)
     lost_after_s = pipeline.tracking.track_buffer / 30.0
     last_frame_at = time.monotonic()
     live_source = bool(getattr(getattr(capture, "kind", None), "is_live", False))
-    if events is not None and live_source and getattr(capture, "online", True):
-        events.camera_state("online", 0.0, "opened")  # one that starts away says so through its changes
+    if live_source and getattr(capture, "online", True):
+        opened = StateChange("online", 0.0, "opened")  # one that starts away says so through its changes
+        for sink in sinks:
+            sink.on_camera(opened)
 
-    def end_tracks(ended: Sequence[TrackState], t: float) -> None:
-        if events is not None:
-            events.update(t, (), [s.track_id for s in ended])
-        if unknown_crops is not None:
-            _save_unknown(unknown_crops, ended)
-        if sightings is not None and ended:
-            sightings(ended)
+    def end_tracks(ended: list[TrackRecord], t: float) -> None:
+        for sink in sinks:
+            sink.on_ended(ended, t)
 
     stop = stop or threading.Event()
-    outputs = list(outputs)
+    draw = any(sink.wants_image for sink in sinks)
     timer = pipeline.timer
     started: float | None = None
     last_log = time.monotonic()
@@ -593,8 +602,8 @@ def run_live(
             if live_source:
                 changes: list[StateChange] = capture.state_changes()
                 for change in changes:
-                    if events is not None:
-                        events.camera_state(change.state, change.t, change.reason)
+                    for sink in sinks:
+                        sink.on_camera(change)
                     fps_window.clear()  # the rate on the overlay never spans an outage
                 if frame is None and not capture.online and pipeline.tracks \
                         and time.monotonic() - last_frame_at >= lost_after_s:
@@ -615,7 +624,7 @@ def run_live(
 
             with timer.time("draw"):
                 image = None
-                if outputs:
+                if draw:
                     if opts.overlay_stats:
                         now = time.perf_counter()
                         fps_window.append(now)
@@ -626,16 +635,8 @@ def run_live(
                     else:
                         image = annotate(frame.image, result.faces)
             with timer.time("sinks"):
-                if events is not None:
-                    events.update(frame.t, result.faces, [s.track_id for s in result.left])
-                if unknown_crops is not None:
-                    _save_unknown(unknown_crops, result.left)
-                if sightings is not None and result.left:
-                    sightings(result.left)
-                if sightings_in_view is not None and pipeline.tracks:
-                    sightings_in_view(list(pipeline.tracks.values()))
-                for out in outputs:
-                    if image is not None and not out.write(frame, image):
+                for sink in sinks:
+                    if not sink.on_frame(result, image):
                         stop.set()
             if pacer is not None:
                 done = time.perf_counter()
@@ -650,11 +651,11 @@ def run_live(
                 clog.info("%s", stats_line(make_stats(pipeline, capture, started, events)))
     finally:
         end_tracks(pipeline.finish(), last_t)
-        for out in outputs:
+        for sink in sinks:
             try:
-                out.close()
+                sink.close()
             except Exception as e:
-                clog.warning("closing output failed: %s", e)
+                clog.warning("closing %s failed: %s", type(sink).__name__, e)
     return make_stats(pipeline, capture, started, events)
 
 
@@ -666,12 +667,6 @@ def keep_best_face(st: TrackState, quality: float, crop: np.ndarray, vector: np.
     faces.append((float(quality), crop.copy(), np.asarray(vector, np.float32).copy()))
     faces.sort(key=lambda f: -f[0])
     del faces[n:]
-
-
-def _save_unknown(keeper: UnknownCrops, ended: Sequence[TrackState]) -> None:
-    for st in ended:
-        if st.vote.decided and st.vote.name is None and st.best_crop is not None:
-            keeper.save(st.track_id, st.best_crop)
 
 
 def make_stats(pipeline: LivePipeline, capture: Capture | None, started: float | None,

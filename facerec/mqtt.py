@@ -58,7 +58,8 @@ from typing import Any
 
 from facerec.config import MqttConfig, ServeConfig
 from facerec.errors import ConfigError
-from facerec.events import EVENT_KINDS, Event, iso_time, put_dropping_oldest
+from facerec.events import EVENT_KINDS, Event, iso_time
+from facerec.queued import put_dropping_oldest
 
 log = logging.getLogger(__name__)
 

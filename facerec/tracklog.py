@@ -25,11 +25,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from facerec.errors import FacerecError
+from facerec.sinks import FrameSinkBase
 
 
 def frame_record(result) -> dict:
@@ -52,7 +54,7 @@ def frame_record(result) -> dict:
 class TrackLog:
     """Writes :func:`frame_record` lines to a file (replacing it) or to stdout (``"-"``).
 
-    Called with each frame's result (``LivePipeline.observers``); lines are flushed as
+    Called with each frame's result (:meth:`for_camera` gives a frame sink); lines are flushed as
     they are written, so ``tail -f`` follows a running daemon.
 
     Args:
@@ -89,12 +91,24 @@ class TrackLog:
             self._fh.write(line)
             self.lines += 1
 
-    def for_camera(self, camera: str) -> Callable[[object], None]:
-        """The observer one camera's pipeline calls with each of its frames."""
-        return lambda result: self(result, camera)
+    def for_camera(self, camera: str) -> TrackLogSink:
+        """The frame sink one camera's loop calls with each of its frames."""
+        return TrackLogSink(self, camera)
 
     def close(self) -> None:
         if self._own and not self._fh.closed:
             self._fh.close()
         elif not self._own:
             self._fh.flush()
+
+
+class TrackLogSink(FrameSinkBase):
+    """One camera's frames into a :class:`TrackLog` (the file is the log's to close)."""
+
+    def __init__(self, tracklog: TrackLog, camera: str) -> None:
+        self.tracklog = tracklog
+        self.camera = camera
+
+    def on_frame(self, result, image: np.ndarray | None) -> bool:
+        self.tracklog(result, self.camera)
+        return True

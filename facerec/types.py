@@ -249,3 +249,40 @@ class TrackedFace:
         if box.size != 4:
             raise ValueError(f"xyxy must have 4 values (x1, y1, x2, y2), got shape {tuple(box.shape)}")
         object.__setattr__(self, "xyxy", box.reshape(4))
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A track as it leaves the pipeline: what the sinks read of it, frozen.
+
+    The pipeline hands these out for tracks that ended (``FrameResult.left``) and for
+    the tracks still in view (``FrameResult.in_view``); its own mutable track state stays
+    inside it.
+
+    Attributes:
+        track_id: the track's id, unique per camera and run.
+        name: its voted name; ``None`` = unknown, or not decided yet.
+        decided: whether its identity was decided (an undecided track was never announced).
+        similarity: cosine similarity behind the name (the best candidate's when unknown).
+        xyxy: ``(4,)`` its last box, pixels of the frame.
+        first_t: source time it was first seen, s.
+        last_t: source time it was last seen, s.
+        best_crop: its best aligned crop (uint8 BGR), when the pipeline keeps crops.
+        best_faces: its best ``(quality, crop, vector)``, best first, when the pipeline
+            keeps them (unknown sightings).
+    """
+
+    track_id: int
+    name: str | None
+    decided: bool
+    similarity: float
+    xyxy: np.ndarray
+    first_t: float
+    last_t: float
+    best_crop: np.ndarray | None = None
+    best_faces: tuple[tuple[float, np.ndarray, np.ndarray], ...] = field(default=())
+
+    @property
+    def unknown(self) -> bool:
+        """Decided to be nobody enrolled."""
+        return self.decided and self.name is None

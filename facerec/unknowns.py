@@ -25,10 +25,9 @@ and the smaller of the two ids when two candidates merge.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -36,7 +35,9 @@ import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
-from facerec.events import put_dropping_oldest
+from facerec.queued import QueuedWorker
+from facerec.sinks import FrameSinkBase
+from facerec.types import TrackRecord
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +248,12 @@ def encode_jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-class SightingSink:
+class SightingSink(FrameSinkBase):
     """Stores the unknown tracks the live loop reports as ended, off the camera thread.
 
-    :func:`facerec.live.run_live` calls :meth:`tracks_ended` with every track that ended;
-    a track that was decided *unknown* and kept faces (``LivePipeline(keep_crops=True)``)
+    A frame sink: :func:`facerec.live.run_live` hands it every track that ended
+    (:meth:`tracks_ended`) and, after each frame, the tracks still in view
+    (:meth:`tracks_in_view`). Each track that was decided *unknown* and kept faces (``LivePipeline(keep_crops=True)``)
     becomes one sighting: its best ``crops_per_sighting`` crops, camera, times and track
     id. The writes happen on a worker thread behind a bounded queue (a slow database never
     stalls the camera; overflow drops the oldest and is counted), and retention is applied
@@ -277,26 +279,39 @@ class SightingSink:
         self.camera = camera
         self.embedder = embedder
         self.saved = 0
-        self.dropped = 0
         self.failed = 0
         self.pruned = 0
         self._last_prune = 0.0
         self._live: dict[int, float] = {}  # track id -> wall time its sighting was last queued
         self._sids: dict[int, int] = {}  # track id -> sighting id (worker thread only)
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name=f"sightings:{camera}", daemon=True)
-        self._thread.start()
+        self._worker = QueuedWorker(self._write, queue_size, f"sightings:{camera}")
 
-    def _item(self, st, now: float, final: bool) -> tuple:
+    @property
+    def dropped(self) -> int:
+        """Sightings thrown away because the queue was full."""
+        return self._worker.dropped
+
+    def _item(self, st: TrackRecord, now: float, final: bool) -> tuple:
         best = st.best_faces[: self.cfg.crops_per_sighting]
         return (st.track_id, now - max(0.0, st.last_t - st.first_t), now, [(q, c) for q, c, _ in best],
                 sighting_vector(np.stack([v for _, _, v in best])), final)
 
     @staticmethod
-    def _unknown(st) -> bool:
-        return bool(st.vote.decided and st.vote.name is None and st.best_faces)
+    def _unknown(st: TrackRecord) -> bool:
+        return bool(st.unknown and st.best_faces)
 
-    def tracks_ended(self, tracks) -> None:
+    def on_frame(self, result, image: np.ndarray | None) -> bool:
+        if result.left:
+            self.tracks_ended(result.left)
+        if result.in_view:
+            self.tracks_in_view(result.in_view)
+        return True
+
+    def on_ended(self, ended: Sequence[TrackRecord], t: float) -> None:
+        if ended:
+            self.tracks_ended(ended)
+
+    def tracks_ended(self, tracks: Iterable[TrackRecord]) -> None:
         """Queue the unknown tracks among ``tracks`` (never blocks); a track already saved
         while in view gets its sighting updated instead of a second one."""
         now = time.time()
@@ -304,11 +319,11 @@ class SightingSink:
             was_live = self._live.pop(st.track_id, None) is not None
             if not self._unknown(st):
                 if was_live:  # named after all: its sighting stays as last saved
-                    self.dropped += put_dropping_oldest(self._queue, ("forget", st.track_id))
+                    self._worker.put(("forget", st.track_id))
                 continue
-            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, True))
+            self._worker.put(self._item(st, now, True))
 
-    def tracks_in_view(self, tracks) -> None:
+    def tracks_in_view(self, tracks: Iterable[TrackRecord]) -> None:
         """Save unknown tracks still in view: once they have been seen for
         :attr:`SAVE_AFTER_S`, then every :attr:`UPDATE_EVERY_S` (never blocks), so a
         stranger standing in front of a camera appears without leaving first."""
@@ -320,36 +335,30 @@ class SightingSink:
             if last is not None and now - last < self.UPDATE_EVERY_S:
                 continue
             self._live[st.track_id] = now
-            self.dropped += put_dropping_oldest(self._queue, self._item(st, now, False))
+            self._worker.put(self._item(st, now, False))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if item[0] == "forget":
-                    self._sids.pop(item[1], None)
-                    continue
-                track_id, first, last, faces, vec, final = item
-                try:
-                    crops = [(encode_jpeg(c), q) for q, c in faces]
-                    sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
-                    if sid is not None:
-                        # gone meanwhile (named or dismissed on the page): not brought back
-                        self.store.update_sighting(sid, last, vec, crops)
-                    else:
-                        sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
-                        self.saved += 1
-                        if not final:
-                            self._sids[track_id] = sid
-                    if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
-                        self.prune()
-                except Exception as e:  # a lost database must not end the camera
-                    self.failed += 1
-                    log.warning("unknown sighting of track %s not stored: %s", track_id, e)
-            finally:
-                self._queue.task_done()
+    def _write(self, item: tuple) -> None:
+        """Store one queued sighting (on the worker thread)."""
+        if item[0] == "forget":
+            self._sids.pop(item[1], None)
+            return
+        track_id, first, last, faces, vec, final = item
+        try:
+            crops = [(encode_jpeg(c), q) for q, c in faces]
+            sid = self._sids.pop(track_id, None) if final else self._sids.get(track_id)
+            if sid is not None:
+                # gone meanwhile (named or dismissed on the page): not brought back
+                self.store.update_sighting(sid, last, vec, crops)
+            else:
+                sid = self.store.add_sighting(self.camera, track_id, first, last, self.embedder, vec, crops)
+                self.saved += 1
+                if not final:
+                    self._sids[track_id] = sid
+            if time.monotonic() - self._last_prune > self.PRUNE_EVERY_S:
+                self.prune()
+        except Exception as e:  # a lost database must not end the camera
+            self.failed += 1
+            log.warning("unknown sighting of track %s not stored: %s", track_id, e)
 
     def prune(self) -> list[int]:
         """Apply ``unknowns`` retention now; returns the deleted sighting ids."""
@@ -361,15 +370,11 @@ class SightingSink:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued sighting is written (or ``timeout`` s passed)."""
-        end = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < end:
-            time.sleep(0.01)
+        self._worker.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the worker."""
-        self.flush(timeout)
-        put_dropping_oldest(self._queue, None)
-        self._thread.join(timeout)
+        """Write what is queued (at most ``timeout`` s), then stop the worker."""
+        self._worker.close(timeout)
 
 
 # --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ from facerec.capture import Frame, open_source
 from facerec.config import Config, TrackingConfig
 from facerec.events import CallbackSink, TrackEvents
 from facerec.live import GalleryWatcher, LivePipeline, PipelineSettings, RunOptions, StageTimer, run_live
-from facerec.types import Detections, EmbedderKey, Embeddings, Match, Matches
+from facerec.sinks import EventsSink
+from facerec.types import Detections, EmbedderKey, Embeddings, Match, Matches, TrackRecord
 from conftest import MODEL_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +189,21 @@ def test_stills_mode_names_every_face_of_every_photo() -> None:
     assert p.faces_embedded == 3 and [s.track_id for s in p.finish()] == [2]
 
 
+def test_tracks_leave_the_pipeline_as_frozen_records() -> None:
+    p = LivePipeline(MovingFace(), StubEmbedder(), PipelineSettings(threshold=0.3, stills=True, keep_crops=True),
+                     gallery=StubGallery("alice", 0.8))
+    first, second, third = _frames(3)
+    (seen,) = p.step(first).in_view
+    (gone,) = p.step(second).left
+    assert isinstance(gone, TrackRecord) and gone is not seen
+    assert (gone.track_id, gone.name, gone.decided, gone.unknown) == (seen.track_id, "alice", True, False)
+    assert gone.best_crop is not None and gone.best_crop.shape == (112, 112, 3) and len(gone.best_faces) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        gone.name = "bob"  # type: ignore[misc]
+    p.step(third)
+    assert gone.name == "alice" and len(gone.best_faces) == 1, "later frames do not reach a record handed out"
+
+
 def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: Path, caplog) -> None:
     import logging
 
@@ -206,7 +223,7 @@ def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: P
                      gallery=StubGallery(None, 0.1))
     with open_source(avi) as cap:
         with caplog.at_level(logging.INFO, logger="facerec.live"):
-            stats = run_live(cap, p, events=events, unknown_crops=keeper, options=RunOptions(stats_every_s=0.001))
+            stats = run_live(cap, p, sinks=[EventsSink(events), keeper], options=RunOptions(stats_every_s=0.001))
     assert stats["frames"] == 20 and stats["faces_seen"] == 19 and stats["events"] == 3
     assert any(r.getMessage().startswith("camera cam: frames=") for r in caplog.records), "named as in its events"
     assert [(e.event, e.name) for e in got] == [("appeared", None), ("unknown", None), ("left", None)]

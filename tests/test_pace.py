@@ -319,13 +319,15 @@ def test_timing_overlay_only_when_asked(tmp_path: Path, data_dir: Path, detector
     from facerec.capture import open_source
     from facerec.daemon import CameraSpec, SharedModels
     from facerec.live import RunOptions, run_live
+    from facerec.sinks import OutputSink
 
     cfg = Config()
     cfg.gallery.data_dir = str(tmp_path / "gallery")
     pipe = build_camera(CameraSpec.single(str(data_dir / CLIP), cfg), SharedModels(detector, embedder, slots=1), cfg)
     rec = Recorder()
     with open_source(data_dir / CLIP) as cap:
-        run_live(cap, pipe, outputs=[rec], options=RunOptions(max_frames=3, stats_every_s=0, overlay_stats=overlay))
+        run_live(cap, pipe, sinks=[OutputSink(rec)],
+                 options=RunOptions(max_frames=3, stats_every_s=0, overlay_stats=overlay))
     corner = (slice(0, 40), slice(0, 120))
     changed = [bool((img[corner] != raw[corner]).any()) for img, raw in zip(rec.images, rec.raw)]
     assert len(changed) == 3 and changed == [overlay] * 3

@@ -307,7 +307,7 @@ def test_scene_cut_rechecks_on_the_cut_frame_even_between_detections(faces, dete
     _play(pipe, faces["A"][:12])
     (res,) = _play(pipe, faces["B"][:1])
     assert res.detected and res.embedded == 1 and pipe.cuts == 1 and pipe.splits == 1
-    assert [st.vote.name for st in res.left] == ["A"]
+    assert [st.name for st in res.left] == ["A"]
     assert [f.name for f in res.faces] in ([None], ["B"])
 
 

@@ -129,7 +129,7 @@ def test_sink_keeps_only_decided_unknown_tracks_with_their_best_crops(store, cfg
     sink = SightingSink(store, cfg.unknowns, "door", "m")
     known, unknown, bare = _track(1, "alice", 5), _track(2, None, 5), _track(3, None, 0)
     assert [f[0] for f in unknown.best_faces] == [4.0, 3.0, 2.0]  # the 3 best of 5
-    sink.tracks_ended([known, unknown, bare])
+    sink.tracks_ended([known.record(), unknown.record(), bare.record()])
     sink.close()
     (s,) = store.sightings()
     assert (s.camera, s.track_id, len(s.crop_ids), s.quality) == ("door", 2, 3, 4.0)
@@ -143,21 +143,21 @@ def test_sink_saves_a_track_still_in_view_then_updates_it(store, cfg: Config):
     sink = SightingSink(store, cfg.unknowns, "door", "m")
     st = _track(2, None, 2)
     st.last_t = st.first_t + 1.0
-    sink.tracks_in_view([st])  # one second in view: not yet
+    sink.tracks_in_view([st.record()])  # one second in view: not yet
     sink.flush()
     assert store.sightings() == []
     st.last_t = st.first_t + SightingSink.SAVE_AFTER_S + 0.5
-    sink.tracks_in_view([st, _track(1, "alice", 3)])  # the named track is never saved
+    sink.tracks_in_view([st.record(), _track(1, "alice", 3).record()])  # the named track is never saved
     sink.flush()
     (s,) = store.sightings()
     assert s.track_id == 2 and len(s.crop_ids) == 2
-    sink.tracks_in_view([st])  # within UPDATE_EVERY_S: nothing new
+    sink.tracks_in_view([st.record()])  # within UPDATE_EVERY_S: nothing new
     sink.flush()
     assert store.sightings() == [s]
     # more and better faces; the track ends: the same sighting, updated, not a second one
     keep_best_face(st, 9.0, np.zeros((112, 112, 3), np.uint8), unit(99), 3)
     st.last_t += 20.0
-    sink.tracks_ended([st])
+    sink.tracks_ended([st.record()])
     sink.close()
     (after,) = store.sightings()
     assert after.id == s.id and after.quality == 9.0 and len(after.crop_ids) == 3
