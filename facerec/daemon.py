@@ -84,10 +84,8 @@ class CameraSpec:
 
     @classmethod
     def from_config(cls, cam: CameraConfig, cfg: Config) -> CameraSpec:
-        """A ``cameras:`` entry; unset overrides take ``live.*`` / ``detection.*``."""
-        if cam.roi is not None and (cam.roi[2] <= cam.roi[0] or cam.roi[3] <= cam.roi[1]):
-            raise ConfigError(f"cameras: {cam.name}: roi {list(cam.roi)} must be [x1, y1, x2, y2] with x2 > x1 "
-                              f"and y2 > y1 (frame pixels)")
+        """A ``cameras:`` entry (its ROI already checked by the config model); unset
+        overrides take ``live.*`` / ``detection.*``."""
         return cls(
             name=cam.name, source=cam.source, realtime=cam.realtime, loop=cam.loop,
             detect_every=cam.detect_every or cfg.live.detect_every,
@@ -111,15 +109,11 @@ def cameras_from_config(cfg: Config) -> list[CameraSpec]:
     """The enabled cameras of ``cameras:``.
 
     Raises:
-        ConfigError: no camera is enabled, or two share a name.
+        ConfigError: no camera is enabled (unique names are a rule of the config model).
     """
     specs = [CameraSpec.from_config(c, cfg) for c in cfg.cameras if c.enabled]
     if not specs:
         raise ConfigError("cameras: no camera is enabled; set enabled: true on one, or pass --source")
-    names = [s.name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"cameras: the name {dup[0]!r} is used twice; every camera needs its own name")
     return specs
 
 
