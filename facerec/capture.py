@@ -1,6 +1,6 @@
 """Frame capture on its own thread: webcams, video files, image folders and network streams.
 
-Two delivery policies, chosen by the kind of source:
+Two delivery policies, chosen by the kind of source (:func:`~facerec.sources.classify_source`):
 
 * **Live** sources (a webcam, an RTSP/HTTP URL, or a file played with ``realtime=True``)
   keep only the newest frame in a one-slot buffer. A consumer that is slower than the
@@ -10,24 +10,19 @@ Two delivery policies, chosen by the kind of source:
   in order through a bounded queue: the reader blocks when the consumer is behind
   (backpressure) so memory stays bounded and nothing is skipped.
 
-A live source is **online** or **offline**. It goes offline when a read fails (the stream
-dropped) or when no frame arrived for ``read_timeout_s``, whatever the backend's own read
-timeout: a watchdog thread notices the silence within a quarter of a second, and a frame
-that a read returns after its deadline is a leftover of the stalled connection, discarded
-rather than delivered with a fresh timestamp. The stream is then reopened at once, and
-while it stays away probed again every ``reconnect_max_s`` at most (with ``jitter``), so
-frames resume within about that long after the camera is back; each new connection starts
-at the newest frame, no backlog is replayed. One log line says each change of state
-(dropped or silent, with the cause; reconnected after N s; still away every 60 s), and
-:meth:`Capture.state_changes` hands the changes to the live loop, which publishes them as
-``camera`` events. The reader keeps trying until :meth:`Capture.close` is called. A source
-that cannot be opened at start raises :class:`~facerec.errors.SourceError` with a message
-that says what to check. A stream's user and password appear in no message
-(:func:`facerec.redact.redact`).
+A live source is **online** or **offline**: a stream that drops or goes silent is reopened
+until it is back, one log line per change of state, and :meth:`Capture.state_changes` hands
+the changes to the live loop (:mod:`facerec.reconnect` holds that part). The reader keeps
+trying until :meth:`Capture.close` is called. A source that cannot be opened at start
+raises :class:`~facerec.errors.SourceError` with a message that says what to check. A
+stream's user and password appear in no message (:func:`facerec.redact.redact`).
 
 Every :class:`Frame` carries its index in the source and ``t``, seconds since the start of
 the source: the position in the file for files (index / fps), wall time since opening for
 live sources.
+
+Opening and classifying sources is :mod:`facerec.sources`; its names are also importable
+from here.
 """
 
 from __future__ import annotations
@@ -35,62 +30,23 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
-import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
 
-# FFmpeg prints a line of its own on every failed attempt of a stream that is away ("Connection
-# refused", "no frame!"): the capture says each change of state once, in words, instead.
-# Read when OpenCV first opens a video, so it must be set before that.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-#: FFmpeg options of every stream open (OpenCV reads them at each open; set the variable
-#: yourself to choose others). RTSP over TCP, as OpenCV's own default; FFmpeg stops probing
-#: a new stream after 64 KB or 0.5 s instead of its 5 MB / 5 s, so a stream that comes back
-#: opens in about 0.3 s instead of 1.2-2 s (tests/rtsp_server.py, bench/outage.py). Cameras
-#: announce their picture size in the session description, so nothing is lost by it.
-STREAM_OPTIONS = "rtsp_transport;tcp|analyzeduration;500000|probesize;65536"
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", STREAM_OPTIONS)
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from facerec.config_rules import STREAM_SCHEMES as STREAM_SCHEMES  # URL schemes handed to FFmpeg as streams
 from facerec.errors import ImageReadError, SourceError
 from facerec.imageio import IMAGE_SUFFIXES, list_images, read_image
+from facerec.reconnect import CaptureState as CaptureState, ReconnectingSource, StateChange as StateChange
 from facerec.redact import redact
+from facerec.sources import (STREAM_OPTIONS as STREAM_OPTIONS, STREAM_SCHEMES as STREAM_SCHEMES, SourceKind,
+                             classify_source as classify_source, open_video)
 
 log = logging.getLogger(__name__)
 
-#: Wait before the second attempt to reopen a dropped stream, s (the first is at once);
-#: doubles up to ``reconnect_max_s``.
-FIRST_BACKOFF_S = 0.25
-#: While a stream stays away, a line says so this often, s.
-STILL_AWAY_EVERY_S = 60.0
-#: How often the watchdog looks for a silent stream, s.
-WATCHDOG_EVERY_S = 0.1
-#: Default ports of the stream schemes, for the reachability probe that names a cause.
-_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
-
-CaptureState = Literal["online", "offline"]
-
-
-class SourceKind(str, Enum):
-    CAMERA = "camera"
-    STREAM = "stream"
-    VIDEO = "video"
-    FOLDER = "folder"
-    IMAGE = "image"
-
-    @property
-    def is_live(self) -> bool:
-        return self in (SourceKind.CAMERA, SourceKind.STREAM)
 
 
 @dataclass(frozen=True)
@@ -144,68 +100,6 @@ class CaptureStats:
         return dict(self.__dict__)
 
 
-@dataclass(frozen=True)
-class StateChange:
-    """A live source went offline or came back.
-
-    Attributes:
-        state: ``online`` or ``offline``.
-        t: source time of the change, s (the clock of :attr:`Frame.t`).
-        reason: why, in words, credentials redacted.
-    """
-
-    state: CaptureState
-    t: float
-    reason: str
-
-
-def classify_source(spec: str | int | os.PathLike) -> tuple[SourceKind, int | str | Path]:
-    """Decide what a ``--source`` string names.
-
-    A string of digits is a webcam index, a URL with a network scheme is a stream, a
-    directory is an image folder, a file with an image suffix is a single image, and any
-    other existing file is a video.
-
-    Raises:
-        SourceError: the path does not exist.
-    """
-    if isinstance(spec, int):
-        return SourceKind.CAMERA, spec
-    text = os.fspath(spec).strip()
-    if text.isdigit():
-        return SourceKind.CAMERA, int(text)
-    if text.lower().startswith(STREAM_SCHEMES):
-        return SourceKind.STREAM, text
-    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
-    if path.is_dir():
-        return SourceKind.FOLDER, path
-    if path.is_file():
-        return (SourceKind.IMAGE if path.suffix.lower() in IMAGE_SUFFIXES else SourceKind.VIDEO), path
-    if "://" in text:
-        raise SourceError(f"source {redact(text)!r}: unsupported URL scheme (use one of {', '.join(STREAM_SCHEMES)})")
-    raise SourceError(
-        f"source {redact(text)!r}: no such file or directory (give a webcam index such as 0, a video file, "
-        "an image folder, or an rtsp:// / http:// URL)"
-    )
-
-
-def _open_video(target: int | str | Path, kind: SourceKind, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture:
-    """A ``cv2.VideoCapture``; network streams get FFmpeg open/read timeouts."""
-    if kind is SourceKind.STREAM:
-        # OpenCV warns on stderr at each read timeout ("Stream timeout triggered"); the
-        # capture's own line says it once per outage
-        if cv2.utils.logging.getLogLevel() >= cv2.utils.logging.LOG_LEVEL_WARNING:
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
-        ]
-        return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
-    if kind is SourceKind.CAMERA:
-        return cv2.VideoCapture(int(str(target)))
-    return cv2.VideoCapture(str(target))
-
-
 class CameraLog(logging.LoggerAdapter):
     """Starts every line with ``camera NAME:`` (the daemon's way of naming a camera; the
     capture and the live loop log through it)."""
@@ -217,7 +111,7 @@ class CameraLog(logging.LoggerAdapter):
         return f"camera {(self.extra or {}).get('camera')}: {msg}", kwargs
 
 
-class Capture:
+class Capture(ReconnectingSource):
     """Reads a source on a background thread; see the module docstring for the policies.
 
     Use :func:`open_source` (or the constructor followed by :meth:`start`), then
@@ -295,16 +189,7 @@ class Capture:
         # a file played in real time starts its clock at the first read: models that load
         # after the source opened must not make the first seconds of the file drop away
         self._first_read = threading.Event()
-        # live sources: online/offline, the changes not yet taken by the loop, the watchdog
-        self.state: CaptureState = "online"
-        self._state_lock = threading.Lock()
-        self._changes: deque[StateChange] = deque(maxlen=256)
-        self._offline_since: float | None = None
-        self._wall0 = time.monotonic()
-        self._last_frame = time.monotonic()
-        self._reading = False
-        self._stalled = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        self._init_live_state()
 
     # ------------------------------------------------------------------ opening
     @property
@@ -352,8 +237,13 @@ class Capture:
         self.fps = self.folder_fps
         self.frame_count = len(self._paths)
 
+    def _open(self) -> cv2.VideoCapture:
+        """A new OpenCV handle on the source (:func:`~facerec.sources.open_video`), with
+        this capture's open and read timeouts."""
+        return open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+
     def _open_first(self) -> None:
-        cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+        cap = self._open()
         if not cap.isOpened():
             cap.release()
             raise SourceError(self._open_failure_message())
@@ -545,7 +435,7 @@ class Capture:
                     offset_t += in_pass / fps
                     in_pass = 0
                     cap.release()
-                    cap = self._cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
+                    cap = self._cap = self._open()
                     if not cap.isOpened():
                         self._error = f"video {self._target}: cannot be reopened for the next loop"
                         self._log.warning("%s", self._error)
@@ -587,6 +477,8 @@ class Capture:
                 return
 
     def _run_stream(self) -> None:
+        """Reads a live source; a failed or late read takes it offline and reconnects
+        (:mod:`facerec.reconnect`), a frame handed out twice is counted stale."""
         self._wall0 = time.monotonic()
         index = 0
         img: np.ndarray | None = self._first
@@ -634,141 +526,6 @@ class Capture:
                 return
             img = None
             index += 1
-
-    # ------------------------------------------------------------------ live state
-
-    @property
-    def online(self) -> bool:
-        """False while a live source is away (dropped, silent, being reopened)."""
-        return self.state == "online"
-
-    def offline_seconds(self) -> float:
-        """Seconds offline so far, the running outage included."""
-        with self._state_lock:
-            running = time.monotonic() - self._offline_since if self._offline_since is not None else 0.0
-            return self.stats.offline_s + running
-
-    def offline_for(self) -> float:
-        """Seconds the running outage has lasted (0 while online)."""
-        since = self._offline_since
-        return time.monotonic() - since if since is not None else 0.0
-
-    def state_changes(self) -> list[StateChange]:
-        """The changes of state since the last call, oldest first (the live loop turns
-        them into ``camera`` events)."""
-        with self._state_lock:
-            out = list(self._changes)
-            self._changes.clear()
-        return out
-
-    def _go_offline(self, reason: str) -> bool:
-        """Mark the source offline and say why, once per outage; False if it already was."""
-        with self._state_lock:
-            if self.state == "offline" or self._stop.is_set():
-                return False
-            now = time.monotonic()
-            self.state = "offline"
-            self._offline_since = now
-            self.stats.outages += 1
-            self._changes.append(StateChange("offline", now - self._wall0, redact(reason)))
-        self._log.warning("%s: %s; reconnecting", self.description, redact(reason))
-        return True
-
-    def _go_online(self, attempts: int) -> None:
-        with self._state_lock:
-            now = time.monotonic()
-            away = now - self._offline_since if self._offline_since is not None else 0.0
-            self.state = "online"
-            self._offline_since = None
-            self.stats.offline_s += away
-            self.stats.reconnects += 1
-            reason = f"reconnected after {away:.1f} s ({attempts} attempt{'s' if attempts != 1 else ''})"
-            self._changes.append(StateChange("online", now - self._wall0, reason))
-        self._log.warning("%s: %s", self.description, reason)
-
-    def _watch(self) -> None:
-        """Watchdog of a live source: a stream silent for ``read_timeout_s`` goes offline
-        now, even while the backend's read is still blocked (its result is then dropped)."""
-        while not self._stop.wait(WATCHDOG_EVERY_S):
-            if (self._reading and self.state == "online"
-                    and time.monotonic() - self._last_frame >= self.read_timeout_s):
-                self._stalled.set()
-                self._go_offline(f"no frame for {self.read_timeout_s:g} s (stream silent)")
-
-    def _cause(self, what: str) -> str:
-        """``what`` with the reason the server gives, found by a short TCP probe of the
-        stream's host (refused, no answer, name unknown, or reachable)."""
-        if self.kind is SourceKind.CAMERA:
-            return f"{what}: is the camera still connected?"
-        try:
-            parts = urlsplit(self.spec)
-            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-        except ValueError:
-            return what
-        if not host or not port or parts.scheme.lower() in ("udp", "srt"):
-            return what
-        where = f"{host}:{port}"
-        try:
-            for probe in range(2):
-                with socket.create_connection((host, port), timeout=0.5):
-                    pass
-                if probe == 0:  # a server that is going down may still accept for an instant
-                    time.sleep(0.2)
-            return f"{what}; {where} accepts connections (server busy, wrong path or credentials?)"
-        except socket.gaierror:
-            return f"{what}; the host name {host} does not resolve"
-        except ConnectionRefusedError:
-            return f"{what}; {where} refused the connection"
-        except TimeoutError:
-            return f"{what}; {where} does not answer"
-        except OSError as e:
-            return f"{what}; {where}: {e.strerror or e}"
-
-    def _probe_wait(self, attempt: int) -> float:
-        """Seconds before attempt ``attempt + 1`` (attempt 1 was at once)."""
-        base = min(FIRST_BACKOFF_S * 2 ** max(0, attempt - 1), self.reconnect_max_s)
-        return base * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
-
-    def _reconnect(self) -> np.ndarray | None:
-        """Reopen the stream until it delivers a frame again: the first attempt at once,
-        then every ``reconnect_max_s`` at most. Returns that first frame (the newest the
-        new connection has), or ``None`` when stopped."""
-        self._release()
-        self._stalled.clear()
-        attempt = 0
-        next_note = time.monotonic() + STILL_AWAY_EVERY_S
-        while not self._stop.is_set():
-            attempt += 1
-            self.stats.attempts += 1
-            img = self._try_open()
-            if img is not None:
-                if self._stop.is_set():
-                    self._release()
-                    return None
-                self._last_frame = time.monotonic()
-                self._go_online(attempt)
-                return img
-            if time.monotonic() >= next_note:
-                next_note = time.monotonic() + STILL_AWAY_EVERY_S
-                self._log.warning("%s: still away after %.0f s (%d attempts; %s)", self.description,
-                                  self.offline_for(), attempt, self._cause("last attempt failed"))
-            if self._stop.wait(self._probe_wait(attempt)):
-                return None
-        return None
-
-    def _try_open(self) -> np.ndarray | None:
-        """One attempt: open the stream and read its first frame within the deadlines."""
-        cap = _open_video(self._target, self.kind, self.open_timeout_s, self.read_timeout_s)
-        if not cap.isOpened():
-            cap.release()
-            return None
-        started = time.monotonic()
-        ok, img = cap.read()
-        if not ok or img is None or time.monotonic() - started >= self.read_timeout_s:
-            cap.release()
-            return None
-        self._cap = cap
-        return img
 
 
 def open_source(spec: str | int | os.PathLike, **kwargs) -> Capture:

@@ -137,9 +137,9 @@ def test_server_killed_and_started_again_frames_resume(server: RtspServer, caplo
     """SIGKILL: one line for the drop (with the server's answer), one for the return, and
     "still away" lines meanwhile (every 60 s, here every 0.5 s); the stats count one outage,
     one reconnection and its attempts; frames resume in order."""
-    import facerec.capture
+    import facerec.reconnect
 
-    monkeypatch.setattr(facerec.capture, "STILL_AWAY_EVERY_S", 0.5)
+    monkeypatch.setattr(facerec.reconnect, "STILL_AWAY_EVERY_S", 0.5)
     caplog.set_level(logging.INFO, logger="facerec")
     cap, got, during = _outage(server, server.kill, server.start)
     assert not during and _increasing(got)
@@ -181,8 +181,8 @@ def test_stall_noticed_while_the_backend_read_still_blocks(server: RtspServer, m
     the blocked read returns after SIGCONT is dropped as stale, not delivered."""
     import facerec.capture
 
-    real = facerec.capture._open_video
-    monkeypatch.setattr(facerec.capture, "_open_video",
+    real = facerec.capture.open_video
+    monkeypatch.setattr(facerec.capture, "open_video",
                         lambda target, kind, open_s, read_s: real(target, kind, open_s, 120.0))
     cap, got, during = _outage(server, server.pause, server.resume)
     assert not during and _increasing(got)
