@@ -2,9 +2,9 @@
 
 :func:`build_camera` takes a camera (:class:`~facerec.daemon.CameraSpec`, every
 override already resolved), the daemon's shared models and the configuration, and
-returns the :class:`~facerec.live.LivePipeline` that camera runs: a view of the shared
+returns the :class:`~facerec.pipeline.LivePipeline` that camera runs: a view of the shared
 detector at the camera's input size, minimum face and region of interest, the shared
-embedder behind the inference slots, the frozen :class:`~facerec.live.PipelineSettings`
+embedder behind the inference slots, the frozen :class:`~facerec.pipeline.PipelineSettings`
 and, unless the frames are unrelated photos, a pacer starting from the camera's input.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from facerec.config import Config
-from facerec.live import LivePipeline, PipelineSettings
+from facerec.pipeline import LivePipeline, PipelineSettings
 from facerec.pace import Pacer, can_resize
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def camera_settings(spec: CameraSpec, cfg: Config, *, threshold: float, stills: 
 
 def build_camera(spec: CameraSpec, models: SharedModels, cfg: Config, *, gallery=None,
                  stills: bool = False) -> LivePipeline:
-    """The :class:`~facerec.live.LivePipeline` of one camera on the shared models.
+    """The :class:`~facerec.pipeline.LivePipeline` of one camera on the shared models.
 
     Args:
         spec: the camera (:meth:`~facerec.daemon.CameraSpec.from_config` or
