@@ -200,11 +200,10 @@ class ServeState:
 
     def gallery_warning(self, embedder: Any) -> str | None:
         """Why the gallery names nobody with this embedder, and the fix (or ``None``)."""
-        from facerec.gallery.readiness import gallery_warning
+        from facerec.gallery.readiness import gallery_warning, gallery_where
 
         c = self.cfg.gallery
-        where = "the PostgreSQL gallery" if c.backend == "postgres" else str(c.data_dir)
-        return gallery_warning(self.store, getattr(embedder, "key", ""), where)
+        return gallery_warning(self.store, getattr(embedder, "key", ""), gallery_where(c.backend, c.data_dir))
 
     def identify(self, image: np.ndarray) -> list[dict]:
         """Every face of ``image`` (BGR) as :func:`face_json` gives it."""
