@@ -23,14 +23,13 @@ nobody is present until seen again), then discovery, the state and only then ``o
 a clean stop publishes everyone absent, then ``offline``. So Home Assistant never sees a
 person arrive because the daemon restarted.
 
-Home Assistant discovery configs (retained, ``unique_id``, ``origin``, a device block with
-``configuration_url``) are published under ``mqtt.discovery_prefix``: one device for the
-daemon holding a presence, a last camera and a ``device_tracker`` entity per enrolled
-person (:meth:`MqttSink.set_people`, called when the gallery changes: enrolment creates the
-entities, deletion removes them, a rename does both), and one device per camera (so each
-can go into its own area) whose entities are available while both the daemon and the
-camera are. They are published again whenever ``<discovery_prefix>/status`` says
-``online`` and after every reconnect.
+Home Assistant discovery configs (retained, under ``mqtt.discovery_prefix``; what they
+hold is :mod:`facerec.ha_discovery`) give one device for the daemon with a presence, a
+last camera and a ``device_tracker`` entity per enrolled person
+(:meth:`MqttSink.set_people`, called when the gallery changes: enrolment creates the
+entities, deletion removes them, a rename does both), and one device per camera. They are
+published again whenever ``<discovery_prefix>/status`` says ``online`` and after every
+reconnect.
 
 The camera never waits for the broker: :meth:`MqttSink.publish` puts the event on a
 bounded queue (the oldest is dropped and counted when full) and a worker thread turns it
@@ -43,7 +42,6 @@ on stays stale.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -56,10 +54,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from facerec.config import MqttConfig, ServeConfig
+from facerec.config import MqttConfig
 from facerec.errors import ConfigError
-from facerec.events import EVENT_KINDS, Event, iso_time
+from facerec.events import Event, iso_time
+from facerec.ha_discovery import DiscoveryMessage, HaDiscovery, display_name, object_id, page_url, topic_part
 from facerec.queued import put_dropping_oldest
+
+# The Home Assistant names stay importable from here, where they lived first.
+__all__ = ["RESTORE_WAIT_S", "MqttSink", "MqttStats", "default_client_id", "display_name", "object_id",
+           "page_url", "topic_part"]
 
 log = logging.getLogger(__name__)
 
@@ -67,44 +70,11 @@ log = logging.getLogger(__name__)
 RESTORE_WAIT_S = 2.0
 
 
-def topic_part(text: str) -> str:
-    """``text`` made safe as one topic level (no ``/``, ``+``, ``#`` or control characters)."""
-    out = re.sub(r"[/+#\x00-\x1f]", "_", text).strip()
-    return out or "_"
-
-
-def object_id(kind: str, text: str) -> str:
-    """A Home Assistant object id for ``text``: ASCII slug plus a short hash, so that two
-    names that slug alike (``Zoë`` and ``Zoe``) still get different entities."""
-    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "x"
-    return f"{kind}_{slug}_{hashlib.sha1(text.encode('utf-8')).hexdigest()[:6]}"
-
-
-def display_name(name: str) -> str:
-    """How a gallery name reads in Home Assistant: a key-like name (all lower case, words
-    joined by ``_``) becomes words with capitals (``lin_manuel_miranda`` -> ``Lin Manuel
-    Miranda``); a name written with capitals or spaces is the display name already."""
-    if name != name.lower() or " " in name.strip():
-        return name
-    words = [w for w in name.replace("_", " ").split() if w]
-    return " ".join(w[:1].upper() + w[1:] for w in words) or name
-
-
 def default_client_id(prefix: str) -> str:
     """``<prefix>-<host name>``: unique per machine, so two daemons on two machines with
     the default prefix never take each other's session at the broker."""
     host = re.sub(r"[^A-Za-z0-9_-]+", "_", socket.gethostname()) or "host"
     return f"{re.sub(r'[^A-Za-z0-9_-]+', '_', prefix)}-{host}"[:64]
-
-
-def page_url(serve: ServeConfig) -> str:
-    """The ``facerec serve`` page as Home Assistant should link it: ``serve.host`` and
-    ``serve.port``, with the machine's name when the server binds every address."""
-    host = serve.host
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{serve.port}/"
 
 
 @dataclass
@@ -171,11 +141,12 @@ class MqttSink:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.disc = cfg.discovery_prefix.rstrip("/")
-        self.node = re.sub(r"[^A-Za-z0-9_-]+", "_", self.prefix)
-        self.available_topic = f"{self.prefix}/available"
         self.version = version
         url = cfg.configuration_url if cfg.configuration_url is not None else configuration_url
         self.configuration_url = url or None
+        self.ha = HaDiscovery(self.prefix, self.disc, version, self.configuration_url)
+        self.node = self.ha.node
+        self.available_topic = self.ha.available_topic
         self.client_id = cfg.client_id or default_client_id(self.prefix)
         self.stats = MqttStats()
         self._cameras: dict[str, _Camera] = {c: _Camera() for c in cameras}
@@ -411,11 +382,9 @@ class MqttSink:
         entity's current state before it is available."""
         if self.cfg.discovery:
             for cam in self._cameras:
-                for topic, cfg in self._camera_discovery(cam):
-                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+                self._send_configs(self.ha.camera_configs(cam))
             for name in self._people:
-                for topic, cfg in self._person_discovery(name):
-                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+                self._send_configs(self.ha.person_configs(name))
         for topic, payload in list(self._retained.items()):
             if topic != self.available_topic and not topic.startswith(self.disc + "/"):
                 self._send(topic, payload, retain=True, qos=1)
@@ -424,8 +393,7 @@ class MqttSink:
     def _new_camera(self, camera: str) -> _Camera:
         cam = self._cameras[camera] = _Camera()
         if self.cfg.discovery and self.stats.connected:
-            for topic, cfg in self._camera_discovery(camera):
-                self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+            self._send_configs(self.ha.camera_configs(camera))
         return cam
 
     def _handle(self, ev: Event) -> None:
@@ -442,7 +410,7 @@ class MqttSink:
             return
         self._track(cam, ev)
         self._send(f"{self.prefix}/events", record)
-        self._send(f"{self.prefix}/{cam_t}/events", record)
+        self._send(self.ha.camera_events_topic(ev.camera), record)
         if ev.event in ("recognized", "unknown"):
             face = {"type": "face", "id": f"{ev.camera}-{ev.track_id}", "name": ev.name,
                     "score": round(float(ev.score), 4), "camera": ev.camera, "timestamp": round(ev.ts, 3)}
@@ -473,8 +441,7 @@ class MqttSink:
         if p is None:  # a name the gallery list has not brought yet
             p = self._people[name] = _Person()
             if self.cfg.discovery and self.stats.connected:
-                for topic, cfg in self._person_discovery(name):
-                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+                self._send_configs(self.ha.person_configs(name))
         p.present, p.home, p.camera, p.score, p.ts = True, True, ev.camera, float(ev.score), ev.ts
         visible = any(n == name for n in self._active.values())
         now = time.monotonic()
@@ -517,101 +484,34 @@ class MqttSink:
         wanted = set(names)
         for gone in [n for n in self._people if n not in wanted]:
             log.info("mqtt: %s left the gallery; removing their entities", gone)
-            for topic, _ in self._person_discovery(gone):
+            for topic, _ in self.ha.person_configs(gone):
                 self._send(topic, "", retain=True, qos=1)
             self._send(self.person_topic(gone), "", retain=True, qos=1)
             del self._people[gone]
         for new in [n for n in names if n not in self._people]:
             self._people[new] = _Person()
             if self.cfg.discovery:
-                for topic, cfg in self._person_discovery(new):
-                    self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
+                self._send_configs(self.ha.person_configs(new))
             self._person_state(new)
 
     # ------------------------------------------------------------------ topics and discovery
 
     def person_topic(self, name: str) -> str:
-        return f"{self.prefix}/people/{topic_part(name)}"
+        """The retained state topic of one person (:meth:`HaDiscovery.person_topic`)."""
+        return self.ha.person_topic(name)
 
     def camera_topic(self, camera: str) -> str:
-        return f"{self.prefix}/cameras/{topic_part(camera)}"
+        """The retained state topic of one camera (:meth:`HaDiscovery.camera_topic`)."""
+        return self.ha.camera_topic(camera)
 
     def camera_available_topic(self, camera: str) -> str:
-        return f"{self.prefix}/{topic_part(camera)}/available"
+        """The retained stream state of one camera (:meth:`HaDiscovery.camera_available_topic`)."""
+        return self.ha.camera_available_topic(camera)
 
-    def _daemon_device(self) -> dict[str, Any]:
-        name = "facerec" if self.prefix == "facerec" else f"facerec {self.prefix}"
-        return self._device([f"facerec_{self.node}"], name, "face recognition daemon")
-
-    def _camera_device(self, camera: str) -> dict[str, Any]:
-        name = camera if self.prefix == "facerec" else f"{camera} ({self.prefix})"
-        dev = self._device([f"facerec_{self.node}_{object_id('camera', camera)}"], name, "camera")
-        dev["via_device"] = f"facerec_{self.node}"
-        return dev
-
-    def _device(self, identifiers: list[str], name: str, model: str) -> dict[str, Any]:
-        dev: dict[str, Any] = {"identifiers": identifiers, "name": name, "manufacturer": "facerec", "model": model}
-        if self.version:
-            dev["sw_version"] = self.version
-        if self.configuration_url:
-            dev["configuration_url"] = self.configuration_url
-        return dev
-
-    def _entity(self, oid: str, name: str, device: dict[str, Any], camera: str | None = None,
-                **extra: Any) -> dict[str, Any]:
-        """One discovery config; a camera's entities are available while the daemon and
-        the camera both are."""
-        avail = [{"topic": self.available_topic}]
-        if camera is not None:
-            avail.append({"topic": self.camera_available_topic(camera)})
-        origin: dict[str, Any] = {"name": "facerec"}
-        if self.version:
-            origin["sw_version"] = self.version
-        return {"name": name, "unique_id": f"facerec_{self.node}_{oid}", "availability": avail,
-                "availability_mode": "all", "device": device, "origin": origin, **extra}
-
-    def _camera_discovery(self, camera: str) -> list[tuple[str, dict[str, Any]]]:
-        oid = object_id("camera", camera)
-        state = self.camera_topic(camera)
-        dev = self._camera_device(camera)
-        base = f"{self.disc}/%s/{self.node}/{oid}_%s/config"
-        return [
-            (base % ("sensor", "last_recognized"), self._entity(
-                f"{oid}_last_recognized", "Last recognized", dev, camera, state_topic=state,
-                value_template="{{ value_json.last_recognized or 'unknown' }}", icon="mdi:face-recognition")),
-            (base % ("sensor", "faces"), self._entity(
-                f"{oid}_faces", "Faces", dev, camera, state_topic=state, value_template="{{ value_json.faces }}",
-                state_class="measurement", unit_of_measurement="faces", icon="mdi:account-group")),
-            (base % ("event", "face"), self._entity(
-                f"{oid}_face", "Face", dev, camera, state_topic=f"{self.prefix}/{topic_part(camera)}/events",
-                event_types=list(EVENT_KINDS),
-                value_template="{{ {'event_type': value_json.event, 'name': value_json.name, "
-                               "'score': value_json.score, 'track_id': value_json.track_id} | to_json }}",
-                icon="mdi:face-man")),
-            (base % ("binary_sensor", "stream"), self._entity(
-                f"{oid}_stream", "Stream", dev, None, state_topic=self.camera_available_topic(camera),
-                payload_on="online", payload_off="offline", device_class="connectivity",
-                entity_category="diagnostic")),
-        ]
-
-    def _person_discovery(self, name: str) -> list[tuple[str, dict[str, Any]]]:
-        oid = object_id("person", name)
-        state = self.person_topic(name)
-        shown = display_name(name)
-        dev = self._daemon_device()
-        base = f"{self.disc}/%s/{self.node}/{oid}_%s/config"
-        return [
-            (base % ("binary_sensor", "presence"), self._entity(
-                f"{oid}_presence", shown, dev, state_topic=state, device_class="presence",
-                value_template="{{ 'ON' if value_json.present else 'OFF' }}")),
-            (base % ("sensor", "camera"), self._entity(
-                f"{oid}_camera", f"{shown} last camera", dev, state_topic=state,
-                value_template="{{ value_json.camera or 'unknown' }}", icon="mdi:cctv")),
-            (base % ("device_tracker", "tracker"), self._entity(
-                f"{oid}_tracker", shown, dev, state_topic=state, source_type="router",
-                value_template="{{ 'home' if value_json.home else 'not_home' }}",
-                payload_home="home", payload_not_home="not_home", icon="mdi:account")),
-        ]
+    def _send_configs(self, configs: list[DiscoveryMessage]) -> None:
+        """Publish discovery configs, retained (sent only when changed)."""
+        for topic, cfg in configs:
+            self._send(topic, json.dumps(cfg, ensure_ascii=False), retain=True, qos=1)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -142,11 +142,17 @@ def test_enroll_conflicts_merge_check_and_refusals(tmp_path: Path, capsys, photo
     biden2 = str(fr / "biden" / "biden2.jpg")
     # an empty gallery: identify says what to do instead of "unknown" for everyone
     assert cli(capsys, "enroll", "clear", "--yes", *d)[0] == 0
+    # in the words of the daemon and the page (facerec.gallery.readiness), less "picked up without a restart"
     code, out, err = cli(capsys, "identify", biden2, *d)
-    assert code == 2 and "nobody enrolled" in err and "enroll add" in err and out == ""
+    assert code == 2 and f"the gallery at {tmp_path / 'g'} is empty: every face is unknown" in err, err
+    assert "enroll add" in err and "restart" not in err and out == ""
 
     assert cli(capsys, "enroll", "add", "biden", str(fr / "biden"), "--no-progress", *d)[0] == 0
     assert cli(capsys, "enroll", "add", "obama", str(fr / "obama" / "obama.jpg"), "--no-progress", *d)[0] == 0
+    # vectors of another embedder (torch made them, onnx runs): the same words again
+    code, out, err = cli(capsys, "identify", biden2, "--engine", "onnx", *d)
+    assert code == 2 and "has 2 people but no vectors for the running embedder" in err and out == "", err
+    assert "run facerec embed with the same --embedder/--engine as this command" in err and "daemon" not in err
     # a photo already enrolled as someone else: refused, nothing added, exit 1
     code, out, err = cli(capsys, "enroll", "add", "Kit_Harington", biden2, "--no-progress", *d)
     assert code == 1 and "already enrolled for 'biden'" in err and "--force" in err, err

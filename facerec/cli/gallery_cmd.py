@@ -19,6 +19,7 @@ from facerec.cli.common import config_flags, print_json
 from facerec.config import Config
 from facerec.distributed import add_executor_options, identify_photos, open_executor
 from facerec.errors import FacerecError
+from facerec.gallery.readiness import gallery_warning, gallery_where
 from facerec.gallery.service import BatchReport, GalleryService, align_dataset
 from facerec.gallery.store import CROPS_DIR, write_atomic
 from facerec.imageio import list_images
@@ -413,11 +414,10 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     files, missing = _expand(args.paths, empty)
     with GalleryService(cfg, readonly=True) as service, open_executor(args, cfg) as executor:
         samples, vectors = service.store.count(), service.store.count(service.key)
-        if not samples:
-            raise FacerecError(f"the gallery at {service.data_dir} has nobody enrolled: every face would be "
-                               "unknown. Enroll people first: facerec enroll add NAME PHOTO...")
-        if not vectors:
-            raise FacerecError(f"none of the {samples} samples has a vector for {service.key}: run facerec embed")
+        nobody = gallery_warning(service.store, service.key, gallery_where(cfg.gallery.backend, service.data_dir),
+                                 live=False)
+        if nobody:  # the same words as the daemon and the page
+            raise FacerecError(nobody)
         if samples > vectors:
             _err(f"warning: {samples - vectors} of {samples} samples have no vector for {service.key}; "
                  "run facerec embed to include them")

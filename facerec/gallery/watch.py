@@ -329,9 +329,9 @@ class GalleryWatcher:
     def warning(self) -> str | None:
         """Why nobody can be named (empty gallery, or no vectors of this embedder) and the
         fix, or ``None`` (:func:`~facerec.gallery.readiness.gallery_warning`)."""
-        from facerec.gallery.readiness import gallery_warning
+        from facerec.gallery.readiness import gallery_warning, gallery_where
 
-        where = "the PostgreSQL gallery" if self.cfg.backend == "postgres" else str(self.data_dir)
+        where = gallery_where(self.cfg.backend, self.data_dir)
         with self._lock:
             try:
                 store = self._open()

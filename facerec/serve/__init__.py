@@ -4,7 +4,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart)::
 
     pip install 'facerec[serve]'
 
-:func:`~facerec.serve.app.create_app` builds the application; :class:`~facerec.serve.app.LiveFeed`
+:func:`~facerec.serve.app.create_app` builds the application; :class:`~facerec.serve.state.LiveFeed`
 is what a live source must offer to be shown on the page.
 """
 

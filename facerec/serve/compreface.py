@@ -154,7 +154,7 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
 
     Args:
         app: the application of ``facerec serve``.
-        srv: its route state (:class:`facerec.serve.app._Server`).
+        srv: its route state (:class:`facerec.serve.state.ServeState`).
     """
     rec = APIRouter(prefix="/api/v1/recognition", tags=["compreface"])
     det_scale = dropin.ScoreScale(float(srv.cfg.detection.conf_thres), dropin.COMPREFACE_DET_ANCHOR)

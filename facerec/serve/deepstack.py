@@ -81,7 +81,7 @@ def add_deepstack_routes(app: FastAPI, srv: Any, token: str) -> None:
 
     Args:
         app: the application of ``facerec serve``.
-        srv: its route state (:class:`facerec.serve.app._Server`).
+        srv: its route state (:class:`facerec.serve.state.ServeState`).
         token: facerec's API token, the only ``api_key`` accepted.
     """
     router = APIRouter(prefix=PREFIX, tags=["deepstack"])
