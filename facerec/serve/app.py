@@ -275,9 +275,7 @@ class _Server:
         """Why the gallery names nobody with this embedder, and the fix (or ``None``)."""
         from facerec.gallery.readiness import gallery_warning
 
-        c = self.cfg.gallery
-        where = "the PostgreSQL gallery" if c.backend == "postgres" else str(c.data_dir)
-        return gallery_warning(self.store, getattr(embedder, "key", ""), where)
+        return gallery_warning(self.store, getattr(embedder, "key", ""), self.store.label)
 
     def identify(self, image: np.ndarray) -> list[dict]:
         return [_face_json(f, i) for i, f in enumerate(self.service.identify_image(image))]
@@ -292,7 +290,7 @@ class _Server:
         if face is not None:
             image = self.isolate_face(image, face, source)
             sha256 = hashlib.sha256(f"{sha256}#face{face}".encode()).hexdigest()
-        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256, audit=False,
+        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256,
                                            refuse_conflicts=not force)
         return {
             "file": source,
@@ -435,8 +433,6 @@ def create_app(cfg: Config, service: GalleryService | None = None, token: str | 
             reasons = "; ".join(r["reason"] for r in results)
             code = 409 if all(r["status"] == "skipped" for r in results) else 422
             raise HTTPException(code, f"nothing enrolled for {name!r}: {reasons}")
-        await srv.io(srv.service.audit, "samples.add", name, added=len(added),
-                     samples=[r["sample_id"] for r in added], skipped=len(results) - len(added))
         return {
             "person": name,
             "added": [{"file": r["file"], "sample_id": r["sample_id"], "warnings": r["warnings"]} for r in added],
