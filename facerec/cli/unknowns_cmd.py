@@ -99,7 +99,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
         if args.json:
             print_json([c.to_json() for c in cands])
             return 0
-        st = store.stats()
+        st = store.unknowns_stats()
         print(f"{len(cands)} candidate(s) from {st['sightings']} sighting(s) ({st['bytes'] / 1e6:.1f} MB of crops)")
         for c in cands:
             print(f"  {c.id:>6}  {len(c.sightings):>3} sighting(s)  {', '.join(c.cameras)}  "
@@ -116,7 +116,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
             out = Path(args.crops)
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                for sid, crop_id, _, jpeg in store.crops([s.id for s in c.sightings]):
+                for sid, crop_id, _, jpeg in store.unknown_crops([s.id for s in c.sightings]):
                     path = out / f"candidate{c.id}_sighting{sid}_crop{crop_id}.jpg"
                     path.write_bytes(jpeg)
                     written.append(str(path))
