@@ -299,9 +299,9 @@ class Daemon:
         self._closers.append(self.bus.close)
         sightings_store = None
         if cfg.unknowns.enabled:  # unknown tracks become sightings, grouped into candidate people
-            from facerec.gallery.sightings import open_sightings
+            from facerec.gallery.backend import open_backend
 
-            sightings_store = open_sightings(cfg)
+            sightings_store = open_backend(cfg.gallery)
             self._closers.append(sightings_store.close)
         tracklog = None
         if self._tracks_path:

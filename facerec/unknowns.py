@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
+from facerec.gallery.records import AuditNote
 from facerec.queued import QueuedWorker
 from facerec.sinks import FrameSinkBase
 from facerec.types import TrackRecord
@@ -260,7 +261,7 @@ class SightingSink(FrameSinkBase):
     after each write at most once a minute.
 
     Args:
-        store: a :class:`~facerec.gallery.sightings.SightingStore`.
+        store: the gallery backend (:class:`~facerec.gallery.backend.GalleryBackend`) keeping the sightings.
         cfg: the ``unknowns:`` section.
         camera: camera name stored with each sighting.
         embedder: key string of the vectors.
@@ -364,7 +365,7 @@ class SightingSink(FrameSinkBase):
         """Apply ``unknowns`` retention now; returns the deleted sighting ids."""
         self._last_prune = time.monotonic()
         c = self.cfg
-        gone = self.store.prune(c.retention_s, c.max_sightings, int(c.max_mb * 1e6))
+        gone = self.store.prune_sightings(c.retention_s, c.max_sightings, int(c.max_mb * 1e6))
         self.pruned += len(gone)
         return gone
 
@@ -426,7 +427,7 @@ class Strangers:
     process that looks at the same sightings.
 
     Args:
-        store: a :class:`~facerec.gallery.sightings.SightingStore`.
+        store: the gallery backend (:class:`~facerec.gallery.backend.GalleryBackend`) keeping the sightings.
         params: the density parameters (``unknowns.min_faces``, ``unknowns.max_distance``).
         embedder: key string of the embedder whose sightings are grouped.
     """
@@ -441,8 +442,8 @@ class Strangers:
 
     def refresh(self) -> None:
         with self._lock:
-            ids, vec = self.store.vectors(self.embedder, after=self._last_id)
-            stored = set(self.store.ids())
+            ids, vec = self.store.sighting_vectors(self.embedder, after=self._last_id)
+            stored = set(self.store.sighting_ids())
             gone = [k for k in self.clusters.labels() if k not in stored]
             self.clusters.remove(gone)
             self.clusters.add_many(ids, vec)
@@ -515,7 +516,7 @@ class Strangers:
         cand = self.candidate(cid)
         ids = [s.id for s in cand.sightings]
         by_id = {s.id: s for s in cand.sightings}
-        rows = self.store.crops(ids)
+        rows = self.store.unknown_crops(ids)
         crops: list[np.ndarray] = []
         for _, crop_id, _, jpeg in rows:
             img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -551,15 +552,16 @@ class Strangers:
             one = Embeddings(emb.vectors[i:i + 1], emb.norm[i:i + 1], emb.key)
             service.store.add_sample(person, img, source_path=f"unknown:{s.camera}:track{s.track_id}:{crop_id}",
                                      source_sha256=sha256_bytes(jpeg), quality=quality, embeddings=one,
-                                     stem=f"unknown_{sid}_{crop_id}")
+                                     stem=f"unknown_{sid}_{crop_id}",
+                                     audit=AuditNote(interface, "samples.add", person, {"added": 1, "candidate": int(cid)}))
             added += 1
         summary = f"{len(rows)} crops: {added} enrolled" + "".join(f", {n} {why}" for why, n in left_out.items())
         if not added:
             raise GalleryError(f"candidate {cid}: {summary}; nothing enrolled")
-        self.store.delete_sightings(ids)
+        self.store.delete_sightings(ids, audit=AuditNote(interface, "unknown.name" if new else "unknown.merge", person,
+                                                          {"candidate": int(cid), "sightings": ids, "samples": added,
+                                                           "left_out": left_out}))
         self.refresh()
-        self.store.audit(interface, "unknown.name" if new else "unknown.merge", person,
-                         candidate=int(cid), sightings=ids, samples=added, left_out=left_out)
         return {"person": person, "candidate": int(cid), "added": added, "sightings": len(ids),
                 "crops": len(rows), "left_out": left_out, "summary": summary}
 
@@ -567,9 +569,9 @@ class Strangers:
         """Delete a candidate's sightings and crops (nothing of them is kept)."""
         cand = self.candidate(cid)
         ids = [s.id for s in cand.sightings]
-        self.store.delete_sightings(ids)
+        self.store.delete_sightings(ids, audit=AuditNote(interface, "unknown.dismiss", f"candidate {cid}",
+                                                          {"sightings": ids}))
         self.refresh()
-        self.store.audit(interface, "unknown.dismiss", f"candidate {cid}", sightings=ids)
         return {"candidate": int(cid), "deleted": len(ids)}
 
 
@@ -593,7 +595,6 @@ def mark_not(service, person: str, image: np.ndarray, *, face: int | None = None
         GalleryError: unknown person, no face, or a face index out of range.
     """
     from facerec.align import align
-    from facerec.gallery.sightings import open_sightings
     from facerec.gallery.store import validate_name
 
     person = validate_name(person)
@@ -610,25 +611,21 @@ def mark_not(service, person: str, image: np.ndarray, *, face: int | None = None
     emb = service.embed_faces(crops)
     index = service.index()
     sims = dict(zip(index.people, index.similarities(emb)[0].tolist()))
-    with open_sightings(service.cfg) as store:
-        nid = store.add_negative(person, str(emb.key), emb.vectors[0], encode_jpeg(crops.images[0]))
-        store.audit(interface, "negative.add", person, negative=nid, source=source)
+    nid = service.store.add_negative(person, str(emb.key), emb.vectors[0], encode_jpeg(crops.images[0]),
+                                     audit=AuditNote(interface, "negative.add", person, {"source": source}))
     return {"person": person, "negative": nid, "similarity": round(float(sims.get(person, -1.0)), 4)}
 
 
 def purge_person(service, name: str, *, interface: str) -> dict:
     """Delete a person with every sample, crop and vector (the gallery) and every
-    negative sample of theirs, and log it.
+    negative sample of theirs, in one transaction with its audit entry.
 
     Returns:
         ``{"deleted", "samples", "negatives"}``.
     """
-    from facerec.gallery.sightings import open_sightings
     from facerec.gallery.store import validate_name
 
     name = validate_name(name)
-    samples = service.store.delete_person(name)
-    with open_sightings(service.cfg) as store:
-        negatives = store.delete_negatives(name)
-        store.audit(interface, "person.delete", name, samples=samples, negatives=negatives)
+    negatives = service.store.negative_counts().get(name, 0)
+    samples = service.store.delete_person(name, audit=AuditNote(interface, "person.delete", name))
     return {"deleted": name, "samples": samples, "negatives": negatives}

@@ -1,5 +1,6 @@
 """Every gallery change, through the CLI or the HTTP API, leaves exactly one audit entry
-naming that interface, on SQLite and on PostgreSQL; negatives are read once per change."""
+naming that interface, written in the change's own transaction, on SQLite and on
+PostgreSQL; negatives are read once per change."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from fastapi.testclient import TestClient
 from facerec.cli import run
 from facerec.config import load_config
 from facerec.gallery.service import GalleryService
-from facerec.gallery.sightings import negatives_loads, negatives_of, open_sightings
+from facerec.errors import GalleryError
+from facerec.gallery.backend import open_backend
+from facerec.gallery.records import AuditNote
 from facerec.serve.app import create_app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,12 +43,12 @@ def backend(request, tmp_path: Path) -> dict:
 
 
 def entries(cfg) -> list:
-    with open_sightings(cfg) as store:
+    with open_backend(cfg.gallery) as store:
         return store.audit_log(1000)
 
 
-def cli_step(capsys, cfg, argv: list[str], *cmd: str, action: str | None, subject: str = "") -> dict:
-    """Run one CLI command; check it added exactly one entry (``action``) or none."""
+def cli_step(capsys, cfg, argv: list[str], *cmd: str, action: str | None, subject: str = "", n: int = 1) -> dict:
+    """Run one CLI command; check it added ``n`` entries (``action``: one per change) or none."""
     before = len(entries(cfg))
     capsys.readouterr()
     code = run([*cmd, *argv])
@@ -55,9 +58,10 @@ def cli_step(capsys, cfg, argv: list[str], *cmd: str, action: str | None, subjec
     if action is None:
         assert len(log) == before, [e.to_json() for e in log[: len(log) - before]]
         return {}
-    assert len(log) == before + 1, (cmd, [e.to_json() for e in log[: len(log) - before]])
+    assert len(log) == before + n, (cmd, [e.to_json() for e in log[: len(log) - before]])
+    for e in log[:n]:
+        assert (e.interface, e.action, e.subject) == ("cli", action, subject), e.to_json()
     e = log[0]
-    assert (e.interface, e.action, e.subject) == ("cli", action, subject), e.to_json()
     return e.detail
 
 
@@ -65,8 +69,8 @@ def test_each_cli_change_is_one_entry(backend, capsys, photo):
     cfg, argv = backend["cfg"], backend["argv"]
     fr = photo(FR)
     d = cli_step(capsys, cfg, argv, "enroll", "add", "Kit", str(fr / "kit_harington/john1.jpeg"),
-                 str(fr / "kit_harington/john2.jpeg"), "--no-progress", action="samples.add", subject="Kit")
-    assert d["added"] == 2 and len(d["samples"]) == 2
+                 str(fr / "kit_harington/john2.jpeg"), "--no-progress", action="samples.add", subject="Kit", n=2)
+    assert d["added"] == 1 and len(d["samples"]) == 1  # each photo is its own change
     # the same photos again change nothing, so nothing is logged
     cli_step(capsys, cfg, argv, "enroll", "add", "Kit", str(fr / "kit_harington/john1.jpeg"), "--no-progress",
              action=None)
@@ -95,7 +99,7 @@ def test_each_cli_change_is_one_entry(backend, capsys, photo):
     assert d == {"samples": 3}
     cli_step(capsys, cfg, argv, "enroll", "import", str(archive), action=None)  # all there already
     assert [e.action for e in entries(cfg)][::-1] == [
-        "samples.add", "samples.add", "person.rename", "sample.move", "person.merge", "person.delete",
+        "samples.add", "samples.add", "samples.add", "person.rename", "sample.move", "person.merge", "person.delete",
         "gallery.clear", "gallery.import"]
 
 
@@ -109,7 +113,7 @@ def test_each_api_change_is_one_entry(backend, analyzer, photo):
         return ("files", (p.name, p.read_bytes(), "image/jpeg"))
 
     with svc, TestClient(create_app(cfg, svc, token=TOKEN)) as c:
-        def step(method: str, path: str, code: int, action: str | None, subject: str = "", **kw) -> dict:
+        def step(method: str, path: str, code: int, action: str | None, subject: str = "", n: int = 1, **kw) -> dict:
             before = len(entries(cfg))
             r = c.request(method, path, headers=AUTH, **kw)
             assert r.status_code == code, r.text
@@ -117,13 +121,13 @@ def test_each_api_change_is_one_entry(backend, analyzer, photo):
             if action is None:
                 assert len(log) == before
                 return r.json()
-            assert len(log) == before + 1, [e.to_json() for e in log[: len(log) - before]]
+            assert len(log) == before + n, [e.to_json() for e in log[: len(log) - before]]
             assert (log[0].interface, log[0].action, log[0].subject) == ("api", action, subject), log[0].to_json()
             return log[0].detail
 
-        d = step("POST", "/api/people", 201, "samples.add", "Kit", data={"name": "Kit"},
+        d = step("POST", "/api/people", 201, "samples.add", "Kit", n=2, data={"name": "Kit"},
                  files=[up("kit_harington/john1.jpeg"), up("kit_harington/john2.jpeg")])
-        assert d["added"] == 2
+        assert d["added"] == 1
         # Obama under Kit is what enroll check flags: in only with force
         step("POST", "/api/people/Kit/samples", 422, None, files=[up("obama/obama.jpg")])
         step("POST", "/api/people/Kit/samples", 201, "samples.add", "Kit", data={"force": "true"},
@@ -144,21 +148,42 @@ def test_each_api_change_is_one_entry(backend, analyzer, photo):
 
 def test_negatives_are_read_again_only_when_they_change(backend):
     cfg = backend["cfg"]
-    key = "test-embedder"
-    assert negatives_of(cfg, key)[0] == [] and negatives_loads(cfg) <= 1
-    with open_sightings(cfg) as store:
-        store.add_negative("Ann", key, np.eye(4, dtype=np.float32)[0])
-    names, vec, v1 = negatives_of(cfg, key)
-    loads = negatives_loads(cfg)
-    assert names == ["Ann"] and vec.shape == (1, 4)
-    for _ in range(5):  # the watcher's polls: the same answer, no reload
-        assert negatives_of(cfg, key)[2] == v1
-    assert negatives_loads(cfg) == loads
-    # a rename (what GalleryService.rename_person does to the negatives) is a change
-    with open_sightings(cfg) as store:
-        assert store.rename_negatives("Ann", "Anna") == 1
-    names, _, v2 = negatives_of(cfg, key)
-    assert names == ["Anna"] and v2 != v1 and negatives_loads(cfg) == loads + 1
-    with open_sightings(cfg) as store:
-        store.delete_negatives("Anna")
-    assert negatives_of(cfg, key)[0] == [] and negatives_loads(cfg) == loads + 2
+    svc = GalleryService(cfg)
+    with svc, open_backend(cfg.gallery) as store:
+        key = str(svc.key)
+        assert svc._negatives()[0] == [] and svc.negative_loads == 1
+        store.add_person("Ann")
+        store.add_negative("Ann", key, np.eye(512, dtype=np.float32)[0])
+        names, vec, v1 = svc._negatives()
+        assert names == ["Ann"] and vec.shape == (1, 512) and svc.negative_loads == 2
+        for _ in range(5):  # every search-index check: the same answer, no reload
+            assert svc._negatives()[2] == v1
+        assert svc.negative_loads == 2
+        svc.rename_person("Ann", "Anna")  # the negatives follow the person, in the same transaction
+        names, _, v2 = svc._negatives()
+        assert names == ["Anna"] and v2 != v1 and svc.negative_loads == 3
+        assert entries(cfg)[0].detail == {"previous": "Ann", "negatives": 1}
+        store.delete_person("Anna")
+        assert svc._negatives()[0] == [] and svc.negative_loads == 4
+
+
+def test_a_change_whose_entry_cannot_be_written_is_not_made(backend, monkeypatch):
+    """The entry is part of the change's transaction: when writing it fails, the change is
+    rolled back too (before, the change stayed and the entry was lost with a warning)."""
+    from facerec.gallery import feedback
+
+    cfg = backend["cfg"]
+    with open_backend(cfg.gallery) as store:
+        store.add_person("Ann")
+
+        def broken(*a, **kw):
+            raise GalleryError("the audit log is full")
+
+        monkeypatch.setattr(feedback, "write_audit", broken)
+        monkeypatch.setattr(type(store), "_audit", lambda self, c, note, **extra: broken())
+        with pytest.raises(GalleryError, match="audit log is full"):
+            store.rename_person("Ann", "Anna", audit=AuditNote("test", "person.rename", "Anna"))
+        assert [p.name for p in store.people()] == ["Ann"]
+        with pytest.raises(GalleryError, match="audit log is full"):
+            store.add_negative("Ann", "k", np.eye(4, dtype=np.float32)[0], audit=AuditNote("test", "negative.add", "Ann"))
+        assert store.negative_counts() == {}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from facerec.align import align
 from facerec.cli import run
-from facerec.gallery.sightings import open_sightings
+from facerec.gallery.backend import open_backend
 from facerec.imageio import read_image
 from facerec.serve.app import create_app
 from facerec.unknowns import encode_jpeg
@@ -51,7 +51,7 @@ def candidate_ids(client: TestClient) -> list[dict]:
 
 def test_a_group_of_tiny_faces_is_refused_and_a_mixed_one_is_counted(service, analyzer, photo):
     obama = [photo(f"{EX}/obama/{f}") for f in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
-    with open_sightings(service.cfg) as store:
+    with open_backend(service.cfg.gallery) as store:
         add_sightings(analyzer, store, obama, shrink=True)
     with TestClient(create_app(service.cfg, service, token=TOKEN)) as c:
         (cand,) = candidate_ids(c)
@@ -59,7 +59,7 @@ def test_a_group_of_tiny_faces_is_refused_and_a_mixed_one_is_counted(service, an
         assert r.status_code == 400 and "none of its 3 crops is usable" in r.json()["detail"], r.text
         assert service.store.people() == []  # nothing enrolled, the sightings are still there
         assert candidate_ids(c)[0]["sightings"] == 3
-        with open_sightings(service.cfg) as store:
+        with open_backend(service.cfg.gallery) as store:
             add_sightings(analyzer, store, obama[:2], shrink=False)
         (cand,) = candidate_ids(c)
         r = c.post(f"/api/unknowns/{cand['id']}/name", json={"name": "Barack Obama"}, headers=H)
@@ -72,7 +72,7 @@ def test_a_group_of_tiny_faces_is_refused_and_a_mixed_one_is_counted(service, an
 
 def test_cli_name_says_what_it_left_out(service, analyzer, photo, capsys):
     kit = [photo(f"{EX}/kit_harington/{f}") for f in ("john1.jpeg", "john2.jpeg")]
-    with open_sightings(service.cfg) as store:
+    with open_backend(service.cfg.gallery) as store:
         add_sightings(analyzer, store, kit, shrink=False)
         add_sightings(analyzer, store, kit[:1], shrink=True)
     d = ["--data-dir", service.cfg.gallery.data_dir]

@@ -242,7 +242,7 @@ def test_sample_ids_are_never_reused(backend: GalleryBackend):
 def test_sqlite_gallery_of_schema_2_upgrades_without_losing_samples(tmp_path: Path):
     import sqlite3
 
-    from facerec.gallery.store import DB_NAME, GalleryStore
+    from facerec.gallery.store import DB_NAME, SCHEMA_VERSION, GalleryStore
 
     with GalleryStore(tmp_path / "g") as g:
         ids = [add(g, "Ann", i).id for i in (1, 2, 3)]
@@ -260,5 +260,42 @@ def test_sqlite_gallery_of_schema_2_upgrades_without_losing_samples(tmp_path: Pa
         assert add(g, "Ann", 9).id > ids[1]
     con = sqlite3.connect(tmp_path / "g" / DB_NAME)
     assert "AUTOINCREMENT" in con.execute("SELECT sql FROM sqlite_master WHERE name='samples'").fetchone()[0]
-    assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+    assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
+
+
+def test_sqlite_feedback_of_an_older_release_moves_into_the_gallery_file(tmp_path: Path):
+    """Before schema 4, sightings, negatives and the audit log lived in ``unknowns.db``
+    beside ``gallery.db``. Opening the gallery for writing copies them in, ids kept (crop
+    URLs stay valid), in one transaction, and keeps the old file renamed."""
+    import sqlite3
+
+    from facerec.gallery.store import GalleryStore
+
+    root = tmp_path / "g"
+    with GalleryStore(root) as g:  # a gallery, then the old release's second file beside it
+        add(g, "Ann", 1)
+    old = sqlite3.connect(root / "unknowns.db", isolation_level=None)
+    old.executescript("""
+        CREATE TABLE unknown_sightings (id INTEGER PRIMARY KEY AUTOINCREMENT, camera TEXT NOT NULL,
+            track_id INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, added REAL NOT NULL,
+            embedder TEXT NOT NULL, vector BLOB NOT NULL, quality REAL NOT NULL, bytes INTEGER NOT NULL);
+        CREATE TABLE unknown_crops (id INTEGER PRIMARY KEY AUTOINCREMENT, sighting_id INTEGER NOT NULL,
+            rank INTEGER NOT NULL, quality REAL NOT NULL, jpeg BLOB NOT NULL);
+        CREATE TABLE negatives (id INTEGER PRIMARY KEY AUTOINCREMENT, person TEXT NOT NULL, embedder TEXT NOT NULL,
+            vector BLOB NOT NULL, jpeg BLOB, added REAL NOT NULL);
+        CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, interface TEXT NOT NULL,
+            action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);""")
+    vec = np.ones(4, np.float32) / 2
+    old.execute("INSERT INTO unknown_sightings VALUES (7, 'door', 3, 1.0, 2.0, 3.0, 'm', ?, 0.5, 3)", (vec.tobytes(),))
+    old.execute("INSERT INTO unknown_crops VALUES (41, 7, 0, 0.5, x'ffd8ff')")
+    old.execute("INSERT INTO negatives VALUES (5, 'Ann', 'm', ?, NULL, 4.0)", (vec.tobytes(),))
+    old.execute("INSERT INTO audit_log VALUES (9, 5.0, 'cli', 'negative.add', 'Ann', '{}')")
+    old.close()
+    with GalleryStore(root) as g:
+        assert [s.id for s in g.sightings()] == [7] and g.unknown_crop(41) == b"\xff\xd8\xff"
+        assert g.negatives("m")[0] == ["Ann"] and [e.id for e in g.audit_log()] == [9]
+        assert g.add_sighting("door", 4, 6.0, 7.0, "m", vec, [(b"x", 1.0)]) > 7  # ids go on from the old ones
+    assert not (root / "unknowns.db").exists() and (root / "unknowns.db.migrated").is_file()
+    with GalleryStore(root) as g:  # once only
+        assert len(g.sightings()) == 2 and len(g.audit_log()) == 1

@@ -234,6 +234,13 @@ def test_run_live_on_a_file_keeps_unknown_crops_and_publishes_events(tmp_path: P
 # ----------------------------------------------------------------------------- gallery reload
 
 
+def _wait_for(cond, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)
+
+
 def test_gallery_changes_are_picked_up_without_restart(tmp_path: Path) -> None:
     from facerec.gallery.store import GalleryStore
 
@@ -251,13 +258,15 @@ def test_gallery_changes_are_picked_up_without_restart(tmp_path: Path) -> None:
         vec = Embeddings.from_raw(np.array([[1.0, 0.1, 0, 0]]), KEY)
         store.add_sample("carol", np.zeros((112, 112, 3), np.uint8), source_path=None, source_sha256="x" * 64,
                          quality=1.0, embeddings=vec)
-    time.sleep(0.1)
+        v = store.version()
+    _wait_for(lambda: watcher.version == v)  # the watcher's own thread applies it
     names = [p.step(f).faces[0].name for f in frames[2:10]]
     assert names[-1] == "carol"
 
     with GalleryStore(data) as store:
         store.rename_person("carol", "caroline")
-    time.sleep(0.1)
+        v = store.version()
+    _wait_for(lambda: watcher.version == v)
     names = [p.step(f).faces[0].name for f in frames[10:20]]
     assert names[-1] == "caroline" and watcher.reloads >= 1
     watcher.close()

@@ -57,7 +57,7 @@ def test_cli_enroll_and_db_copy_both_ways(tmp_path: Path, capsys, photo, pg_serv
     cfg_path = config_file(tmp_path, dsn)
     fr = photo("face_recognition_examples")
     code, out, err = cli(capsys, "db", "upgrade", "--config", str(cfg_path))
-    assert code == 0 and "schema 0 -> 1" in out, err
+    assert code == 0 and "schema 0 -> 2" in out, err
     code, out, _ = cli(capsys, "db", "upgrade", "--config", str(cfg_path))
     assert code == 0 and "up to date" in out
     code, out, err = cli(capsys, "enroll", "add", "Barack Obama", str(fr / "obama"), "--no-progress",

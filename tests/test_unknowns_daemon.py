@@ -30,7 +30,7 @@ def test_strangers_become_people(data_dir, tmp_path: Path, capsys):
     # the feature off (the default): nothing is kept
     assert rec_cam(["--source", str(data_dir / "video" / CLIPS[0]), "--max-frames", "20", "--stats-every", "0",
                     *gal, *MODELS]) == 0
-    assert not (tmp_path / "g" / "unknowns.db").exists()
+    assert not (tmp_path / "g" / "gallery.db").exists()  # not even opened for writing
     for rep in range(2):
         for clip in CLIPS:
             cam = clip.split("_")[-1].removesuffix(".mp4")

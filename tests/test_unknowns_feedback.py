@@ -10,7 +10,7 @@ from facerec.config import load_config
 from facerec.errors import GalleryError
 from facerec.gallery.search import GalleryIndex
 from facerec.gallery.service import GalleryService
-from facerec.gallery.sightings import open_sightings
+from facerec.gallery.backend import open_backend
 from facerec.imageio import read_image
 from facerec.unknowns import mark_not, purge_person
 
@@ -90,12 +90,12 @@ def test_feedback_cli_and_purge(gallery, photo, capsys):
     assert run(["feedback", "not", "kit", rose, "--face", "5", *d]) == 2
     assert "face 5" in capsys.readouterr().err
     assert run(["feedback", "not", "kit", rose, "--json", *d]) == 0
-    with open_sightings(gallery.cfg) as store:
+    with open_backend(gallery.cfg.gallery) as store:
         assert store.negative_counts() == {"kit": 1}
     # deleting the person takes their samples and negatives; the audit log says so
     r = purge_person(gallery, "kit", interface="test")
     assert r == {"deleted": "kit", "samples": 1, "negatives": 1}
-    with open_sightings(gallery.cfg) as store:
+    with open_backend(gallery.cfg.gallery) as store:
         assert store.negative_counts() == {}
         log = [(e.interface, e.action, e.subject) for e in store.audit_log()]
     assert log[:2] == [("test", "person.delete", "kit"), ("cli", "negative.add", "kit")]

@@ -1,4 +1,4 @@
-"""The unknown-sightings store on SQLite and on a real PostgreSQL: one behaviour."""
+"""Sightings, negatives and the audit log of both gallery backends (SQLite, a real PostgreSQL): one behaviour."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from facerec.config import Config
 from facerec.errors import GalleryError
-from facerec.gallery.sightings import open_sightings
+from facerec.gallery.backend import open_backend
+from facerec.gallery.records import AuditNote
 from facerec.live import TrackState, keep_best_face
 from facerec.track import NameVote
 from facerec.unknowns import SightingSink, encode_jpeg
@@ -36,19 +37,20 @@ def cfg(request, tmp_path: Path) -> Config:
 
 @pytest.fixture
 def store(cfg: Config):
-    s = open_sightings(cfg)
+    s = open_backend(cfg.gallery)
     yield s
     s.close()
 
 
 def test_empty(store):
-    assert store.sightings() == [] and store.ids() == [] and store.latest_embedder() is None
-    ids, vec = store.vectors("m")
+    assert store.sightings() == [] and store.sighting_ids() == [] and store.latest_embedder() is None
+    ids, vec = store.sighting_vectors("m")
     assert ids == [] and vec.shape[0] == 0
-    assert store.prune(10, 10, 10) == [] and store.delete_sightings([]) == 0
-    assert store.stats() == {"sightings": 0, "crops": 0, "bytes": 0, "negatives": 0}
+    assert store.prune_sightings(10, 10, 10) == [] and store.delete_sightings([]) == 0
+    assert store.unknowns_stats() == {"sightings": 0, "crops": 0, "bytes": 0, "negatives": 0}
     with pytest.raises(GalleryError, match="no unknown crop 5"):
-        store.crop(5)
+        store.unknown_crop(5)
+    assert store.version() == 0 and store.audit_log() == []
 
 
 def test_sightings_round_trip_and_delete(store, cfg: Config):
@@ -62,17 +64,19 @@ def test_sightings_round_trip_and_delete(store, cfg: Config):
     assert (s[0].camera, s[0].track_id, s[0].first_seen, s[0].last_seen) == ("door", 7, 100.0, 104.5)
     assert s[0].quality == pytest.approx(0.9) and len(s[0].crop_ids) == 2
     # best crop first
-    assert store.crop(s[0].crop_ids[0]) == jpeg(2)
+    assert store.unknown_crop(s[0].crop_ids[0]) == jpeg(2)
     assert s[0].bytes == len(jpeg(1)) + len(jpeg(2))
-    ids, vec = store.vectors("m")
+    ids, vec = store.sighting_vectors("m")
     assert ids == [a] and np.allclose(vec[0], unit(1))
     assert store.latest_embedder() == "other"
     assert [x.id for x in store.sightings(after=a)] == [b]
-    assert [r[0] for r in store.crops([a], per_sighting=1)] == [a]
-    assert store.delete_sightings([a, 999]) == 1
-    assert store.ids() == [b] and store.stats()["crops"] == 1
+    assert [r[0] for r in store.unknown_crops([a], per_sighting=1)] == [a]
+    assert store.delete_sightings([a, 999], audit=AuditNote("test", "unknown.dismiss", "candidate 1")) == 1
+    assert store.sighting_ids() == [b] and store.unknowns_stats()["crops"] == 1
+    assert store.audit_log()[0].action == "unknown.dismiss"
+    assert store.version() == 0  # sightings are not gallery changes: no daemon reloads for them
     with pytest.raises(GalleryError):
-        store.crop(s[0].crop_ids[0])
+        store.unknown_crop(s[0].crop_ids[0])
     if cfg.gallery.backend == "postgres":  # nothing at all under data_dir
         assert not Path(cfg.gallery.data_dir).exists()
 
@@ -81,38 +85,49 @@ def test_retention_by_age_count_and_size(store):
     size = len(jpeg(0))
     ids = [store.add_sighting("c", i, 0, 1, "m", unit(i), [(jpeg(0), 1.0)], added=1000.0 + i) for i in range(5)]
     # age: older than 2.5 s at t=1004 -> added 1000, 1001 go
-    assert store.prune(2.5, 100, 10**9, now=1004.0) == ids[:2]
+    note = AuditNote("cli", "unknown.prune", "retention")
+    assert store.prune_sightings(2.5, 100, 10**9, now=1004.0, audit=note) == ids[:2]
+    assert store.audit_log()[0].detail == {"sightings": 2}
     # count: keep the newest 2
-    assert store.prune(0, 2, 10**9, now=1004.0) == ids[2:3]
+    assert store.prune_sightings(0, 2, 10**9, now=1004.0) == ids[2:3]
     # size: room for one crop only
-    assert store.prune(0, 100, int(size * 1.5), now=1004.0) == ids[3:4]
-    assert store.ids() == ids[4:]
+    assert store.prune_sightings(0, 100, int(size * 1.5), now=1004.0) == ids[3:4]
+    assert store.sighting_ids() == ids[4:]
+    assert store.prune_sightings(0, 100, 10**9, now=1004.0, audit=note) == [] and len(store.audit_log()) == 1
 
 
 def test_negatives_and_append_only_audit(store, cfg: Config):
-    n = store.add_negative("alice", "m", unit(5), jpeg(5))
+    store.add_person("alice")
+    store.add_person("bob")
+    v0 = store.version()
+    n = store.add_negative("alice", "m", unit(5), jpeg(5), audit=AuditNote("api", "negative.add", "alice"))
     store.add_negative("bob", "m", unit(6))
     names, vec = store.negatives("m")
     assert names == ["alice", "bob"] and np.allclose(vec[0], unit(5)) and n > 0
     assert store.negative_counts() == {"alice": 1, "bob": 1}
-    assert store.rename_negatives("alice", "alicia") == 1 and store.delete_negatives("bob") == 1
-    assert store.negatives("m")[0] == ["alicia"]
-    store.audit("cli", "person.delete", "bob", samples=3)
-    store.audit("api", "unknown.name", "carol", sightings=[1, 2])
+    assert store.version() == v0  # negatives have their own version
+    nv = store.negatives_version()
+    # negatives follow their person through a rename and go with them, in the same transaction
+    store.rename_person("alice", "alicia", audit=AuditNote("cli", "person.rename", "alicia", {"previous": "alice"}))
+    store.delete_person("bob", audit=AuditNote("cli", "person.delete", "bob"))
+    assert store.negatives("m")[0] == ["alicia"] and store.negatives_version() != nv
+    store.audit(AuditNote("api", "unknown.name", "carol", {"sightings": [1, 2]}))
     log = store.audit_log()
-    assert [(e.interface, e.action, e.subject) for e in log] == [("api", "unknown.name", "carol"),
-                                                                  ("cli", "person.delete", "bob")]
-    assert log[1].detail == {"samples": 3}
+    assert [(e.interface, e.action, e.subject) for e in log] == [
+        ("api", "unknown.name", "carol"), ("cli", "person.delete", "bob"), ("cli", "person.rename", "alicia"),
+        ("api", "negative.add", "alice")]
+    assert log[1].detail == {"samples": 0, "negatives": 1} and log[2].detail == {"previous": "alice", "negatives": 1}
+    assert log[3].detail == {"negative": n}
     with pytest.raises(ValueError, match="interface"):
-        store.audit("telnet", "x", "y")
+        AuditNote("telnet", "x", "y")
     # the database itself refuses to rewrite history
     with pytest.raises(Exception, match="append-only"):
-        with store._tx() as c:
+        with store._feedback_tx() as c:
             c.run("DELETE FROM audit_log", ())
     with pytest.raises(Exception, match="append-only"):
-        with store._tx() as c:
+        with store._feedback_tx() as c:
             c.run("UPDATE audit_log SET subject = ?", ("x",))
-    assert len(store.audit_log()) == 2
+    assert len(store.audit_log()) == 4
 
 
 def _track(tid: int, name: str | None, faces: int) -> TrackState:
@@ -134,7 +149,7 @@ def test_sink_keeps_only_decided_unknown_tracks_with_their_best_crops(store, cfg
     (s,) = store.sightings()
     assert (s.camera, s.track_id, len(s.crop_ids), s.quality) == ("door", 2, 3, 4.0)
     assert s.last_seen - s.first_seen == pytest.approx(2.5)
-    _, vec = store.vectors("m")
+    _, vec = store.sighting_vectors("m")
     assert np.linalg.norm(vec[0]) == pytest.approx(1.0, abs=1e-5)
     assert sink.saved == 1 and sink.failed == 0 and sink.dropped == 0
 

@@ -48,30 +48,12 @@ def gallery_config(spec: str | None, cfg: Config) -> GalleryConfig:
     return cfg.gallery.model_copy(update={"backend": "sqlite", "data_dir": spec})
 
 
-def _label(g: GalleryConfig) -> str:
-    if g.backend == "postgres":
-        from facerec.gallery.postgres import _where
-
-        from facerec.gallery.backend import resolve_dsn
-
-        return f"postgres {_where(resolve_dsn(g))}"
-    return f"sqlite {g.data_dir}"
-
-
 def cmd_upgrade(args: argparse.Namespace, cfg: Config) -> int:
-    g = cfg.gallery
-    if g.backend == "postgres":
-        from facerec.gallery.backend import resolve_dsn
-        from facerec.gallery.postgres import upgrade
+    from facerec.gallery.backend import open_backend
 
-        before, after = upgrade(resolve_dsn(g))
-        print(f"{_label(g)}: schema {before} -> {after}" if before != after else f"{_label(g)}: schema {after}, up to date")
-        return 0
-    from facerec.gallery.store import SCHEMA_VERSION, GalleryStore
-
-    with GalleryStore(g.data_dir):  # opening for writing applies what is pending
-        pass
-    print(f"{_label(g)}: schema {SCHEMA_VERSION}, up to date")
+    with open_backend(cfg.gallery) as b:  # opening for writing applies what is pending
+        before, after = b.schema_upgrade
+        print(f"{b.label}: schema {before} -> {after}" if before != after else f"{b.label}: schema {after}, up to date")
     return 0
 
 
@@ -82,41 +64,43 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
     try:
         problems = b.integrity_check()
         people, samples = len(b.people()), b.count()
+        label = b.label
     finally:
         b.close()
     if args.json:
-        print_json({"gallery": _label(cfg.gallery), "people": people, "samples": samples, "problems": problems})
+        print_json({"gallery": label, "people": people, "samples": samples, "problems": problems})
     else:
-        print(f"{_label(cfg.gallery)}: {people} people, {samples} samples, "
+        print(f"{label}: {people} people, {samples} samples, "
               + ("no problem found" if not problems else f"{len(problems)} problem(s):"))
         for p in problems:
             print(f"  {p}")
     return 1 if problems else 0
 
 
-def copy_gallery(src: GalleryConfig, dst: GalleryConfig) -> tuple[int, int]:
-    """Copy everything of ``src`` into the empty gallery ``dst``; returns ``(people, samples)``.
+def copy_gallery(src: GalleryConfig, dst: GalleryConfig) -> tuple[int, int, str, str]:
+    """Copy everything of ``src`` into the empty gallery ``dst``; returns ``(people, samples,
+    source label, destination label)``.
 
     Raises:
         GalleryError: ``dst`` is not empty, or source and destination are the same.
     """
     from facerec.gallery.backend import open_backend
 
-    if _label(src) == _label(dst):
-        raise GalleryError(f"source and destination are the same gallery ({_label(src)})")
     a = open_backend(src, readonly=True)
     try:
         b = open_backend(dst)
         try:
+            if a.label == b.label:
+                raise GalleryError(f"source and destination are the same gallery ({a.label})")
             if b.people() or b.count():
-                raise GalleryError(f"the destination {_label(dst)} is not empty ({len(b.people())} people, {b.count()} "
+                raise GalleryError(f"the destination {b.label} is not empty ({len(b.people())} people, {b.count()} "
                                    "samples); copy into an empty gallery (facerec enroll import merges archives)")
             people, samples = a.dump()
             b.add_dumped(people, samples)
             problems = b.integrity_check()
             if problems:
-                raise GalleryError(f"the copy in {_label(dst)} failed its integrity check: {'; '.join(problems[:5])}")
-            return len(people), len(samples)
+                raise GalleryError(f"the copy in {b.label} failed its integrity check: {'; '.join(problems[:5])}")
+            return len(people), len(samples), a.label, b.label
         finally:
             b.close()
     finally:
@@ -126,7 +110,7 @@ def copy_gallery(src: GalleryConfig, dst: GalleryConfig) -> tuple[int, int]:
 def cmd_copy(args: argparse.Namespace, cfg: Config) -> int:
     src, dst = gallery_config(args.src, cfg), gallery_config(args.dst, cfg)
     t0 = time.perf_counter()
-    people, samples = copy_gallery(src, dst)
-    print(f"copied {people} people and {samples} samples (crops and vectors) from {_label(src)} to {_label(dst)} "
+    people, samples, src_label, dst_label = copy_gallery(src, dst)
+    print(f"copied {people} people and {samples} samples (crops and vectors) from {src_label} to {dst_label} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -239,8 +239,7 @@ def _gallery_vectors(cfg: Config):
     with GalleryService(cfg, readonly=True) as svc:
         key = svc.key
         store = svc.store
-        where = (f"postgres {getattr(store, 'where', '')}".strip() if store.kind == "postgres"
-                 else str(cfg.gallery.data_dir))
+        where = store.label
         ids, names, vec, quality = store.vectors(key)
         crops = {s.id: s for s in store.samples()}
     if len(ids) == 0:

@@ -19,7 +19,7 @@ from facerec.cli.common import config_flags, print_json
 from facerec.config import Config
 from facerec.distributed import add_executor_options, identify_photos, open_executor
 from facerec.errors import FacerecError
-from facerec.gallery.readiness import gallery_warning, gallery_where
+from facerec.gallery.readiness import gallery_warning
 from facerec.gallery.service import BatchReport, GalleryService, align_dataset
 from facerec.gallery.store import CROPS_DIR, write_atomic
 from facerec.imageio import list_images
@@ -414,7 +414,7 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     files, missing = _expand(args.paths, empty)
     with GalleryService(cfg, readonly=True) as service, open_executor(args, cfg) as executor:
         samples, vectors = service.store.count(), service.store.count(service.key)
-        nobody = gallery_warning(service.store, service.key, gallery_where(cfg.gallery.backend, service.data_dir),
+        nobody = gallery_warning(service.store, service.key, service.store.label,
                                  live=False)
         if nobody:  # the same words as the daemon and the page
             raise FacerecError(nobody)

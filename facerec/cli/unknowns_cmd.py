@@ -83,11 +83,11 @@ def _when(t: float) -> str:
 
 
 def open_strangers(cfg: Config):
-    """The sightings store and the candidates over it (embedder: the newest sighting's)."""
-    from facerec.gallery.sightings import open_sightings
+    """The gallery backend and the candidates over its sightings (embedder: the newest sighting's)."""
+    from facerec.gallery.backend import open_backend
     from facerec.unknowns import ClusterParams, Strangers
 
-    store = open_sightings(cfg)
+    store = open_backend(cfg.gallery)
     params = ClusterParams(cfg.unknowns.min_faces, cfg.unknowns.max_distance)
     return store, Strangers(store, params, store.latest_embedder() or "")
 
@@ -99,7 +99,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
         if args.json:
             print_json([c.to_json() for c in cands])
             return 0
-        st = store.stats()
+        st = store.unknowns_stats()
         print(f"{len(cands)} candidate(s) from {st['sightings']} sighting(s) ({st['bytes'] / 1e6:.1f} MB of crops)")
         for c in cands:
             print(f"  {c.id:>6}  {len(c.sightings):>3} sighting(s)  {', '.join(c.cameras)}  "
@@ -116,7 +116,7 @@ def cmd_show(args: argparse.Namespace, cfg: Config) -> int:
             out = Path(args.crops)
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                for sid, crop_id, _, jpeg in store.crops([s.id for s in c.sightings]):
+                for sid, crop_id, _, jpeg in store.unknown_crops([s.id for s in c.sightings]):
                     path = out / f"candidate{c.id}_sighting{sid}_crop{crop_id}.jpg"
                     path.write_bytes(jpeg)
                     written.append(str(path))
@@ -163,13 +163,13 @@ def cmd_dismiss(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
-    from facerec.gallery.sightings import open_sightings
+    from facerec.gallery.backend import open_backend
+    from facerec.gallery.records import AuditNote
 
     u = cfg.unknowns
-    with open_sightings(cfg) as store:
-        gone = store.prune(u.retention_s, u.max_sightings, int(u.max_mb * 1e6))
-        if gone:
-            store.audit("cli", "unknown.prune", "retention", sightings=gone)
+    with open_backend(cfg.gallery) as store:
+        gone = store.prune_sightings(u.retention_s, u.max_sightings, int(u.max_mb * 1e6),
+                                     audit=AuditNote("cli", "unknown.prune", "retention"))
     if args.json:
         print_json({"deleted": len(gone)})
     else:
@@ -178,9 +178,9 @@ def cmd_prune(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cfg: Config) -> int:
-    from facerec.gallery.sightings import open_sightings
+    from facerec.gallery.backend import open_backend
 
-    with open_sightings(cfg) as store:
+    with open_backend(cfg.gallery) as store:
         rows = store.audit_log(args.limit)
     if args.json:
         print_json([r.to_json() for r in rows])

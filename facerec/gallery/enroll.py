@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 
 
 def enroll_image(svc: GalleryService, name: str, image: np.ndarray, *, source_path: str | None = None,
-                 source_sha256: str | None = None, refuse_conflicts: bool = False,
-                 audit: bool = True) -> EnrollResult:
+                 source_sha256: str | None = None, refuse_conflicts: bool = False) -> EnrollResult:
     """:meth:`GalleryService.enroll_image` (see there)."""
     name = validate_name(name)
     label = source_path or "<image>"
@@ -76,9 +75,8 @@ def enroll_image(svc: GalleryService, name: str, image: np.ndarray, *, source_pa
     warnings += similar
     stem = Path(source_path).stem if source_path else None
     sample = svc.store.add_sample(name, faces.images[0], source_path=source_path, source_sha256=source_sha256,
-                                   quality=quality, embeddings=emb, stem=stem)
-    if audit:
-        svc.audit("samples.add", name, added=1, samples=[sample.id])
+                                   quality=quality, embeddings=emb, stem=stem,
+                                   audit=svc.note("samples.add", name, added=1))
     return EnrollResult(name, source_path, "added", sample=sample, quality=quality, warnings=warnings,
                         check=verdict.reason)
 
@@ -101,7 +99,6 @@ def enroll_paths(svc: GalleryService, name: str, paths: Iterable[str | os.PathLi
     name = validate_name(name)
     t0 = time.perf_counter()
     report = BatchReport()
-    added: list[int] = []
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -123,9 +120,7 @@ def enroll_paths(svc: GalleryService, name: str, paths: Iterable[str | os.PathLi
             report.failed.append((str(f), _strip_name(str(e), str(f))))
             continue
         r = svc.enroll_image(name, image, source_path=str(f), source_sha256=hashlib.sha256(data).hexdigest(),
-                              refuse_conflicts=refuse_conflicts, audit=False)
-        if r.sample is not None:
-            added.append(r.sample.id)
+                              refuse_conflicts=refuse_conflicts)
         report.warnings += r.warnings
         reason = _strip_name(r.reason, str(f))
         if r.status == "added":
@@ -135,7 +130,4 @@ def enroll_paths(svc: GalleryService, name: str, paths: Iterable[str | os.PathLi
         else:
             report.failed.append((str(f), reason))
     report.seconds = time.perf_counter() - t0
-    if added:
-        svc.audit("samples.add", name, added=len(added), samples=added, skipped=len(report.skipped),
-                   failed=len(report.failed))
     return report

@@ -79,6 +79,7 @@ def import_feat_list(svc: GalleryService, path: str | os.PathLike) -> int:
         return 0
     emb = Embeddings.from_raw(feats[rows], svc.key)
     use_norm = svc.embedder.quality_is_norm
-    svc.store.put_embeddings(svc.key, ids, emb, quality=emb.norm if use_norm else None)
-    svc.audit("gallery.embed", "*", vectors=len(ids), embedder=str(svc.key), source=src.name)
+    svc.store.put_embeddings(svc.key, ids, emb, quality=emb.norm if use_norm else None,
+                             audit=svc.note("gallery.embed", "*", vectors=len(ids), embedder=str(svc.key),
+                                            source=src.name))
     return len(ids)

@@ -28,8 +28,18 @@ import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
-from facerec.gallery.backend import ChangeSet, DumpedSample, GalleryUnavailable
-from facerec.gallery.store import FEED_KEEP, PersonInfo, SampleInfo, _encode_png, validate_name
+from facerec.gallery.backend import GalleryUnavailable
+from facerec.gallery.feedback import FeedbackTables, SqlCursor, move_negatives, write_audit
+from facerec.gallery.records import (
+    FEED_KEEP,
+    AuditNote,
+    ChangeSet,
+    DumpedSample,
+    PersonInfo,
+    SampleInfo,
+    encode_png,
+    validate_name,
+)
 from facerec.types import EmbedderKey, Embeddings
 
 log = logging.getLogger(__name__)
@@ -83,6 +93,53 @@ CREATE TABLE changes (
 );
 """),
 ]
+# 2: sightings, negatives and the audit log (created on first use by earlier releases, hence
+# IF NOT EXISTS: an existing database keeps its rows).
+MIGRATIONS.append((2, """
+CREATE TABLE IF NOT EXISTS unknown_sightings (
+    id         BIGSERIAL PRIMARY KEY,
+    camera     TEXT NOT NULL,
+    track_id   BIGINT NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen  DOUBLE PRECISION NOT NULL,
+    added      DOUBLE PRECISION NOT NULL,
+    embedder   TEXT NOT NULL,
+    vector     BYTEA NOT NULL,
+    quality    DOUBLE PRECISION NOT NULL,
+    bytes      BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unknown_sightings_added ON unknown_sightings(added);
+CREATE TABLE IF NOT EXISTS unknown_crops (
+    id          BIGSERIAL PRIMARY KEY,
+    sighting_id BIGINT NOT NULL REFERENCES unknown_sightings(id) ON DELETE CASCADE,
+    rank        INTEGER NOT NULL,
+    quality     DOUBLE PRECISION NOT NULL,
+    jpeg        BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unknown_crops_sighting ON unknown_crops(sighting_id);
+CREATE TABLE IF NOT EXISTS negatives (
+    id       BIGSERIAL PRIMARY KEY,
+    person   TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector   BYTEA NOT NULL,
+    jpeg     BYTEA,
+    added    DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS negatives_person ON negatives(person);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        BIGSERIAL PRIMARY KEY,
+    at        DOUBLE PRECISION NOT NULL,
+    interface TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    detail    TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION facerec_audit_append_only() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+FOR EACH ROW EXECUTE FUNCTION facerec_audit_append_only();
+"""))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -152,8 +209,10 @@ def upgrade(dsn: str) -> tuple[int, int]:
         raise unavailable(dsn, e) from None
 
 
-class PostgresGallery:
-    """The ``postgres`` implementation of :class:`~facerec.gallery.backend.GalleryBackend`.
+class PostgresGallery(FeedbackTables):
+    """The ``postgres`` implementation of :class:`~facerec.gallery.backend.GalleryBackend`,
+    with sightings, negatives and the audit log in the same database
+    (:class:`~facerec.gallery.feedback.FeedbackTables`).
 
     Args:
         dsn: ``postgresql://user@host:port/db``.
@@ -172,10 +231,13 @@ class PostgresGallery:
         self.dsn = dsn
         self.readonly = readonly
         self.where = _where(dsn)
+        self.label = f"the PostgreSQL gallery {self.where}"
         psycopg, psycopg_pool = _psycopg()
         self._psycopg = psycopg
+        #: (schema before, schema after) opening this gallery
+        self.schema_upgrade = (SCHEMA_VERSION, SCHEMA_VERSION)
         if upgrade and not readonly:
-            globals()["upgrade"](dsn)
+            self.schema_upgrade = globals()["upgrade"](dsn)
         self._pool = psycopg_pool.ConnectionPool(
             dsn, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT_S,
             kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S)}, reconnect_timeout=0,
@@ -238,6 +300,23 @@ class PostgresGallery:
                     if v % 100 == 0:
                         cur.execute("DELETE FROM changes WHERE version <= %s", (v - FEED_KEEP,))
                     cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(v)))
+
+    @contextmanager
+    def _feedback_tx(self) -> Iterator[SqlCursor]:
+        with self._tx(bump=False) as (cur, _t, _f):
+            yield SqlCursor(cur, "%s")
+
+    @contextmanager
+    def _feedback_read(self) -> Iterator[SqlCursor]:
+        with self._conn() as conn:
+            yield SqlCursor(conn.cursor(), "%s")
+
+    def _audit(self, cur: Any, note: AuditNote | None, **extra: Any) -> None:
+        write_audit(SqlCursor(cur, "%s"), note, **extra)
+
+    def subscribe(self) -> ChangeListener:
+        """Changes as they commit on any host (``LISTEN``), for a watcher's own thread."""
+        return ChangeListener(self.dsn)
 
     def close(self) -> None:
         self._pool.close()
@@ -410,17 +489,19 @@ class PostgresGallery:
             "ON CONFLICT (sample_id, embedder) DO UPDATE SET dim = EXCLUDED.dim, vector = EXCLUDED.vector, norm = EXCLUDED.norm",
             [(int(s), str(key), int(vec.shape[1]), vec[i].tolist(), float(norms[i]), int(s)) for i, s in enumerate(sample_ids)])
 
-    def add_person(self, name: str) -> None:
+    def add_person(self, name: str, *, audit: AuditNote | None = None) -> None:
         name = validate_name(name)
         with self._tx() as (cur, _, _f):
             self._person_id(cur, name, create=True)
+            self._audit(cur, audit)
 
     def add_sample(self, person: str, crop: np.ndarray, *, source_path: str | None, source_sha256: str,
-                   quality: float, embeddings: Embeddings | None = None, stem: str | None = None) -> SampleInfo:
+                   quality: float, embeddings: Embeddings | None = None, stem: str | None = None,
+                   audit: AuditNote | None = None) -> SampleInfo:
         name = validate_name(person)
         if embeddings is not None and len(embeddings) != 1:
             raise GalleryError(f"add_sample takes the embedding of one face, got {len(embeddings)}")
-        data = _encode_png(crop)
+        data = encode_png(crop)
         sha = hashlib.sha256(data).hexdigest()
         with self._tx() as (cur, touched, _f):
             pid = self._person_id(cur, name, create=True)
@@ -433,9 +514,11 @@ class PostgresGallery:
             touched.add(sid)
             if embeddings is not None:
                 self._insert_vectors(cur, embeddings.key, [sid], embeddings.vectors, embeddings.norm)
+            self._audit(cur, audit, samples=[sid])
         return SampleInfo(sid, name, source_path, source_sha256, f"db:{name}/{crop_name}", float(quality), now)
 
-    def add_existing_crops(self, items: list[tuple[str, Path, str, str, float, str | None]]) -> list[SampleInfo]:
+    def add_existing_crops(self, items: list[tuple[str, Path, str, str, float, str | None]], *,
+                           audit: AuditNote | None = None) -> list[SampleInfo]:
         """Store crop files (``facerec align`` output) in the database, one transaction."""
         out: list[SampleInfo] = []
         with self._tx() as (cur, touched, _f):
@@ -451,10 +534,11 @@ class PostgresGallery:
                     (pid, src, sha, crop_name, data, hashlib.sha256(data).hexdigest(), float(q), now)).fetchone()[0])
                 touched.add(sid)
                 out.append(SampleInfo(sid, name, src, sha, f"db:{name}/{crop_name}", float(q), now))
+            self._audit(cur, audit, samples=len(out))
         return out
 
     def update_sample_file(self, sample_id: int, crop_sha256: str, quality: float, source_sha256: str | None = None,
-                           png: bytes | None = None) -> None:
+                           png: bytes | None = None, *, audit: AuditNote | None = None) -> None:
         with self._tx() as (cur, touched, _f):
             if png is not None:
                 cur.execute("UPDATE samples SET crop = %s WHERE id = %s", (png, int(sample_id)))
@@ -464,8 +548,10 @@ class PostgresGallery:
                 raise GalleryError(f"no sample with id {sample_id}")
             cur.execute("DELETE FROM embeddings WHERE sample_id = %s", (int(sample_id),))
             touched.add(int(sample_id))
+            self._audit(cur, audit)
 
-    def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample]) -> int:
+    def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample], *,
+                   audit: AuditNote | None = None) -> int:
         with self._tx() as (cur, touched, _f):
             for name, created in people:
                 cur.execute("INSERT INTO people(name, created) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
@@ -481,10 +567,12 @@ class PostgresGallery:
                 touched.add(sid)
                 for key, (v, n) in d.vectors.items():
                     self._insert_vectors(cur, key, [sid], v.reshape(1, -1), [n])
+            if samples:
+                self._audit(cur, audit, samples=len(samples))
         return len(samples)
 
     def put_embeddings(self, key: EmbedderKey, sample_ids: list[int], emb: Embeddings,
-                       quality: np.ndarray | None = None) -> None:
+                       quality: np.ndarray | None = None, *, audit: AuditNote | None = None) -> None:
         if emb.key != key:
             raise GalleryError(f"embeddings come from {emb.key}, not from {key}: vector spaces are never mixed")
         if len(sample_ids) != len(emb):
@@ -497,13 +585,16 @@ class PostgresGallery:
                 cur.executemany("UPDATE samples SET quality = %s WHERE id = %s",
                                 [(float(q), int(s)) for q, s in zip(quality, sample_ids)])
             touched.update(int(s) for s in sample_ids)
+            self._audit(cur, audit)
 
-    def delete_embeddings(self, key: EmbedderKey | str) -> int:
+    def delete_embeddings(self, key: EmbedderKey | str, *, audit: AuditNote | None = None) -> int:
         with self._tx() as (cur, _t, flags):
             flags["full"] = True
-            return cur.execute("DELETE FROM embeddings WHERE embedder = %s", (str(key),)).rowcount
+            n = cur.execute("DELETE FROM embeddings WHERE embedder = %s", (str(key),)).rowcount
+            self._audit(cur, audit, vectors=n)
+        return n
 
-    def rename_person(self, old: str, new: str) -> None:
+    def rename_person(self, old: str, new: str, *, audit: AuditNote | None = None) -> None:
         old_n, new_n = validate_name(old), validate_name(new)
         if old_n == new_n:
             return
@@ -513,19 +604,22 @@ class PostgresGallery:
                 raise GalleryError(f"{new_n!r} is already enrolled; use merge to combine two people")
             cur.execute("UPDATE people SET name = %s WHERE id = %s", (new_n, pid))
             touched.update(r[0] for r in cur.execute("SELECT id FROM samples WHERE person_id = %s", (pid,)))
+            self._audit(cur, audit, negatives=move_negatives(SqlCursor(cur, "%s"), old_n, new_n))
 
-    def merge_people(self, src: str, dst: str) -> None:
+    def merge_people(self, src: str, dst: str, *, audit: AuditNote | None = None) -> None:
         src_n, dst_n = validate_name(src), validate_name(dst)
         if src_n == dst_n:
             raise GalleryError(f"cannot merge {src_n!r} into itself")
         with self._tx() as (cur, touched, _f):
             spid = self._person_id(cur, src_n, create=False)
             dpid = self._person_id(cur, dst_n, create=True)
-            touched.update(r[0] for r in cur.execute("UPDATE samples SET person_id = %s WHERE person_id = %s RETURNING id",
-                                                     (dpid, spid)))
+            moved = [r[0] for r in cur.execute("UPDATE samples SET person_id = %s WHERE person_id = %s RETURNING id",
+                                               (dpid, spid))]
+            touched.update(moved)
             cur.execute("DELETE FROM people WHERE id = %s", (spid,))
+            self._audit(cur, audit, samples=len(moved), negatives=move_negatives(SqlCursor(cur, "%s"), src_n, dst_n))
 
-    def move_sample(self, sample_id: int, person: str) -> None:
+    def move_sample(self, sample_id: int, person: str, *, audit: AuditNote | None = None) -> None:
         name = validate_name(person)
         s = self.sample(sample_id)
         if s.person == name:
@@ -535,30 +629,38 @@ class PostgresGallery:
             if cur.execute("UPDATE samples SET person_id = %s WHERE id = %s", (pid, int(sample_id))).rowcount == 0:
                 raise GalleryError(f"no sample with id {sample_id}")
             touched.add(int(sample_id))
+            self._audit(cur, audit)
 
-    def delete_person(self, name: str) -> int:
+    def delete_person(self, name: str, *, audit: AuditNote | None = None) -> int:
         n = validate_name(name)
         with self._tx() as (cur, touched, _f):
             pid = self._person_id(cur, n, create=False)
             ids = [r[0] for r in cur.execute("SELECT id FROM samples WHERE person_id = %s", (pid,))]
             touched.update(ids)
             cur.execute("DELETE FROM people WHERE id = %s", (pid,))
+            negatives = cur.execute("DELETE FROM negatives WHERE person = %s", (n,)).rowcount
+            self._audit(cur, audit, samples=len(ids), negatives=negatives)
         return len(ids)
 
-    def delete_sample(self, sample_id: int) -> None:
+    def delete_sample(self, sample_id: int, *, audit: AuditNote | None = None) -> None:
         with self._tx() as (cur, touched, _f):
             if cur.execute("DELETE FROM samples WHERE id = %s", (int(sample_id),)).rowcount == 0:
                 raise GalleryError(f"no sample with id {sample_id}")
             touched.add(int(sample_id))
+            self._audit(cur, audit)
 
-    def forget_samples(self, sample_ids: list[int]) -> int:
+    def forget_samples(self, sample_ids: list[int], *, audit: AuditNote | None = None) -> int:
         with self._tx() as (cur, touched, _f):
             touched.update(int(s) for s in sample_ids)
-            return cur.execute("DELETE FROM samples WHERE id = ANY(%s)", ([int(s) for s in sample_ids],)).rowcount
+            n = cur.execute("DELETE FROM samples WHERE id = ANY(%s)", ([int(s) for s in sample_ids],)).rowcount
+            self._audit(cur, audit, samples=n)
+        return n
 
-    def clear(self) -> None:
+    def clear(self, *, audit: AuditNote | None = None) -> None:
         with self._tx() as (cur, _t, flags):
             flags["full"] = True
+            people, samples = cur.execute("SELECT (SELECT count(*) FROM people), (SELECT count(*) FROM samples)").fetchone()
+            self._audit(cur, audit, people=people, samples=samples)
             cur.execute("DELETE FROM embeddings")
             cur.execute("DELETE FROM samples")
             cur.execute("DELETE FROM people")
@@ -581,8 +683,8 @@ class ChangeListener:
         except psycopg.OperationalError as e:
             raise unavailable(dsn, e) from None
 
-    def wait(self, timeout: float) -> int | None:
-        """The newest announced version, or ``None`` when nothing came within ``timeout`` s."""
+    def wait(self, timeout: float) -> bool:
+        """Up to ``timeout`` seconds for an announced change; True when one came."""
         newest = None
         try:
             for n in self._conn.notifies(timeout=timeout, stop_after=1):
@@ -593,7 +695,7 @@ class ChangeListener:
             raise unavailable(self.dsn, e) from None
         if newest is None and self._conn.closed:
             raise unavailable(self.dsn, RuntimeError("the listening connection closed"))
-        return newest
+        return newest is not None
 
     def close(self) -> None:
         try:

@@ -11,7 +11,6 @@ without a restart.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 from facerec.types import EmbedderKey
@@ -21,16 +20,6 @@ class _Gallery(Protocol):
     def people(self) -> list: ...
 
     def embedder_keys(self) -> dict[str, int]: ...
-
-
-def gallery_where(backend: str, data_dir: Path | str | None) -> str:
-    """The gallery as the user knows it, for :func:`gallery_warning`'s ``where``.
-
-    Args:
-        backend: ``gallery.backend`` (``sqlite`` or ``postgres``).
-        data_dir: ``gallery.data_dir``, the folder of a SQLite gallery (unused for PostgreSQL).
-    """
-    return "the PostgreSQL gallery" if backend == "postgres" else str(data_dir)
 
 
 def gallery_warning(store: _Gallery | None, key: EmbedderKey | str, where: str, *,

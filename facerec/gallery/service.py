@@ -31,6 +31,7 @@ from facerec.config import Config
 from facerec.gallery import archive_io, enroll, feat_list, sync
 from facerec.gallery.align_data import MANIFEST_NAME, align_dataset
 from facerec.gallery.backend import GalleryBackend, open_backend
+from facerec.gallery.records import INTERFACES, AuditNote
 from facerec.gallery.check import CheckReport, CheckRules, Profile, Verdict, check_gallery, judge_new
 from facerec.gallery.faces import detect_faces, faces_of, pick_face
 from facerec.gallery.feat_list import LABEL_MAP_NAME
@@ -72,7 +73,7 @@ class GalleryService:
         readonly: open the store read-only (identification of an existing gallery).
         store: an open backend to use instead of the configured one.
         interface: what the audit log names as the source of this instance's changes
-            (``cli``, ``api``, ``daemon``; see :data:`facerec.gallery.sightings.INTERFACES`).
+            (``cli``, ``api``, ``daemon``; see :data:`facerec.gallery.records.INTERFACES`).
 
     Attributes:
         store: the :class:`~facerec.gallery.backend.GalleryBackend` (``gallery.backend``).
@@ -82,8 +83,6 @@ class GalleryService:
 
     def __init__(self, cfg: Config, analyzer: FaceAnalyzer | None = None, *, readonly: bool = False,
                  store: GalleryBackend | None = None, interface: str = "cli") -> None:
-        from facerec.gallery.sightings import INTERFACES
-
         if interface not in INTERFACES:
             raise ValueError(f"unknown interface {interface!r}: one of {', '.join(INTERFACES)}")
         self.interface = interface
@@ -99,101 +98,76 @@ class GalleryService:
         self._vectors_state: tuple | None = None
         self._profile: tuple[Any, Profile] | None = None
         self._cache_lock = threading.RLock()
+        self._neg: tuple[list[str], np.ndarray, int] | None = None
+        self._neg_key = ""
+        #: how many times the negatives' vectors were read (not just their version)
+        self.negative_loads = 0
 
     def close(self) -> None:
         self.store.close()
 
     # -------------------------------------------------------------- audited changes
 
-    def audit(self, action: str, subject: str, **detail: Any) -> None:
-        """Append one gallery change to the audit log, naming :attr:`interface`.
+    def note(self, action: str, subject: str, **detail: Any) -> AuditNote:
+        """The audit entry of a change this service makes, naming :attr:`interface`.
 
-        Every mutating method of the service calls this once, so each interface (CLI,
-        HTTP API, daemon) is logged by the same code. The change is already done when
-        this runs: a log that cannot be written is a warning, not a failed change.
+        Every mutating method passes one to the backend, which writes it in the same
+        transaction as the change (a change and its entry are stored together or not at
+        all; a log that cannot be written fails the change).
 
         Args:
             action: what happened, ``<thing>.<verb>`` (``person.rename``, ``samples.add``).
             subject: the person (or sample) it happened to.
             **detail: counts and ids, stored as JSON.
         """
-        from facerec.gallery.sightings import open_sightings
+        return AuditNote(self.interface, action, subject, detail)
 
-        try:
-            with open_sightings(self.cfg) as log_store:
-                log_store.audit(self.interface, action, subject, **detail)
-        except Exception as e:  # noqa: BLE001 - see the docstring
-            log.warning("audit log entry %s %s not written: %s", action, subject, e)
-
-    def _negative_store(self):
-        """The sightings store when it exists (negatives to keep in step), else ``None``."""
-        from facerec.gallery.sightings import open_sightings
-
-        g = self.cfg.gallery
-        if g.backend != "postgres" and not (Path(g.data_dir) / "unknowns.db").exists():
-            return None
-        return open_sightings(self.cfg)
+    def audit(self, action: str, subject: str, **detail: Any) -> None:
+        """Log the summary of a job made of many transactions (``facerec embed``) in its own."""
+        self.store.audit(self.note(action, subject, **detail))
 
     def rename_person(self, old: str, new: str) -> None:
         """Rename a person; their negative samples ("not X") follow the new name."""
-        self.store.rename_person(old, new)
         old, new = validate_name(old), validate_name(new)
-        negatives = 0
-        store = self._negative_store()
-        if store is not None:
-            with store:
-                negatives = store.rename_negatives(old, new)
-        self.audit("person.rename", new, previous=old, negatives=negatives)
+        self.store.rename_person(old, new, audit=self.note("person.rename", new, previous=old))
 
     def merge_people(self, src: str, dst: str) -> int:
         """Move every sample of ``src`` to ``dst`` (created if needed) and remove ``src``;
         ``src``'s negatives become ``dst``'s. Returns the samples moved."""
         src, dst = validate_name(src), validate_name(dst)
         n = len(self.store.samples(src))
-        self.store.merge_people(src, dst)
-        negatives = 0
-        store = self._negative_store()
-        if store is not None:
-            with store:
-                negatives = store.rename_negatives(src, dst)
-        self.audit("person.merge", dst, merged=src, samples=n, negatives=negatives)
+        self.store.merge_people(src, dst, audit=self.note("person.merge", dst, merged=src))
         return n
 
     def move_sample(self, sample_id: int, person: str) -> str:
         """Give one sample to ``person`` (created if needed); returns its previous person."""
         before = self.store.sample(sample_id).person
-        self.store.move_sample(sample_id, person)
-        self.audit("sample.move", validate_name(person), sample=int(sample_id), previous=before)
+        self.store.move_sample(sample_id, person, audit=self.note("sample.move", validate_name(person),
+                                                                   sample=int(sample_id), previous=before))
         return before
 
     def delete_sample(self, sample_id: int) -> str:
         """Remove one sample (its person stays); returns that person."""
         person = self.store.sample(sample_id).person
-        self.store.delete_sample(sample_id)
-        self.audit("sample.delete", person, sample=int(sample_id))
+        self.store.delete_sample(sample_id, audit=self.note("sample.delete", person, sample=int(sample_id)))
         return person
 
     def clear(self) -> tuple[int, int]:
         """Remove every person, sample and vector; returns ``(people, samples)`` removed."""
         people, samples = len(self.store.people()), self.store.count()
-        self.store.clear()
-        self.audit("gallery.clear", "*", people=people, samples=samples)
+        self.store.clear(audit=self.note("gallery.clear", "*"))
         return people, samples
 
     # -------------------------------------------------------------- archives (any backend)
 
     def export_archive(self, path: str | os.PathLike) -> None:
-        """Write the gallery to a ``.zip``/``.tar``/``.tar.gz`` archive (see
-        :meth:`GalleryStore.export_archive`); other backends go through a temporary SQLite copy."""
+        """Write the gallery to a ``.zip``/``.tar``/``.tar.gz`` archive (:mod:`facerec.gallery.archive_io`)."""
         archive_io.export_archive(self.store, path)
 
     def import_archive(self, path: str | os.PathLike) -> int:
         """Merge an archive into the gallery; returns the samples added (see
-        :meth:`GalleryStore.import_archive` for the rules)."""
-        n = archive_io.import_archive(self.store, path)
-        if n:  # an archive whose samples are all here already changed nothing
-            self.audit("gallery.import", Path(path).name, samples=n)
-        return n
+        :func:`facerec.gallery.archive_io.import_archive` for the rules)."""
+        return archive_io.import_archive(self.store, path, self.note("gallery.import", Path(path).name))
 
     def __enter__(self) -> GalleryService:
         return self
@@ -287,10 +261,16 @@ class GalleryService:
             return self._index
 
     def _negatives(self) -> tuple[list[str], np.ndarray, int]:
-        """Negative samples ("not X") of the current embedder, and a change counter."""
-        from facerec.gallery.sightings import negatives_of
-
-        return negatives_of(self.cfg, str(self.key))
+        """Negative samples ("not X") of the current embedder and their version; read again
+        only when the version changed (one cheap query per check)."""
+        with self._cache_lock:
+            version = self.store.negatives_version()
+            key = str(self.key)
+            if self._neg is None or self._neg[2] != version or self._neg_key != key:
+                names, vec = self.store.negatives(key)
+                self._neg, self._neg_key = (names, vec, version), key
+                self.negative_loads += 1
+            return self._neg
 
     def _sample_vectors(self) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         with self._cache_lock:
@@ -335,8 +315,7 @@ class GalleryService:
     # -------------------------------------------------------------- enrollment
 
     def enroll_image(self, name: str, image: np.ndarray, *, source_path: str | None = None,
-                     source_sha256: str | None = None, refuse_conflicts: bool = False,
-                     audit: bool = True) -> EnrollResult:
+                     source_sha256: str | None = None, refuse_conflicts: bool = False) -> EnrollResult:
         """Enroll the face of one photo as a sample of ``name`` (created if needed).
 
         One face per photo: several follow ``gallery.multiple_faces`` (largest or skip).
@@ -346,14 +325,14 @@ class GalleryService:
         that matches them better than ``name``, or a new name for a face that matches an
         enrolled person) is a warning, or with ``refuse_conflicts`` a ``failed`` result
         (nothing added): a face under two names makes the live loop name people wrongly.
-        An added sample is one audit entry (``samples.add``) unless ``audit`` is false (a
-        caller enrolling a batch writes one entry for the whole batch).
+        An added sample is one audit entry (``samples.add``), written in the transaction that
+        adds it.
 
         Raises:
             GalleryError: ``name`` is not a valid name.
         """
         return enroll.enroll_image(self, name, image, source_path=source_path, source_sha256=source_sha256,
-                                   refuse_conflicts=refuse_conflicts, audit=audit)
+                                   refuse_conflicts=refuse_conflicts)
 
     @property
     def check_rules(self) -> CheckRules:
@@ -403,8 +382,8 @@ class GalleryService:
     def enroll_paths(self, name: str, paths: Iterable[str | os.PathLike], progress: bool = False,
                      refuse_conflicts: bool = False) -> BatchReport:
         """Enroll every photo in ``paths`` (folders are expanded, not recursively); see
-        :meth:`enroll_image` for ``refuse_conflicts``. One audit entry for the batch when
-        anything was added."""
+        :meth:`enroll_image` for ``refuse_conflicts``. Each added sample is its own
+        transaction with its own audit entry, so an interrupted batch keeps what it added."""
         return enroll.enroll_paths(self, name, paths, progress=progress, refuse_conflicts=refuse_conflicts)
 
     # -------------------------------------------------------------- preprocessed/ and embeddings

@@ -32,40 +32,50 @@ moved or archived; :class:`SampleInfo` reports them as absolute paths.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import tarfile
-import tempfile
 import threading
 import time
-import unicodedata
 import uuid
-import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Any, Iterator
 
-import cv2
 import numpy as np
 
 from facerec.errors import GalleryError
-from facerec.gallery.backend import ChangeSet, DumpedSample
-from facerec.types import ALIGNED_SIZE, EmbedderKey, Embeddings
+from facerec.gallery.backend import GalleryMissing
+from facerec.gallery.feedback import FeedbackTables, SqlCursor, move_negatives, write_audit
+from facerec.gallery.records import (
+    FEED_KEEP,
+    MAX_NAME_LENGTH,
+    AuditNote,
+    ChangeSet,
+    DumpedSample,
+    PersonInfo,
+    SampleInfo,
+    encode_png,
+    sha256_bytes,
+    validate_name,
+)
+from facerec.types import EmbedderKey, Embeddings
+
+__all__ = ["BUSY_TIMEOUT_S", "CROPS_DIR", "DB_NAME", "FEED_KEEP", "MAX_NAME_LENGTH", "SCHEMA_VERSION", "GalleryStore",
+           "PersonInfo", "SampleInfo", "sha256_bytes", "validate_name", "write_atomic"]
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
 CROPS_DIR = "preprocessed"
-SCHEMA_VERSION = 3
-#: Change-feed entries kept; a reader further behind reloads everything.
-FEED_KEEP = 10_000
-MAX_NAME_LENGTH = 100
+#: 4: sightings, negatives and the audit log moved in from ``unknowns.db`` (one file, so a
+#: change and its audit entry share one transaction).
+SCHEMA_VERSION = 4
+#: The file that held sightings, negatives and the audit log before schema 4; its rows are
+#: copied in once and the file is renamed ``unknowns.db.migrated`` (kept, never deleted).
+OLD_FEEDBACK_DB = "unknowns.db"
 #: Seconds a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
 _TMP_PREFIX = ".tmp-"
@@ -115,79 +125,54 @@ CREATE TABLE IF NOT EXISTS pending_files (
     owner   TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unknown_sightings (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    camera     TEXT NOT NULL,
+    track_id   INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    added      REAL NOT NULL,
+    embedder   TEXT NOT NULL,
+    vector     BLOB NOT NULL,
+    quality    REAL NOT NULL,
+    bytes      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unknown_sightings_added ON unknown_sightings(added);
+CREATE TABLE IF NOT EXISTS unknown_crops (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sighting_id INTEGER NOT NULL REFERENCES unknown_sightings(id) ON DELETE CASCADE,
+    rank        INTEGER NOT NULL,
+    quality     REAL NOT NULL,
+    jpeg        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unknown_crops_sighting ON unknown_crops(sighting_id);
+CREATE TABLE IF NOT EXISTS negatives (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    person   TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector   BLOB NOT NULL,
+    jpeg     BLOB,
+    added    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS negatives_person ON negatives(person);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL NOT NULL,
+    interface TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    detail    TEXT NOT NULL
+);
 """
-
-
-@dataclass(frozen=True)
-class PersonInfo:
-    """An enrolled person.
-
-    Attributes:
-        name: display name, unique in the gallery.
-        samples: number of samples (crops) enrolled for the person.
-        created: Unix time the person was first enrolled.
-    """
-
-    name: str
-    samples: int
-    created: float
-
-
-@dataclass(frozen=True)
-class SampleInfo:
-    """One enrolled face crop.
-
-    Attributes:
-        id: stable sample id (used by ``facerec enroll move``).
-        person: the person it belongs to.
-        source_path: the photo it was cut from, when known.
-        sha256: content hash of the source (the photo, or the crop file itself when the
-            crop was found in ``preprocessed/``); used to recognise repeated photos.
-        crop_path: absolute path of the aligned 112x112 PNG crop.
-        quality: face quality at enrollment: the MagFace feature norm where the embedder
-            has one, else the blur measure of :mod:`facerec.gallery.quality`.
-        added: Unix time the sample was added.
-    """
-
-    id: int
-    person: str
-    source_path: str | None
-    sha256: str
-    crop_path: str
-    quality: float
-    added: float
-
-
-def validate_name(name: str) -> str:
-    """Check a person's name and return its canonical form (NFC, outer spaces stripped).
-
-    Names become directory names under ``preprocessed/``, so anything that could escape
-    that directory or hide in it is refused; spaces and any script are fine.
-
-    Raises:
-        GalleryError: empty, too long, contains a path separator, ``..``, a control
-            character, or starts with a dot.
-    """
-    if not isinstance(name, str):
-        raise GalleryError(f"a person's name must be text, got {type(name).__name__}")
-    canon = unicodedata.normalize("NFC", name).strip()
-    if not canon:
-        raise GalleryError("a person's name cannot be empty")
-    if len(canon) > MAX_NAME_LENGTH:
-        raise GalleryError(f"a person's name is limited to {MAX_NAME_LENGTH} characters, got {len(canon)}: {canon[:40]!r}...")
-    if "/" in canon or "\\" in canon:
-        raise GalleryError(f"a person's name cannot contain '/' or '\\': {canon!r}")
-    if ".." in canon:
-        raise GalleryError(f"a person's name cannot contain '..': {canon!r}")
-    if canon.startswith("."):
-        raise GalleryError(f"a person's name cannot start with '.' (hidden directory): {canon!r}")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in canon):
-        raise GalleryError(f"a person's name cannot contain control characters: {canon!r}")
-    return canon
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+#: Triggers keep the audit log append-only (one statement each: the schema above is split on ';').
+_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+)
+#: Tables copied from ``unknowns.db`` (ids kept, so crop and sighting ids stay valid).
+_FEEDBACK_TABLES = ("unknown_sightings", "unknown_crops", "negatives", "audit_log")
 
 
 def _rowid(c: sqlite3.Cursor) -> int:
@@ -196,18 +181,6 @@ def _rowid(c: sqlite3.Cursor) -> int:
     if rowid is None:
         raise GalleryError("the gallery database did not return the new row's id")
     return int(rowid)
-
-
-def _encode_png(crop: np.ndarray) -> bytes:
-    crop = np.asarray(crop)
-    if crop.dtype != np.uint8 or crop.shape != (ALIGNED_SIZE, ALIGNED_SIZE, 3):
-        raise GalleryError(
-            f"a crop must be a ({ALIGNED_SIZE}, {ALIGNED_SIZE}, 3) uint8 BGR image, got {crop.shape} {crop.dtype}"
-        )
-    ok, buf = cv2.imencode(".png", crop)
-    if not ok:
-        raise GalleryError("could not encode the crop as PNG")
-    return buf.tobytes()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -229,8 +202,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-class GalleryStore:
-    """People, samples and embeddings of one gallery folder.
+class GalleryStore(FeedbackTables):
+    """People, samples and embeddings of one gallery folder, with its sightings, negatives
+    and audit log (:class:`~facerec.gallery.feedback.FeedbackTables`).
 
     The ``sqlite`` backend of :class:`facerec.gallery.backend.GalleryBackend`.
     Thread-safe (one connection guarded by a lock) and safe to share between processes
@@ -255,9 +229,11 @@ class GalleryStore:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        #: (schema before, schema after) opening this store
+        self.schema_upgrade = (SCHEMA_VERSION, SCHEMA_VERSION)
         if readonly:
             if not self.db_path.is_file():
-                raise GalleryError(
+                raise GalleryMissing(
                     f"no gallery at {self.db_path}: enroll someone first (facerec enroll add NAME PHOTO) "
                     "or point --data-dir at an existing gallery"
                 )
@@ -295,6 +271,7 @@ class GalleryStore:
                 if stmt.strip():
                     c.execute(stmt)
             row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            self.schema_upgrade = (int(row[0]) if row is not None else 0, SCHEMA_VERSION)
             if row is None:
                 c.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '0')")
@@ -304,6 +281,40 @@ class GalleryStore:
                 )
             elif int(row[0]) < SCHEMA_VERSION:  # 1 -> 2: the change feed table (created above); 2 -> 3: ids
                 c.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            for trigger in _TRIGGERS:
+                c.execute(trigger)
+        self._adopt_old_feedback()
+
+    def _adopt_old_feedback(self) -> None:
+        """Schema 4: copy sightings, negatives and the audit log from ``unknowns.db`` (where
+        they were kept before) in one transaction, ids kept, then rename that file to
+        ``unknowns.db.migrated``. Runs once: a gallery whose audit log is not empty is
+        taken as adopted already, and the old file is only renamed."""
+        old = self.data_dir / OLD_FEEDBACK_DB
+        if not old.is_file():
+            return
+        with self._lock:
+            try:
+                self._conn.execute("ATTACH DATABASE ? AS old", (f"{old.as_uri()}?mode=ro",))
+            except sqlite3.DatabaseError as e:
+                log.warning("%s cannot be read (%s); its sightings, negatives and audit log stay there", old, e)
+                return
+            try:
+                have = {r[0] for r in self._conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
+                with self._write() as c:
+                    if not c.execute("SELECT 1 FROM main.audit_log LIMIT 1").fetchone():
+                        for table in _FEEDBACK_TABLES:
+                            if table in have:
+                                c.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table}")
+                moved = {t: self._conn.execute(f"SELECT count(*) FROM old.{t}").fetchone()[0]
+                         for t in _FEEDBACK_TABLES if t in have}
+            finally:
+                self._conn.execute("DETACH DATABASE old")
+        os.replace(old, old.with_name(OLD_FEEDBACK_DB + ".migrated"))
+        for suffix in ("-wal", "-shm"):
+            old.with_name(OLD_FEEDBACK_DB + suffix).unlink(missing_ok=True)
+        log.info("moved %s into %s (%s); the old file is kept as %s.migrated", old, self.db_path,
+                 ", ".join(f"{n} {t}" for t, n in moved.items()), OLD_FEEDBACK_DB)
 
     def _migrate_sample_ids(self) -> None:
         """Schema 3: sample ids are never reused (``AUTOINCREMENT``). A plain ``INTEGER PRIMARY
@@ -398,6 +409,32 @@ class GalleryStore:
             finally:
                 cur.execute("COMMIT")
                 cur.close()
+
+    @contextmanager
+    def _feedback_tx(self) -> Iterator[SqlCursor]:
+        with self._write() as c:
+            yield SqlCursor(c, "?")
+
+    @contextmanager
+    def _feedback_read(self) -> Iterator[SqlCursor]:
+        try:
+            with self._snapshot() as c:
+                yield SqlCursor(c, "?")
+        except sqlite3.DatabaseError as e:
+            raise GalleryError(f"cannot read the gallery {self.db_path}: {e}") from None
+
+    def _audit(self, c: sqlite3.Cursor, note: AuditNote | None, **extra: Any) -> None:
+        write_audit(SqlCursor(c, "?"), note, **extra)
+
+    def subscribe(self) -> SqliteChanges:
+        """Changes of this gallery as they commit, for a watcher's own thread (see
+        :class:`SqliteChanges`)."""
+        return SqliteChanges(self.db_path)
+
+    @property
+    def label(self) -> str:
+        """The gallery as the user knows it, for messages (its folder)."""
+        return str(self.data_dir)
 
     def close(self) -> None:
         _LIVE_TOKENS.discard(self._token)
@@ -675,8 +712,10 @@ class GalleryStore:
             out.append(DumpedSample(name, png, PurePosixPath(crop).stem, src, sha, float(q), float(added), vec.get(int(sid), {})))
         return people, out
 
-    def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample]) -> int:
-        """Add dumped people and samples (crops, vectors, times kept) in one transaction; returns samples added."""
+    def add_dumped(self, people: list[tuple[str, float]], samples: list[DumpedSample], *,
+                   audit: AuditNote | None = None) -> int:
+        """Add dumped people and samples (crops, vectors, times kept) in one transaction; returns
+        samples added. ``audit`` is written with them (``samples`` = how many) when any were."""
         taken: set[str] = set()
         plan = []
         for d in samples:
@@ -701,6 +740,8 @@ class GalleryStore:
                     c.executemany("INSERT INTO embeddings(sample_id, embedder, dim, vector, norm) VALUES (?,?,?,?,?)",
                                   [(sid, k, int(v.shape[0]), np.ascontiguousarray(v, np.float32).tobytes(), n)
                                    for k, (v, n) in d.vectors.items()])
+                if plan:
+                    self._audit(c, audit, samples=len(plan))
         finally:
             self._cleanup_pending()
         return len(plan)
@@ -752,11 +793,12 @@ class GalleryStore:
 
         return len(rows)
 
-    def add_person(self, name: str) -> None:
+    def add_person(self, name: str, *, audit: AuditNote | None = None) -> None:
         """Enroll a person with no samples yet (no-op when they exist)."""
         name = validate_name(name)
         with self._write(bump=True) as c:
             self._person_id(c, name, create=True)
+            self._audit(c, audit)
 
     def add_sample(
         self,
@@ -768,6 +810,7 @@ class GalleryStore:
         quality: float,
         embeddings: Embeddings | None = None,
         stem: str | None = None,
+        audit: AuditNote | None = None,
     ) -> SampleInfo:
         """Add one aligned crop to ``person`` (created if needed).
 
@@ -778,11 +821,13 @@ class GalleryStore:
         Args:
             stem: file name stem of the crop; default: the first 16 hex digits of the
                 crop's own sha256.
+            audit: the audit entry, written in the same transaction (with ``samples`` =
+                the new id).
         """
         name = validate_name(person)
         if embeddings is not None and len(embeddings) != 1:
             raise GalleryError(f"add_sample takes the embedding of one face, got {len(embeddings)}")
-        data = _encode_png(crop)
+        data = encode_png(crop)
         path = self._unique_crop_path(name, stem or sha256_bytes(data)[:16])
         rel = self._rel(path)
         self._stage([rel])
@@ -800,11 +845,13 @@ class GalleryStore:
                 self._touch([sid])
                 if embeddings is not None:
                     self._insert_embeddings(c, embeddings.key, [sid], embeddings)
+                self._audit(c, audit, samples=[sid])
         finally:
             self._cleanup_pending()
         return SampleInfo(sid, name, source_path, source_sha256, str(path), float(quality), now)
 
-    def add_existing_crops(self, items: list[tuple[str, Path, str, str, float, str | None]]) -> list[SampleInfo]:
+    def add_existing_crops(self, items: list[tuple[str, Path, str, str, float, str | None]], *,
+                           audit: AuditNote | None = None) -> list[SampleInfo]:
         """Register crop files already inside ``preprocessed/<person>/`` (one transaction).
 
         Args:
@@ -832,10 +879,11 @@ class GalleryStore:
                 )
                 out.append(SampleInfo(_rowid(c), name, src, sha, str(self._abs(rel)), q, now))
                 self._touch([out[-1].id])
+            self._audit(c, audit, samples=len(out))
         return out
 
     def update_sample_file(self, sample_id: int, crop_sha256: str, quality: float, source_sha256: str | None = None,
-                           png: bytes | None = None) -> None:
+                           png: bytes | None = None, *, audit: AuditNote | None = None) -> None:
         """The crop file of a sample changed in place: new hashes and quality, embeddings dropped.
 
         ``png`` (the new content) is for backends that keep crops in the database; here the
@@ -847,9 +895,10 @@ class GalleryStore:
                 raise GalleryError(f"no sample with id {sample_id}")
             c.execute("DELETE FROM embeddings WHERE sample_id=?", (int(sample_id),))
             self._touch([sample_id])
+            self._audit(c, audit)
 
     def put_embeddings(self, key: EmbedderKey, sample_ids: list[int], emb: Embeddings,
-                       quality: np.ndarray | None = None) -> None:
+                       quality: np.ndarray | None = None, *, audit: AuditNote | None = None) -> None:
         """Store (or replace) the vectors of ``sample_ids`` for ``key`` in one transaction.
 
         Args:
@@ -866,12 +915,15 @@ class GalleryStore:
             if quality is not None:
                 c.executemany("UPDATE samples SET quality=? WHERE id=?",
                               [(float(q), int(s)) for q, s in zip(quality, sample_ids)])
+            self._audit(c, audit)
 
-    def delete_embeddings(self, key: EmbedderKey | str) -> int:
+    def delete_embeddings(self, key: EmbedderKey | str, *, audit: AuditNote | None = None) -> int:
         """Drop every vector of one embedder (samples stay); returns how many."""
         with self._write(bump=True) as c:
             self._tx_full = True
-            return c.execute("DELETE FROM embeddings WHERE embedder=?", (str(key),)).rowcount
+            n = c.execute("DELETE FROM embeddings WHERE embedder=?", (str(key),)).rowcount
+            self._audit(c, audit, vectors=n)
+        return n
 
     def _relink(self, c: sqlite3.Cursor, moves: list[tuple[int, str, str]], person_id: int | None) -> None:
         """Point samples at their new crop paths (files already linked) and queue the old files."""
@@ -908,8 +960,9 @@ class GalleryStore:
             os.replace(tmp, dst)
         return plan
 
-    def rename_person(self, old: str, new: str) -> None:
-        """Rename a person (their crop folder moves with them).
+    def rename_person(self, old: str, new: str, *, audit: AuditNote | None = None) -> None:
+        """Rename a person; their crop folder and negative samples move with them (``audit``
+        gets ``negatives``, how many).
 
         Raises:
             GalleryError: ``old`` unknown, ``new`` invalid or already enrolled.
@@ -929,11 +982,14 @@ class GalleryStore:
                     raise GalleryError(f"{new_n!r} is already enrolled; use merge to combine two people")
                 c.execute("UPDATE people SET name=? WHERE name=?", (new_n, old_n))
                 self._relink(c, plan, None)
+                negatives = move_negatives(SqlCursor(c, "?"), old_n, new_n)
+                self._audit(c, audit, negatives=negatives)
         finally:
             self._cleanup_pending()
 
-    def merge_people(self, src: str, dst: str) -> None:
-        """Move every sample of ``src`` into ``dst`` (created if needed) and remove ``src``."""
+    def merge_people(self, src: str, dst: str, *, audit: AuditNote | None = None) -> None:
+        """Move every sample of ``src`` into ``dst`` (created if needed) and remove ``src``;
+        ``src``'s negatives become ``dst``'s (``audit`` gets ``samples`` and ``negatives``)."""
         src_n, dst_n = validate_name(src), validate_name(dst)
         if src_n == dst_n:
             raise GalleryError(f"cannot merge {src_n!r} into itself")
@@ -946,10 +1002,12 @@ class GalleryStore:
                 pid = self._person_id(c, dst_n, create=True)
                 self._relink(c, plan, pid)
                 c.execute("DELETE FROM people WHERE name=?", (src_n,))
+                negatives = move_negatives(SqlCursor(c, "?"), src_n, dst_n)
+                self._audit(c, audit, samples=len(plan), negatives=negatives)
         finally:
             self._cleanup_pending()
 
-    def move_sample(self, sample_id: int, person: str) -> None:
+    def move_sample(self, sample_id: int, person: str, *, audit: AuditNote | None = None) -> None:
         """Give one sample to another person (created if needed)."""
         name = validate_name(person)
         s = self.sample(sample_id)
@@ -960,11 +1018,13 @@ class GalleryStore:
             with self._write(bump=True) as c:
                 pid = self._person_id(c, name, create=True)
                 self._relink(c, plan, pid)
+                self._audit(c, audit)
         finally:
             self._cleanup_pending()
 
-    def delete_person(self, name: str) -> int:
-        """Remove a person with every sample, crop file and embedding; returns the sample count."""
+    def delete_person(self, name: str, *, audit: AuditNote | None = None) -> int:
+        """Remove a person with every sample, crop file, embedding and negative sample;
+        returns the sample count (``audit`` gets ``samples`` and ``negatives``)."""
         n = validate_name(name)
         try:
             with self._write(bump=True) as c:
@@ -973,6 +1033,8 @@ class GalleryStore:
                 self._touch(c.execute("SELECT id FROM samples WHERE person_id=?", (pid,)).fetchall())
                 self._queue(c, rows)
                 c.execute("DELETE FROM people WHERE id=?", (pid,))  # cascades to samples, embeddings
+                negatives = c.execute("DELETE FROM negatives WHERE person=?", (n,)).rowcount
+                self._audit(c, audit, samples=len(rows), negatives=negatives)
         finally:
             self._cleanup_pending()
         folder = self.data_dir / CROPS_DIR / n
@@ -982,7 +1044,7 @@ class GalleryStore:
             pass
         return len(rows)
 
-    def delete_sample(self, sample_id: int) -> None:
+    def delete_sample(self, sample_id: int, *, audit: AuditNote | None = None) -> None:
         """Remove one sample, its crop file and its embeddings (the person stays)."""
         try:
             with self._write(bump=True) as c:
@@ -992,20 +1054,26 @@ class GalleryStore:
                 self._queue(c, [row])
                 self._touch([sample_id])
                 c.execute("DELETE FROM samples WHERE id=?", (int(sample_id),))
+                self._audit(c, audit)
         finally:
             self._cleanup_pending()
 
-    def forget_samples(self, sample_ids: list[int]) -> int:
+    def forget_samples(self, sample_ids: list[int], *, audit: AuditNote | None = None) -> int:
         """Drop sample records whose crop files are gone (``facerec embed --prune``)."""
         with self._write(bump=True) as c:
             self._touch(sample_ids)
-            return sum(c.execute("DELETE FROM samples WHERE id=?", (int(s),)).rowcount for s in sample_ids)
+            n = sum(c.execute("DELETE FROM samples WHERE id=?", (int(s),)).rowcount for s in sample_ids)
+            self._audit(c, audit, samples=n)
+        return n
 
-    def clear(self) -> None:
-        """Remove everyone: every person, sample, crop file and embedding."""
+    def clear(self, *, audit: AuditNote | None = None) -> None:
+        """Remove everyone: every person, sample, crop file and embedding (``audit`` gets
+        ``people`` and ``samples``, how many)."""
         try:
             with self._write(bump=True) as c:
                 self._tx_full = True
+                people, samples = c.execute("SELECT (SELECT count(*) FROM people), (SELECT count(*) FROM samples)").fetchone()
+                self._audit(c, audit, people=people, samples=samples)
                 self._queue(c, c.execute("SELECT crop_path FROM samples").fetchall())
                 c.execute("DELETE FROM embeddings")
                 c.execute("DELETE FROM samples")
@@ -1034,185 +1102,46 @@ class GalleryStore:
                 problems.append(f"sample {sid}: crop {rel} is missing")
         return problems
 
-    # ------------------------------------------------------------------ archives
 
-    def export_archive(self, path: str | os.PathLike) -> None:
-        """Write the gallery to one archive: a consistent database snapshot plus the crops.
+class SqliteChanges:
+    """Commits to a gallery file, for a watcher's own thread.
 
-        The format follows the suffix: ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``. The
-        snapshot is taken with SQLite's online backup API, so a daemon may keep running.
-        """
-        out = Path(path).expanduser().absolute()
-        name = out.name.lower()
-        if not (name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))):
-            raise GalleryError(f"{out}: the archive name must end in .zip, .tar, .tar.gz or .tgz")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="facerec-export-") as tmpdir:
-            snap = Path(tmpdir) / DB_NAME
-            dest = sqlite3.connect(str(snap))
-            with self._lock:
-                self._conn.backup(dest)
-            rows = dest.execute("SELECT crop_path FROM samples ORDER BY id").fetchall()
-            counts = dest.execute("SELECT (SELECT count(*) FROM people), (SELECT count(*) FROM samples)").fetchone()
-            dest.execute("DELETE FROM pending_files")
-            dest.commit()
-            dest.execute("PRAGMA journal_mode=DELETE")
-            dest.close()
-            manifest = json.dumps({"format": "facerec-gallery", "schema": SCHEMA_VERSION, "people": counts[0],
-                                   "samples": counts[1], "exported": time.time()}, indent=2).encode()
-            tmp_out = out.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{out.name}")
+    SQLite has no notifications, so this polls ``PRAGMA data_version`` on a read-only
+    connection of its own every ``interval_s``: the pragma reads no table and changes when
+    any other connection (any process) commits. A commit that is not a gallery change (a
+    sighting) wakes the watcher too; it then finds the version unchanged in one query.
+
+    Args:
+        db_path: the gallery file.
+        interval_s: seconds between two checks.
+    """
+
+    def __init__(self, db_path: Path, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        try:
+            self._conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            self._seen = self._data_version()
+        except sqlite3.DatabaseError as e:
+            raise GalleryError(f"cannot watch the gallery {db_path}: {e}") from None
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, timeout: float) -> bool:
+        """Up to ``timeout`` seconds for a commit; True when one came."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                if name.endswith(".zip"):
-                    with zipfile.ZipFile(tmp_out, "w", zipfile.ZIP_STORED) as z:
-                        z.writestr("manifest.json", manifest)
-                        z.write(snap, DB_NAME)
-                        for (rel,) in rows:
-                            if self._abs(rel).is_file():
-                                z.write(self._abs(rel), rel)
-                else:
-                    gz = name.endswith((".gz", ".tgz"))
-                    with (tarfile.open(tmp_out, "w:gz") if gz else tarfile.open(tmp_out, "w")) as t:
-                        info = tarfile.TarInfo("manifest.json")
-                        info.size = len(manifest)
-                        info.mtime = int(time.time())
-                        t.addfile(info, io.BytesIO(manifest))
-                        t.add(snap, DB_NAME)
-                        for (rel,) in rows:
-                            if self._abs(rel).is_file():
-                                t.add(self._abs(rel), rel)
-                os.replace(tmp_out, out)
-            finally:
-                tmp_out.unlink(missing_ok=True)
-
-    def import_archive(self, path: str | os.PathLike) -> int:
-        """Merge an archive written by :meth:`export_archive` into this gallery.
-
-        People that exist in both galleries receive the archive's samples; a sample whose
-        source hash is already enrolled under the same person is skipped. Embeddings come
-        along for every embedder key in the archive.
-
-        Returns:
-            The number of samples added.
-
-        Raises:
-            GalleryError: not a gallery archive, or a conflict: the same source photo is
-                enrolled under different people here and in the archive (nothing is
-                imported then; resolve it with ``enroll move``/``rename`` first).
-        """
-        src = Path(path).expanduser()
-        if not src.is_file():
-            raise GalleryError(f"{src}: no such archive")
-        with tempfile.TemporaryDirectory(prefix="facerec-import-") as tmpdir:
-            reader = _ArchiveReader(src)
-            try:
-                snap = Path(tmpdir) / DB_NAME
-                snap.write_bytes(reader.read(DB_NAME))
-                try:
-                    other = sqlite3.connect(f"{snap.as_uri()}?mode=ro", uri=True)
-                    people = other.execute("SELECT id, name FROM people").fetchall()
-                    samples = other.execute(
-                        "SELECT s.id, p.name, s.source_path, s.sha256, s.crop_path, s.quality FROM samples s "
-                        "JOIN people p ON p.id = s.person_id ORDER BY s.id"
-                    ).fetchall()
-                    embs = other.execute("SELECT sample_id, embedder, dim, vector, norm FROM embeddings").fetchall()
-                    other.close()
-                except sqlite3.DatabaseError as e:
-                    raise GalleryError(f"{src}: the archive's {DB_NAME} is not a facerec gallery ({e})") from None
-                for _, pname in people:
-                    validate_name(pname)
-                conflicts, todo = [], []
-                for row in samples:
-                    here = self.find_sha256(row[3])
-                    if any(h.person != row[1] for h in here):
-                        conflicts.append(f"{row[4]} ({row[1]} in the archive, {', '.join(sorted({h.person for h in here}))} here)")
-                    elif not here:
-                        todo.append(row)
-                if conflicts:
-                    raise GalleryError(
-                        f"{src}: {len(conflicts)} sample(s) are enrolled under another person here; nothing imported:\n  "
-                        + "\n  ".join(conflicts[:20])
-                    )
-                crops = {}
-                for row in todo:
-                    rel = PurePosixPath(row[4])
-                    if rel.is_absolute() or ".." in rel.parts or rel.parts[0] != CROPS_DIR:
-                        raise GalleryError(f"{src}: refusing the archive member path {row[4]!r}")
-                    data = reader.read(row[4])
-                    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
-                        raise GalleryError(f"{src}: {row[4]} is not a readable image")
-                    crops[row[0]] = data
-            finally:
-                reader.close()
-        by_sample: dict[int, list[tuple]] = {}
-        for erow in embs:
-            by_sample.setdefault(int(erow[0]), []).append(erow)
-        # pick file names and write the crops before the transaction that references them
-        taken: set[str] = set()
-        plan = []
-        for row in todo:
-            dst = self._unique_crop_path(row[1], PurePosixPath(row[4]).stem, taken)
-            taken.add(self._rel(dst))
-            plan.append((row, dst))
-        self._stage([self._rel(d) for _, d in plan])
-        try:
-            for row, dst in plan:
-                write_atomic(dst, crops[row[0]])
-            with self._write(bump=True) as c:
-                now = time.time()
-                for (oid, pname, srcp, sha, _, q), dst in plan:
-                    pid = self._person_id(c, pname, create=True)
-                    c.execute(
-                        "INSERT INTO samples(person_id, source_path, sha256, crop_path, crop_sha256, quality, added) "
-                        "VALUES (?,?,?,?,?,?,?)",
-                        (pid, srcp, sha, self._rel(dst), sha256_bytes(crops[oid]), q, now),
-                    )
-                    sid = _rowid(c)
-                    self._touch([sid])
-                    c.executemany(
-                        "INSERT OR REPLACE INTO embeddings(sample_id, embedder, dim, vector, norm) VALUES (?,?,?,?,?)",
-                        [(sid, e[1], e[2], e[3], e[4]) for e in by_sample.get(int(oid), [])],
-                    )
-                for _, pname in people:  # people without samples come along too
-                    self._person_id(c, pname, create=True)
-        finally:
-            self._cleanup_pending()
-        return len(plan)
-
-
-class _ArchiveReader:
-    """Reads named members of a zip or tar archive without extracting anything else."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        self._tar: tarfile.TarFile | None = None
-        try:
-            if zipfile.is_zipfile(path):
-                self._zip = zipfile.ZipFile(path)
-            else:
-                self._tar = tarfile.open(path)
-        except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
-            raise GalleryError(f"{path}: not a zip or tar archive ({e})") from None
-
-    def read(self, member: str) -> bytes:
-        try:
-            if self._zip is not None:
-                return self._zip.read(member)
-            tar = self._tar
-            if tar is None:
-                raise KeyError(member)
-            info = tar.getmember(member)
-            if not info.isfile():
-                raise KeyError(member)
-            f = tar.extractfile(info)
-            return f.read() if f else b""
-        except KeyError:
-            raise GalleryError(f"{self.path}: the archive has no {member} (not a facerec gallery export?)") from None
-        except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
-            raise GalleryError(f"{self.path}: cannot read {member} ({e})") from None
+                v = self._data_version()
+            except sqlite3.DatabaseError as e:
+                raise GalleryError(f"cannot watch the gallery: {e}") from None
+            if v != self._seen:
+                self._seen = v
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.interval_s, left))
 
     def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-        if self._tar is not None:
-            self._tar.close()
+        self._conn.close()

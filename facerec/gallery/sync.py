@@ -19,7 +19,7 @@ from facerec.errors import GalleryError, ImageReadError
 from facerec.gallery.align_data import MANIFEST_NAME
 from facerec.gallery.quality import blur_measure
 from facerec.gallery.reports import BatchReport, _progress, _sha256_file, _strip_name
-from facerec.gallery.store import CROPS_DIR, GalleryStore, SampleInfo, validate_name
+from facerec.gallery.store import CROPS_DIR, SampleInfo, validate_name
 from facerec.imageio import IMAGE_SUFFIXES, decode_image, read_image
 from facerec.types import ALIGNED_SIZE, Embeddings
 
@@ -120,7 +120,7 @@ def embed(svc: GalleryService, prune: bool = False, progress: bool = True, batch
     sync = svc.sync_preprocessed(prune=prune, progress=progress)
     report = svc.embed_all(progress=progress, batch_size=batch_size, run=run)
     forgotten = len(sync.removed) if prune else 0
-    if sync.done or forgotten or report.done:
+    if sync.done or forgotten or report.done:  # a job of many transactions: one summary entry after them
         svc.audit("gallery.embed", "*", samples_added=len(sync.done), samples_forgotten=forgotten,
                    vectors=len(report.done), embedder=str(svc.key))
     return sync, report
@@ -184,8 +184,7 @@ def sync_preprocessed(svc: GalleryService, prune: bool = False, progress: bool =
                     continue
                 src = sources.get(f"{person}/{f.name}", {})
                 if rel in known:
-                    svc.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"),
-                                                  png=None if isinstance(svc.store, GalleryStore) else f.read_bytes())
+                    svc.store.update_sample_file(known[rel][0], crop_sha, quality, src.get("sha256"), png=f.read_bytes())
                 else:
                     new.append((person, f, crop_sha, src.get("sha256") or crop_sha, quality, src.get("source")))
                 report.done.append(rel)

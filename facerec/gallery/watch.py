@@ -3,9 +3,14 @@
 :class:`GalleryWatcher` loads the vectors of one embedder once and then applies changes
 incrementally: it asks the backend's change feed which samples changed since its version,
 fetches only those (see :mod:`facerec.gallery.backend`) and recomputes only the templates of
-the people they belong to (:meth:`~facerec.gallery.search.GalleryIndex.with_people`). With PostgreSQL a background
-thread ``LISTEN``\\ s, so a change made on any host is applied within milliseconds; with
-SQLite (or as a safety net) the version is checked every ``poll_s``.
+the people they belong to (:meth:`~facerec.gallery.search.GalleryIndex.with_people`).
+
+All of that happens on the watcher's own thread: it waits on the backend's
+:meth:`~facerec.gallery.backend.GalleryBackend.subscribe` (``LISTEN`` on PostgreSQL, so a
+change made on any host is applied within milliseconds; a cheap ``data_version`` poll on
+SQLite) and, as a safety net, checks the version every ``poll_s``. A camera's loop only
+reads :attr:`GalleryWatcher.index`, a reference swapped in whole: it never touches the
+database or builds an index.
 
 When the database is away the daemon keeps recognising with the last loaded gallery: the
 watcher says so once in the log and in :meth:`GalleryWatcher.status` (the ``--stats``
@@ -20,12 +25,16 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facerec.config import GalleryConfig
 from facerec.errors import FacerecError
+from facerec.gallery.backend import ChangeSubscription, GalleryBackend, GalleryMissing, open_backend
+
+if TYPE_CHECKING:
+    from facerec.gallery.search import GalleryIndex
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +46,19 @@ BACKOFF_MAX_S = 30.0
 class GalleryWatcher:
     """The current gallery index for one embedder, updated as the gallery changes.
 
-    The backend is opened read-only. With SQLite and no gallery file yet, everyone is
-    unknown and the folder is checked again at each poll, so the first enrollment is
-    picked up too.
+    The backend is opened read-only. When no gallery exists yet, everyone is unknown and
+    the watcher tries again every ``poll_s``, so the first enrollment is picked up too.
 
     Args:
-        data_dir: the gallery root (``gallery.data_dir``; SQLite only).
+        data_dir: the gallery root (``gallery.data_dir``; where a SQLite gallery lives).
         key: the embedder's vector space; only its vectors are searched.
         gallery_cfg: the ``gallery:`` section (backend, DSN, template, index kind).
-        poll_s: seconds between two version checks (SQLite; with PostgreSQL a fallback
-            to the notifications).
+        poll_s: seconds between two version checks when nothing was announced (a safety
+            net under the subscription), and between two attempts to open a gallery that
+            does not exist yet.
         store: an already open backend to use instead of opening the configured one.
-        listen: with PostgreSQL, apply changes as soon as they are announced (a
-            background thread); False leaves it to :meth:`poll`.
+        listen: apply changes on the watcher's own thread as soon as they commit; False
+            leaves it to the caller's :meth:`poll` (tests, benchmarks).
 
     Attributes:
         reloads: times the index changed after the first load.
@@ -74,6 +83,7 @@ class GalleryWatcher:
         self._own_store = store is None
         self._version: int | None = None
         self._index: Any = None  # a GalleryIndex once loaded
+        self._neg_version = 0
         self._ids = np.zeros((0,), np.int64)
         self._names: list[str] = []
         self._vec = np.zeros((0, 0), np.float32)
@@ -84,27 +94,20 @@ class GalleryWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.poll(force=True)
-        if listen and self.cfg.backend == "postgres" and (store is None or getattr(store, "kind", "") == "postgres"):
-            self._thread = threading.Thread(target=self._listen, name="gallery-listen", daemon=True)
+        if listen:
+            self._thread = threading.Thread(target=self._listen, name="gallery-watch", daemon=True)
             self._thread.start()
 
     # ------------------------------------------------------------------ backend
 
-    def _open(self):
-        if self._store is not None:
-            return self._store
-        if self.cfg.backend == "postgres":
-            from facerec.gallery.backend import open_backend
-
-            self._store = open_backend(self.cfg, readonly=True)
-            return self._store
-        if self.data_dir is None:
-            return None
-        from facerec.gallery.store import DB_NAME, GalleryStore
-
-        if not (self.data_dir / DB_NAME).is_file():
-            return None
-        self._store = GalleryStore(self.data_dir, readonly=True)
+    def _open(self) -> GalleryBackend | None:
+        """The backend, opened read-only on first use; ``None`` while no gallery exists."""
+        if self._store is None:
+            cfg = self.cfg if self.data_dir is None else self.cfg.model_copy(update={"data_dir": str(self.data_dir)})
+            try:
+                self._store = open_backend(cfg, readonly=True)
+            except GalleryMissing:
+                return None
         return self._store
 
     def _drop_store(self) -> None:
@@ -137,39 +140,27 @@ class GalleryWatcher:
         index.sample_ids = self._ids
         self._index = index
 
-    def _feedback_cfg(self) -> GalleryConfig:
-        """The gallery section pointing at this watcher's folder (where ``unknowns.db`` lives)."""
-        if self.cfg.backend == "postgres" or self.data_dir is None:
-            return self.cfg  # postgres: the feedback tables are in the gallery database
-        return self.cfg.model_copy(update={"data_dir": str(self.data_dir)})
-
-    def _load_negatives(self, index) -> int:
+    def _load_negatives(self, index: GalleryIndex) -> int:
         """Give ``index`` the "not X" samples of this embedder; returns their version."""
-        from facerec.gallery.sightings import negatives_of
-
-        if self.cfg.backend != "postgres" and self.data_dir is None:
+        store = self._open()
+        if store is None:
             return 0
-
         try:
-            names, vec, version = negatives_of(self._feedback_cfg(), str(self.key))
-        except FacerecError as e:  # feedback unreachable: recognise without it
+            version = store.negatives_version()
+            names, vec = store.negatives(str(self.key))
+        except FacerecError as e:  # feedback unreadable: recognise without it
             log.warning("negative samples not loaded: %s", e)
-            return getattr(self, "_neg_version", 0)
+            return self._neg_version
         if names:
             index.set_negatives(names, vec)
         return version
 
     def _negatives_changed(self) -> bool:
         """Rebuild the index when "not X" samples were added or removed; True if so."""
-        from facerec.gallery.sightings import negatives_of
-
-        if self._index is None or (self.cfg.backend != "postgres" and self.data_dir is None):
+        store = self._open()
+        if self._index is None or store is None:
             return False
-        try:
-            version = negatives_of(self._feedback_cfg(), str(self.key))[2]
-        except FacerecError:
-            return False
-        if version == getattr(self, "_neg_version", 0):
+        if store.negatives_version() == self._neg_version:
             return False
         index = copy.copy(self._index)  # the templates did not change, only the "not X" samples
         index._negatives = {}
@@ -185,7 +176,7 @@ class GalleryWatcher:
             if store is None:
                 return False
             full = self._version is None
-            if not full:
+            if self._version is not None:
                 ch = store.changes_since(self._version)
                 if ch.version == self._version:
                     return self._negatives_changed()
@@ -246,11 +237,8 @@ class GalleryWatcher:
         return changed
 
     def _went_offline(self, e: BaseException) -> None:
-        from facerec.gallery.backend import GalleryUnavailable
-
         self.last_error = str(e)
-        if isinstance(e, GalleryUnavailable) or self.cfg.backend == "postgres":
-            self._drop_store()  # reopened on the next attempt
+        self._drop_store()  # reopened on the next attempt
         if self.online:
             have = f"{len(self._index)} people, version {self._version}" if self._index is not None else "no gallery yet"
             log.warning("gallery unavailable, recognising with the last loaded gallery (%s); retrying with back-off: %s",
@@ -260,38 +248,41 @@ class GalleryWatcher:
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 
     def _listen(self) -> None:
-        """Background thread: wait for NOTIFY, apply; reconnect with back-off after a drop."""
-        from facerec.gallery.backend import resolve_dsn
-        from facerec.gallery.postgres import ChangeListener
-
-        listener = None
-        backoff = BACKOFF_FIRST_S
+        """The watcher's thread: wait for a commit (or ``poll_s``), apply it; after a lost
+        connection, reconnect with back-off and catch up from the change feed."""
+        sub: ChangeSubscription | None = None
         while not self._stop.is_set():
             try:
-                if listener is None:
-                    listener = ChangeListener(resolve_dsn(self.cfg))
-                    backoff = BACKOFF_FIRST_S
+                if sub is None:
+                    with self._lock:
+                        store = self._open()
+                    if store is None:  # no gallery yet
+                        self._stop.wait(self.poll_s)
+                        self._attempt()
+                        continue
+                    sub = store.subscribe()
                     self._attempt()  # catch up with what was missed while not listening
-                got = listener.wait(min(self.poll_s, 1.0))
-                if got is not None and (self._version is None or got > self._version):
+                sub.wait(max(min(self.poll_s, 1.0), 0.01))
+                if not self._stop.is_set():
                     self._attempt()
-            except Exception as e:
-                if listener is not None:
-                    listener.close()
-                    listener = None
+                    if not self.online:
+                        raise FacerecError(self.last_error)
+            except Exception as e:  # the database went away: back off, reopen, catch up
+                if sub is not None:
+                    sub.close()
+                    sub = None
                 self._went_offline(e)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-        if listener is not None:
-            listener.close()
+                self._stop.wait(self._backoff)
+        if sub is not None:
+            sub.close()
 
     # ------------------------------------------------------------------ public
 
     def poll(self, force: bool = False) -> bool:
         """Apply changes if the gallery changed; at most once per ``poll_s``. True if updated.
 
-        With a listening thread (PostgreSQL) the thread applies changes and reconnects, so
-        the caller (the camera loop) never waits on the network here.
+        With the watcher's own thread (``listen``) this does nothing unless ``force``d: the
+        thread applies changes and reconnects, so a camera loop never waits on the database.
         """
         if self._thread is not None and not force:
             return False
@@ -302,9 +293,11 @@ class GalleryWatcher:
         return self._attempt()
 
     @property
-    def index(self):
-        """The current :class:`~facerec.gallery.search.GalleryIndex`, or ``None``."""
-        self.poll()
+    def index(self) -> GalleryIndex | None:
+        """The current :class:`~facerec.gallery.search.GalleryIndex`, or ``None`` (no
+        gallery yet). Reads no database: the watcher's thread keeps it current."""
+        if self._thread is None:
+            self.poll()
         return self._index
 
     @property
@@ -329,13 +322,12 @@ class GalleryWatcher:
     def warning(self) -> str | None:
         """Why nobody can be named (empty gallery, or no vectors of this embedder) and the
         fix, or ``None`` (:func:`~facerec.gallery.readiness.gallery_warning`)."""
-        from facerec.gallery.readiness import gallery_warning, gallery_where
+        from facerec.gallery.readiness import gallery_warning
 
-        where = gallery_where(self.cfg.backend, self.data_dir)
         with self._lock:
             try:
                 store = self._open()
-                return gallery_warning(store, self.key, where)
+                return gallery_warning(store, self.key, store.label if store is not None else str(self.data_dir))
             except Exception:  # the database is away: status() says that instead
                 return None
 

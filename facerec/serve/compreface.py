@@ -335,8 +335,7 @@ def add_compreface_routes(app: FastAPI, srv: Any) -> None:
             name = srv.valid_name(str(body.get("subject", "")) if isinstance(body, dict) else "")
             if await srv.io(srv.store.has_person, name):
                 raise DropinError(400, f"Subject {name!r} already exists", 43)
-            await srv.io(srv.store.add_person, name)
-            await srv.io(view.audit, "person.add", name)
+            await srv.io(lambda: srv.store.add_person(name, audit=view.note("person.add", name)))
             return {"subject": name}
         return await answer(run, status=201)
 

@@ -231,7 +231,7 @@ async def enroll_photos(srv: Any, name: str, photos: list[ImageUpload], interfac
     """Enroll photos of ``name`` (created if needed) through facerec's own enrollment.
 
     Each photo goes through the same gates as ``POST /api/people`` (one face, size,
-    quality); one audit entry ``samples.add`` names ``interface``. A photo already
+    quality); each added sample is one audit entry ``samples.add`` naming ``interface``. A photo already
     enrolled for the same person counts as done (its sample id is returned), so a client
     that registers the same picture twice gets the same answer twice.
 
@@ -242,8 +242,9 @@ async def enroll_photos(srv: Any, name: str, photos: list[ImageUpload], interfac
     again: list[int] = []
     reasons: list[str] = []
     codes: list[str | None] = []
+    view = interface_view(srv.service, interface)
     for up in photos:
-        r = await srv.model(srv.enroll, name, up.image, up.name, up.sha256, None)
+        r = await srv.model(srv.enroll, name, up.image, up.name, up.sha256, None, service=view)
         if r["sample_id"] is not None:
             new.append(int(r["sample_id"]))
             continue
@@ -253,9 +254,6 @@ async def enroll_photos(srv: Any, name: str, photos: list[ImageUpload], interfac
         else:
             reasons.append(str(r["reason"]))
             codes.append(r.get("code"))
-    if new:
-        view = interface_view(srv.service, interface)
-        await srv.io(view.audit, "samples.add", name, added=len(new), samples=new, skipped=len(reasons))
     if not new and not again:
         no_face = all(c == "no_face" for c in codes)
         raise DropinError(400, f"nothing registered for {name!r}: " + "; ".join(reasons), 28 if no_face else 36)

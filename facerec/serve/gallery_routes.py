@@ -94,8 +94,6 @@ def add_gallery_routes(api: APIRouter, srv: ServeState) -> None:
             reasons = "; ".join(r["reason"] for r in results)
             code = 409 if all(r["status"] == "skipped" for r in results) else 422
             raise HTTPException(code, f"nothing enrolled for {name!r}: {reasons}")
-        await srv.io(srv.service.audit, "samples.add", name, added=len(added),
-                     samples=[r["sample_id"] for r in added], skipped=len(results) - len(added))
         return {
             "person": name,
             "added": [{"file": r["file"], "sample_id": r["sample_id"], "warnings": r["warnings"]} for r in added],

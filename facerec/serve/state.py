@@ -200,27 +200,27 @@ class ServeState:
 
     def gallery_warning(self, embedder: Any) -> str | None:
         """Why the gallery names nobody with this embedder, and the fix (or ``None``)."""
-        from facerec.gallery.readiness import gallery_warning, gallery_where
+        from facerec.gallery.readiness import gallery_warning
 
-        c = self.cfg.gallery
-        return gallery_warning(self.store, getattr(embedder, "key", ""), gallery_where(c.backend, c.data_dir))
+        return gallery_warning(self.store, getattr(embedder, "key", ""), self.store.label)
 
     def identify(self, image: np.ndarray) -> list[dict]:
         """Every face of ``image`` (BGR) as :func:`face_json` gives it."""
         return [face_json(f, i) for i, f in enumerate(self.service.identify_image(image))]
 
     def enroll(self, name: str, image: np.ndarray, source: str, sha256: str, face: int | None,
-               force: bool = False) -> dict:
+               force: bool = False, service: GalleryService | None = None) -> dict:
         """Enroll one face of one photo (``face``: index in :meth:`identify`'s list, else
         the service's own choice); a photo that ``enroll check`` would flag as belonging to
         someone else is refused unless ``force`` (as ``enroll add``); returns ``{"file",
         "sample_id", "status", "reason", "code", "warnings", "check"}`` (``code``: why nothing was
-        added, :data:`facerec.gallery.reports.ReasonCode`)."""
+        added, :data:`facerec.gallery.reports.ReasonCode`). ``service``: the view whose interface
+        the audit entry names (a drop-in API), else the app's own (``api``)."""
         if face is not None:
             image = self.isolate_face(image, face, source)
             sha256 = hashlib.sha256(f"{sha256}#face{face}".encode()).hexdigest()
-        result = self.service.enroll_image(name, image, source_path=source, source_sha256=sha256, audit=False,
-                                           refuse_conflicts=not force)
+        result = (service or self.service).enroll_image(name, image, source_path=source, source_sha256=sha256,
+                                                        refuse_conflicts=not force)
         return {
             "file": source,
             "sample_id": result.sample.id if result.sample is not None else None,

@@ -29,7 +29,7 @@ class IntoBody(BaseModel):
 
 
 class _Unknowns:
-    """The sightings store and the candidates, opened on first use (one per app)."""
+    """The gallery backend holding the sightings and the candidates, opened on first use (one per app)."""
 
     def __init__(self, srv: Any) -> None:
         self.srv = srv
@@ -73,7 +73,7 @@ def add_unknowns_routes(api: APIRouter, srv: Any) -> _Unknowns:
         """Candidate people, the most sighted first: sightings, cameras, first and last seen, best crops."""
         def run() -> dict:
             s = un.get()
-            return {"candidates": [_card(c) for c in s.candidates(include_noise=all)], "stats": s.store.stats(),
+            return {"candidates": [_card(c) for c in s.candidates(include_noise=all)], "stats": s.store.unknowns_stats(),
                     "min_faces": s.params.min_faces, "max_distance": s.params.max_distance}
         return await srv.io(run)
 
@@ -82,7 +82,7 @@ def add_unknowns_routes(api: APIRouter, srv: Any) -> _Unknowns:
     async def unknown_crop(crop_id: int) -> Response:
         """One kept crop (JPEG)."""
         try:
-            data = await srv.io(lambda: un.get().store.crop(crop_id))
+            data = await srv.io(lambda: un.get().store.unknown_crop(crop_id))
         except GalleryUnavailable:
             raise
         except GalleryError as e:
