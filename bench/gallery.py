@@ -334,7 +334,7 @@ def fill_postgres(dsn: str, n: int, d: int, chunk: int = 50_000) -> None:
     """``n`` synthetic templates into a new PostgreSQL gallery with binary ``COPY`` (set-up)."""
     import psycopg
 
-    from facerec.gallery.postgres import upgrade
+    from facerec.gallery.postgres_db import upgrade
 
     upgrade(dsn)
     people = (n + SAMPLES_PER_PERSON - 1) // SAMPLES_PER_PERSON

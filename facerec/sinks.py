@@ -174,7 +174,7 @@ def _unknown_crops(ctx: SinkContext) -> list[FrameSink]:
 def _sightings(ctx: SinkContext) -> list[FrameSink]:
     if ctx.sightings is None:
         return []
-    from facerec.unknowns import SightingSink
+    from facerec.sighting_sink import SightingSink
 
     sink = SightingSink(ctx.sightings, ctx.cfg.unknowns, ctx.camera, ctx.embedder)
     ctx.closers.append(sink.close)

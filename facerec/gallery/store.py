@@ -5,29 +5,17 @@ Layout under ``data_dir``::
     gallery.db                     people, samples, embeddings per embedder key, meta
     preprocessed/<Person>/*.png    112x112 aligned crops the samples point to
 
-Consistency rules, so that a crash at any moment leaves the previous gallery intact and a
-reader (the live daemon) never sees half a change:
+Every change is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction (its audit entry
+included), and ``meta.version`` is incremented inside it; readers see either all of it or
+none of it (WAL snapshots), so a crash at any moment leaves the previous gallery intact and
+a reader (the live daemon) never sees half a change. How crop files stay consistent with
+the rows is :mod:`facerec.gallery.crop_files`; the schema and its upgrades are
+:mod:`facerec.gallery.sqlite_schema`; sightings, negatives and the audit log are the shared
+:mod:`facerec.gallery.feedback`.
 
-* Every change is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction, and ``meta.version``
-  is incremented inside it; readers see either all of it or none of it (WAL snapshots).
-* A crop file is written under a temporary name and ``os.replace``\\ d to its final name
-  *before* the transaction that references it commits. Its path is first recorded in the
-  ``pending_files`` table (its own small commit), so a file left behind by a crash between
-  the rename and the commit is found and removed the next time the store is opened.
-* A crop file that is no longer referenced (delete, move, rename) is recorded in
-  ``pending_files`` by the same transaction that drops the reference and unlinked after
-  the commit; a crash before the unlink is finished on the next open.
-* Each ``pending_files`` row names the store instance that wrote it (process id + token);
-  cleanup only touches rows of its own instance or of one that is gone (closed, or its
-  process no longer exists), so two processes writing at once never remove each other's
-  files in flight. Cleanup decides and unlinks inside a write transaction.
-
-Files in ``preprocessed/`` that the store never recorded (for example crops written by
-``facerec align`` that are not enrolled yet) are never touched by that cleanup; they are
-picked up by :meth:`facerec.gallery.service.GalleryService.sync_preprocessed`.
-
-Crop paths are stored relative to ``data_dir`` (POSIX separators) so a gallery folder can be
-moved or archived; :class:`SampleInfo` reports them as absolute paths.
+This module is one idea, the ``sqlite`` implementation of
+:class:`~facerec.gallery.backend.GalleryBackend` (its reads and its changes), which is why
+it is longer than most.
 """
 
 from __future__ import annotations
@@ -35,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -48,6 +35,7 @@ import numpy as np
 
 from facerec.errors import GalleryError
 from facerec.gallery.backend import GalleryMissing
+from facerec.gallery.crop_files import _LIVE_TOKENS, CROPS_DIR, CropFiles, write_atomic
 from facerec.gallery.feedback import FeedbackTables, SqlCursor, move_negatives, write_audit
 from facerec.gallery.records import (
     FEED_KEEP,
@@ -61,6 +49,7 @@ from facerec.gallery.records import (
     sha256_bytes,
     validate_name,
 )
+from facerec.gallery.sqlite_schema import DB_NAME, SCHEMA_VERSION, SqliteChanges, SqliteSchema
 from facerec.types import EmbedderKey, Embeddings
 
 __all__ = ["BUSY_TIMEOUT_S", "CROPS_DIR", "DB_NAME", "FEED_KEEP", "MAX_NAME_LENGTH", "SCHEMA_VERSION", "GalleryStore",
@@ -68,111 +57,8 @@ __all__ = ["BUSY_TIMEOUT_S", "CROPS_DIR", "DB_NAME", "FEED_KEEP", "MAX_NAME_LENG
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "gallery.db"
-CROPS_DIR = "preprocessed"
-#: 4: sightings, negatives and the audit log moved in from ``unknowns.db`` (one file, so a
-#: change and its audit entry share one transaction).
-SCHEMA_VERSION = 4
-#: The file that held sightings, negatives and the audit log before schema 4; its rows are
-#: copied in once and the file is renamed ``unknowns.db.migrated`` (kept, never deleted).
-OLD_FEEDBACK_DB = "unknowns.db"
 #: Seconds a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
-_TMP_PREFIX = ".tmp-"
-#: Pending-file rows older than this are cleaned even if their owner looks alive (pid reuse).
-_STALE_PENDING_S = 24 * 3600.0
-#: Tokens of the store instances open in this process (see ``pending_files``).
-_LIVE_TOKENS: set[str] = set()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS people (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    person_id   INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    source_path TEXT,
-    sha256      TEXT NOT NULL,
-    crop_path   TEXT NOT NULL UNIQUE,
-    crop_sha256 TEXT NOT NULL,
-    quality     REAL NOT NULL,
-    added       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_person ON samples(person_id);
-CREATE INDEX IF NOT EXISTS samples_sha256 ON samples(sha256);
-CREATE TABLE IF NOT EXISTS embeddings (
-    sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
-    embedder  TEXT NOT NULL,
-    dim       INTEGER NOT NULL,
-    vector    BLOB NOT NULL,
-    norm      REAL NOT NULL,
-    PRIMARY KEY (sample_id, embedder)
-);
-CREATE INDEX IF NOT EXISTS embeddings_embedder ON embeddings(embedder);
-CREATE TABLE IF NOT EXISTS changes (
-    version    INTEGER PRIMARY KEY,
-    sample_ids TEXT,
-    at         REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending_files (
-    path    TEXT PRIMARY KEY,
-    owner   TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS unknown_sightings (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    camera     TEXT NOT NULL,
-    track_id   INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen  REAL NOT NULL,
-    added      REAL NOT NULL,
-    embedder   TEXT NOT NULL,
-    vector     BLOB NOT NULL,
-    quality    REAL NOT NULL,
-    bytes      INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS unknown_sightings_added ON unknown_sightings(added);
-CREATE TABLE IF NOT EXISTS unknown_crops (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    sighting_id INTEGER NOT NULL REFERENCES unknown_sightings(id) ON DELETE CASCADE,
-    rank        INTEGER NOT NULL,
-    quality     REAL NOT NULL,
-    jpeg        BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS unknown_crops_sighting ON unknown_crops(sighting_id);
-CREATE TABLE IF NOT EXISTS negatives (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    person   TEXT NOT NULL,
-    embedder TEXT NOT NULL,
-    vector   BLOB NOT NULL,
-    jpeg     BLOB,
-    added    REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS negatives_person ON negatives(person);
-CREATE TABLE IF NOT EXISTS audit_log (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    at        REAL NOT NULL,
-    interface TEXT NOT NULL,
-    action    TEXT NOT NULL,
-    subject   TEXT NOT NULL,
-    detail    TEXT NOT NULL
-);
-"""
-#: Triggers keep the audit log append-only (one statement each: the schema above is split on ';').
-_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log "
-    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log "
-    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-)
-#: Tables copied from ``unknowns.db`` (ids kept, so crop and sighting ids stay valid).
-_FEEDBACK_TABLES = ("unknown_sightings", "unknown_crops", "negatives", "audit_log")
 
 
 def _rowid(c: sqlite3.Cursor) -> int:
@@ -183,26 +69,7 @@ def _rowid(c: sqlite3.Cursor) -> int:
     return int(rowid)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
-
-    The file is flushed and fsynced before the rename, so after a crash ``path`` holds
-    either its old content or the new one, never a partial file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}{path.suffix}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class GalleryStore(FeedbackTables):
+class GalleryStore(CropFiles, SqliteSchema, FeedbackTables):
     """People, samples and embeddings of one gallery folder, with its sightings, negatives
     and audit log (:class:`~facerec.gallery.feedback.FeedbackTables`).
 
@@ -263,101 +130,6 @@ class GalleryStore(FeedbackTables):
         except sqlite3.DatabaseError as e:
             raise GalleryError(f"cannot open the gallery database {self.db_path}: {e}") from None
         return conn
-
-    def _init_schema(self) -> None:
-        self._migrate_sample_ids()
-        with self._write() as c:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            self.schema_upgrade = (int(row[0]) if row is not None else 0, SCHEMA_VERSION)
-            if row is None:
-                c.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('version', '0')")
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise GalleryError(
-                    f"{self.db_path} was written by a newer facerec (schema {row[0]} > {SCHEMA_VERSION}); upgrade facerec"
-                )
-            elif int(row[0]) < SCHEMA_VERSION:  # 1 -> 2: the change feed table (created above); 2 -> 3: ids
-                c.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
-            for trigger in _TRIGGERS:
-                c.execute(trigger)
-        self._adopt_old_feedback()
-
-    def _adopt_old_feedback(self) -> None:
-        """Schema 4: copy sightings, negatives and the audit log from ``unknowns.db`` (where
-        they were kept before) in one transaction, ids kept, then rename that file to
-        ``unknowns.db.migrated``. Runs once: a gallery whose audit log is not empty is
-        taken as adopted already, and the old file is only renamed."""
-        old = self.data_dir / OLD_FEEDBACK_DB
-        if not old.is_file():
-            return
-        with self._lock:
-            try:
-                self._conn.execute("ATTACH DATABASE ? AS old", (f"{old.as_uri()}?mode=ro",))
-            except sqlite3.DatabaseError as e:
-                log.warning("%s cannot be read (%s); its sightings, negatives and audit log stay there", old, e)
-                return
-            try:
-                have = {r[0] for r in self._conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
-                with self._write() as c:
-                    if not c.execute("SELECT 1 FROM main.audit_log LIMIT 1").fetchone():
-                        for table in _FEEDBACK_TABLES:
-                            if table in have:
-                                c.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table}")
-                moved = {t: self._conn.execute(f"SELECT count(*) FROM old.{t}").fetchone()[0]
-                         for t in _FEEDBACK_TABLES if t in have}
-            finally:
-                self._conn.execute("DETACH DATABASE old")
-        os.replace(old, old.with_name(OLD_FEEDBACK_DB + ".migrated"))
-        for suffix in ("-wal", "-shm"):
-            old.with_name(OLD_FEEDBACK_DB + suffix).unlink(missing_ok=True)
-        log.info("moved %s into %s (%s); the old file is kept as %s.migrated", old, self.db_path,
-                 ", ".join(f"{n} {t}" for t, n in moved.items()), OLD_FEEDBACK_DB)
-
-    def _migrate_sample_ids(self) -> None:
-        """Schema 3: sample ids are never reused (``AUTOINCREMENT``). A plain ``INTEGER PRIMARY
-        KEY`` hands the id of the last deleted sample to the next one, and the audit log then
-        names one id for two people. SQLite cannot change a key in place: the table is copied
-        into a new one in one transaction (foreign keys off meanwhile, as SQLite prescribes)."""
-        with self._lock:
-            row = self._conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='samples'").fetchone()
-            if row is None or "AUTOINCREMENT" in row[0].upper():
-                return
-            self._conn.execute("PRAGMA foreign_keys=OFF")
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                new_sql = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS samples"):]
-                new_sql = new_sql[:new_sql.index(";")].replace("IF NOT EXISTS samples", "samples_migrating")
-                cur.execute(new_sql)
-                cur.execute("INSERT INTO samples_migrating SELECT id, person_id, source_path, sha256, crop_path, "
-                            "crop_sha256, quality, added FROM samples")
-                cur.execute("DROP TABLE samples")
-                cur.execute("ALTER TABLE samples_migrating RENAME TO samples")
-                cur.execute("CREATE INDEX IF NOT EXISTS samples_person ON samples(person_id)")
-                cur.execute("CREATE INDEX IF NOT EXISTS samples_sha256 ON samples(sha256)")
-                bad = cur.execute("PRAGMA foreign_key_check").fetchall()
-                if bad:
-                    raise GalleryError(f"{self.db_path}: {len(bad)} broken references while upgrading; nothing changed")
-                cur.execute("COMMIT")
-            except BaseException as e:
-                self._roll_back(cur, e, f"cannot upgrade the gallery {self.db_path}")
-                raise
-            finally:
-                cur.close()
-                self._conn.execute("PRAGMA foreign_keys=ON")
-
-    @staticmethod
-    def _roll_back(cur: sqlite3.Cursor, e: BaseException, what: str) -> None:
-        """Undo a failed transaction; a database error becomes a :class:`GalleryError` saying ``what``."""
-        try:
-            cur.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        if isinstance(e, sqlite3.DatabaseError):
-            raise GalleryError(f"{what}: {e}") from e
 
     @contextmanager
     def _write(self, bump: bool = False) -> Iterator[sqlite3.Cursor]:
@@ -448,112 +220,6 @@ class GalleryStore(FeedbackTables):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ paths and files
-
-    def _abs(self, rel: str) -> Path:
-        return self.data_dir / PurePosixPath(rel)
-
-    def _rel(self, path: Path) -> str:
-        return path.relative_to(self.data_dir).as_posix()
-
-    def crop_dir(self, person: str) -> Path:
-        """``data_dir/preprocessed/<person>/`` (the name is validated)."""
-        return self.data_dir / CROPS_DIR / validate_name(person)
-
-    def _unique_crop_path(self, person: str, stem: str, taken: set[str] | None = None) -> Path:
-        folder = self.crop_dir(person)
-        stem = stem.lstrip(".") or "crop"
-        candidate = folder / f"{stem}.png"
-        n = 1
-        referenced = taken or set()
-        while candidate.exists() or self._rel(candidate) in referenced or self._is_referenced(self._rel(candidate)):
-            candidate = folder / f"{stem}-{n}.png"
-            n += 1
-        return candidate
-
-    def _is_referenced(self, rel: str) -> bool:
-        return bool(self._read("SELECT 1 FROM samples WHERE crop_path=?", (rel,)))
-
-    def _pending_rows(self, rels: list[str] | list[tuple]) -> list[tuple[str, str, float]]:
-        now = time.time()
-        return [(r[0] if isinstance(r, tuple) else r, self._token, now) for r in rels]
-
-    def _queue(self, c: sqlite3.Cursor, rels: list[str] | list[tuple]) -> None:
-        """Inside a transaction: these files lose (or are about to gain) their reference."""
-        c.executemany("INSERT OR REPLACE INTO pending_files(path, owner, created) VALUES (?, ?, ?)",
-                      self._pending_rows(rels))
-
-    def _stage(self, rels: list[str]) -> None:
-        """Record paths about to be created, so a crash before they are referenced is cleaned up."""
-        if rels:
-            with self._write() as c:
-                self._queue(c, rels)
-
-    def _owner_gone(self, owner: str, created: float) -> bool:
-        """Whether the store instance that wrote a pending row can no longer finish its work."""
-        if owner == self._token or time.time() - created > _STALE_PENDING_S:
-            return True
-        pid_text, _, _ = owner.partition("-")
-        try:
-            pid = int(pid_text)
-        except ValueError:
-            return True
-        if pid == os.getpid():
-            return owner not in _LIVE_TOKENS
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False  # exists, owned by someone else
-        return False
-
-    def _cleanup_pending(self) -> int:
-        """Unlink recorded files nothing references any more; returns how many were removed."""
-        if self.readonly:
-            return 0
-        removed = 0
-        dirs: set[Path] = set()
-        if self._read("SELECT 1 FROM pending_files LIMIT 1"):
-            with self._write() as c:
-                rows = c.execute(
-                    "SELECT p.path, p.owner, p.created, EXISTS(SELECT 1 FROM samples s WHERE s.crop_path = p.path) "
-                    "FROM pending_files p"
-                ).fetchall()
-                for rel, owner, created, referenced in rows:
-                    if not referenced:
-                        if not self._owner_gone(owner, created):
-                            continue  # another live writer's file in flight
-                        p = self._abs(rel)
-                        try:
-                            p.unlink()
-                            removed += 1
-                        except FileNotFoundError:
-                            pass
-                        except OSError as e:
-                            log.warning("could not remove %s: %s", p, e)
-                            continue
-                        dirs.add(p.parent)
-                    c.execute("DELETE FROM pending_files WHERE path=? AND owner=?", (rel, owner))
-        crops_root = self.data_dir / CROPS_DIR
-        for d in dirs:
-            if d.parent == crops_root:
-                try:
-                    d.rmdir()  # only when empty
-                except OSError:
-                    pass
-        # temporary files of interrupted writes
-        if crops_root.is_dir():
-            for d in crops_root.iterdir():
-                if d.is_dir():
-                    for t in d.glob(f"{_TMP_PREFIX}*"):
-                        try:  # another writer may rename its temporary file meanwhile
-                            if time.time() - t.stat().st_mtime > 3600:
-                                t.unlink(missing_ok=True)
-                        except FileNotFoundError:
-                            pass
-        return removed
 
     # ------------------------------------------------------------------ reading
 
@@ -925,41 +591,6 @@ class GalleryStore(FeedbackTables):
             self._audit(c, audit, vectors=n)
         return n
 
-    def _relink(self, c: sqlite3.Cursor, moves: list[tuple[int, str, str]], person_id: int | None) -> None:
-        """Point samples at their new crop paths (files already linked) and queue the old files."""
-        self._touch([m[0] for m in moves])
-        for sid, old_rel, new_rel in moves:
-            if person_id is None:
-                c.execute("UPDATE samples SET crop_path=? WHERE id=?", (new_rel, sid))
-            else:
-                c.execute("UPDATE samples SET crop_path=?, person_id=? WHERE id=?", (new_rel, person_id, sid))
-            if old_rel != new_rel:
-                self._queue(c, [old_rel])
-
-    def _prepare_moves(self, rows: list[tuple[int, str]], dst_person: str) -> list[tuple[int, str, str]]:
-        """Hard-link (or copy) crops into ``dst_person``'s folder; returns (id, old, new) rel paths."""
-        taken: set[str] = set()
-        plan = []
-        for sid, old_rel in rows:
-            old = self._abs(old_rel)
-            new = self._unique_crop_path(dst_person, old.stem, taken)
-            taken.add(self._rel(new))
-            plan.append((int(sid), old_rel, self._rel(new)))
-        self._stage([n for _, _, n in plan])
-        for _, old_rel, new_rel in plan:
-            src, dst = self._abs(old_rel), self._abs(new_rel)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not src.exists():
-                log.warning("crop %s is missing on disk; the sample keeps its record", src)
-                continue
-            tmp = dst.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}.png")
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copy2(src, tmp)
-            os.replace(tmp, dst)
-        return plan
-
     def rename_person(self, old: str, new: str, *, audit: AuditNote | None = None) -> None:
         """Rename a person; their crop folder and negative samples move with them (``audit``
         gets ``negatives``, how many).
@@ -1102,46 +733,3 @@ class GalleryStore(FeedbackTables):
                 problems.append(f"sample {sid}: crop {rel} is missing")
         return problems
 
-
-class SqliteChanges:
-    """Commits to a gallery file, for a watcher's own thread.
-
-    SQLite has no notifications, so this polls ``PRAGMA data_version`` on a read-only
-    connection of its own every ``interval_s``: the pragma reads no table and changes when
-    any other connection (any process) commits. A commit that is not a gallery change (a
-    sighting) wakes the watcher too; it then finds the version unchanged in one query.
-
-    Args:
-        db_path: the gallery file.
-        interval_s: seconds between two checks.
-    """
-
-    def __init__(self, db_path: Path, interval_s: float = 0.25) -> None:
-        self.interval_s = interval_s
-        try:
-            self._conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
-            self._seen = self._data_version()
-        except sqlite3.DatabaseError as e:
-            raise GalleryError(f"cannot watch the gallery {db_path}: {e}") from None
-
-    def _data_version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def wait(self, timeout: float) -> bool:
-        """Up to ``timeout`` seconds for a commit; True when one came."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                v = self._data_version()
-            except sqlite3.DatabaseError as e:
-                raise GalleryError(f"cannot watch the gallery: {e}") from None
-            if v != self._seen:
-                self._seen = v
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(self.interval_s, left))
-
-    def close(self) -> None:
-        self._conn.close()
