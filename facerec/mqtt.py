@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
 import socket
 import sys
@@ -58,7 +57,7 @@ from facerec.config import MqttConfig
 from facerec.errors import ConfigError
 from facerec.events import Event, iso_time
 from facerec.ha_discovery import DiscoveryMessage, HaDiscovery, display_name, object_id, page_url, topic_part
-from facerec.queued import put_dropping_oldest
+from facerec.queued import QueuedWorker
 
 # The Home Assistant names stay importable from here, where they lived first.
 __all__ = ["RESTORE_WAIT_S", "MqttSink", "MqttStats", "default_client_id", "display_name", "object_id",
@@ -114,9 +113,6 @@ class MqttStats:
                 "queue_dropped": self.queue_dropped}
 
 
-_STOP = object()
-
-
 class MqttSink:
     """Publishes events to an MQTT broker; see the module docstring for the topics.
 
@@ -156,7 +152,6 @@ class MqttSink:
         self._published: dict[str, str] = {}  # retained payloads the broker has now (publish on change)
         self._lock = threading.Lock()
         self._resync = threading.Event()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, cfg.queue_size))
         self._closed = False
         self._closing = False
         self._broker_up: bool | None = None  # None until the first attempt; logs once per change
@@ -187,10 +182,10 @@ class MqttSink:
             self._person_state(name)
         for cam in self._cameras:
             self._camera_state(cam)
+        # events and people changes in order, plus a tick every 0.2 s (expiry, resync)
+        self._worker = QueuedWorker(self._on_item, cfg.queue_size, "mqtt", idle_s=0.2)
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         client.loop_start()
-        self._thread = threading.Thread(target=self._work, name="mqtt", daemon=True)
-        self._thread.start()
 
     # ------------------------------------------------------------------ paho callbacks
 
@@ -287,13 +282,11 @@ class MqttSink:
     def _put(self, item: Any) -> None:
         if self._closed:
             return
-        self.stats.queue_dropped += put_dropping_oldest(self._queue, item)
+        self._worker.put(item)
+        self.stats.queue_dropped = self._worker.dropped
 
     def _wake(self) -> None:
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
+        self._worker.poke()
 
     # ------------------------------------------------------------------ worker
 
@@ -322,29 +315,23 @@ class MqttSink:
             self.stats.dropped += 1
         return info
 
-    def _work(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                return
-            try:
-                if self._resync.is_set() and self.stats.connected:
-                    self._resync.clear()
-                    if not self._restored:
-                        self._restore()
-                    self._republish()
-                if item is not None:
-                    kind, payload = item
-                    if kind == "event":
-                        self._handle(payload)
-                    elif kind == "people":
-                        self._update_people(payload)
-                self._expire()
-            except Exception:  # never let one bad message end the sink
-                log.exception("mqtt: publishing failed")
+    def _on_item(self, item: tuple[str, Any] | None) -> None:
+        """The worker: one queued item (``None``: the idle tick), then resync and expiry."""
+        try:
+            if self._resync.is_set() and self.stats.connected:
+                self._resync.clear()
+                if not self._restored:
+                    self._restore()
+                self._republish()
+            if item is not None:
+                kind, payload = item
+                if kind == "event":
+                    self._handle(payload)
+                elif kind == "people":
+                    self._update_people(payload)
+            self._expire()
+        except Exception:  # never let one bad message end the sink
+            log.exception("mqtt: publishing failed")
 
     def _restore(self) -> None:
         """Take the last sighting of everyone and the last person recognized per camera
@@ -522,13 +509,9 @@ class MqttSink:
             return
         self._closed = True
         deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(max(0.1, deadline - time.monotonic()))
+        self.stats.queue_dropped += self._worker.close(timeout)
         self._closing = True
-        if self.stats.connected and not self._thread.is_alive():
+        if self.stats.connected and not self._worker.running:
             infos: list[Any] = []
             for p in self._people.values():
                 p.present, p.home, p.expire_at, p.away_at = False, False, None, None

@@ -1,6 +1,6 @@
 """A bounded queue drained by one worker thread, for sinks that must never block a camera.
 
-The webhook, the event bus and the unknown sightings each hand their items to a
+The webhook, the event bus, MQTT and the unknown sightings each hand their items to a
 :class:`QueuedWorker`: :meth:`QueuedWorker.put` never blocks (when the queue is full the
 oldest waiting item is dropped and counted), the worker calls the owner's handler with
 each item in order, and :meth:`QueuedWorker.close` delivers what is queued within a time
@@ -17,6 +17,8 @@ from typing import Any
 
 #: Put on the queue by :meth:`QueuedWorker.close`: the worker stops when it reaches it.
 _STOP = object()
+#: Put on the queue by :meth:`QueuedWorker.poke`: an idle call now.
+_IDLE = object()
 
 
 def put_dropping_oldest(q: queue.Queue, item: Any) -> int:
@@ -48,13 +50,18 @@ class QueuedWorker:
             exception that escapes it ends the worker).
         queue_size: items waiting; when full, the oldest is dropped.
         name: the thread's name.
+        idle_s: when set, ``handle(None)`` is also called after ``idle_s`` seconds without
+            an item (and after :meth:`poke`): work on a timer, such as expiring states or
+            catching up after a reconnect, on the same thread as the items.
 
     Attributes:
         dropped: items thrown away because the queue was full.
     """
 
-    def __init__(self, handle: Callable[[Any], None], queue_size: int, name: str) -> None:
+    def __init__(self, handle: Callable[[Any], None], queue_size: int, name: str,
+                 idle_s: float | None = None) -> None:
         self.handle = handle
+        self.idle_s = idle_s
         self.dropped = 0
         self.closed = False
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
@@ -66,13 +73,30 @@ class QueuedWorker:
         if not self.closed:
             self.dropped += put_dropping_oldest(self._queue, item)
 
+    def poke(self) -> None:
+        """Ask for an idle call (``handle(None)``) soon; never drops an item (a full queue
+        keeps the worker busy anyway)."""
+        try:
+            self._queue.put_nowait(_IDLE)
+        except queue.Full:
+            pass
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread still runs (False once :meth:`close` finished)."""
+        return self._thread.is_alive()
+
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_s) if self.idle_s else self._queue.get()
+            except queue.Empty:
+                self.handle(None)
+                continue
             try:
                 if item is _STOP:
                     return
-                self.handle(item)
+                self.handle(None if item is _IDLE else item)
             finally:
                 self._queue.task_done()
 

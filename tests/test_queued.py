@@ -1,4 +1,4 @@
-"""The queued worker behind the webhook, the event bus and the unknown sightings."""
+"""The queued worker behind the webhook, the event bus, MQTT and the unknown sightings."""
 
 from __future__ import annotations
 
@@ -42,3 +42,27 @@ def test_close_says_how_many_items_it_left_behind() -> None:
     assert worker.close(timeout=0.2) == 2  # the handler is stuck on 0: 1 and 2 wait in vain
     assert got == []
     gate.set()  # let the thread finish
+
+
+def test_idle_calls_come_between_items_and_on_a_poke_without_dropping_any() -> None:
+    got: list[object] = []
+    ticked = threading.Event()
+
+    def handle(item: object) -> None:
+        got.append(item)
+        if item is None:
+            ticked.set()
+
+    worker = QueuedWorker(handle, 2, "test-idle", idle_s=3600.0)  # no timer tick within the test
+    worker.put("a")
+    worker.poke()
+    assert ticked.wait(30), "poke did not lead to an idle call"
+    worker.put("b")
+    assert worker.flush(30) and got == ["a", None, "b"] and worker.dropped == 0
+    assert worker.running
+    assert worker.close() == 0 and not worker.running
+    quick = QueuedWorker(handle, 2, "test-idle-timer", idle_s=0.01)  # nothing queued: the timer ticks
+    ticked.clear()
+    got.clear()
+    assert ticked.wait(30) and got[0] is None
+    quick.close()
