@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facerec.camera import build_camera
 from facerec.capture import Capture, SourceKind, open_source
@@ -43,6 +43,10 @@ from facerec.shared_models import (CameraDetector as CameraDetector, ModelUse as
                                    SharedEmbedder as SharedEmbedder, SharedModels as SharedModels,
                                    build_models as build_models, inference_slots as inference_slots)
 from facerec.sinks import FrameSink, SinkContext, camera_sinks
+
+if TYPE_CHECKING:
+    from facerec.gallery.watch import GalleryWatcher
+    from facerec.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +220,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraRun] = {}
         self.bus: EventBus | None = None
-        self.mqtt: Any = None
-        self.gallery: Any = None
+        self.mqtt: MqttSink | None = None
+        self.gallery: GalleryWatcher | None = None
         self._closers: list[Callable[[], Any]] = []
         self._monitor: threading.Thread | None = None
         self._people_version: int | None = None
@@ -338,13 +342,16 @@ class Daemon:
         """Keeps the MQTT entities in step with the gallery (enrolment creates a person's
         entities, deletion removes them, a rename does both)."""
         poll = self.cfg.live.gallery_poll_s
-        self._people_version = self.gallery.version
+        gallery, mqtt = self.gallery, self.mqtt
+        if gallery is None or mqtt is None:
+            return
+        self._people_version = gallery.version
         while not self.stop_event.wait(poll):
-            index = self.gallery.index
-            version = self.gallery.version
+            index = gallery.index
+            version = gallery.version
             if version != self._people_version and index is not None:
                 self._people_version = version
-                self.mqtt.set_people(index.people)
+                mqtt.set_people(index.people)
 
     # ------------------------------------------------------------------ run and stop
 
@@ -447,7 +454,7 @@ def stats_lines(stats: dict) -> list[str]:
     return lines
 
 
-def _mqtt_sink(cfg: Config, cameras: Sequence[str]):
+def _mqtt_sink(cfg: Config, cameras: Sequence[str]) -> MqttSink:
     """The MQTT sink for every camera, with a Home Assistant entity for everyone enrolled
     now (people enrolled later get theirs when the gallery watcher sees them)."""
     from facerec import __version__

@@ -279,8 +279,7 @@ def cmd_enroll_add(args: argparse.Namespace, cfg: Config) -> int:
             if not report.done and not report.unchanged:
                 why = (report.failed + report.skipped)[0][1] if report.failed or report.skipped else "no photo given"
                 _err(f"nothing added for {name}: {why}")
-        refused = any("--force" in reason for _, reason in report.failed)
-        return 1 if refused or not (report.done or report.unchanged) else 0
+        return 1 if report.refused or not (report.done or report.unchanged) else 0
 
 
 def cmd_enroll_list(args: argparse.Namespace, cfg: Config) -> int:

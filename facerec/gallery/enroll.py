@@ -129,5 +129,7 @@ def enroll_paths(svc: GalleryService, name: str, paths: Iterable[str | os.PathLi
             (report.unchanged.append(str(f)) if r.code == "already_enrolled" else report.skipped.append((str(f), reason)))
         else:
             report.failed.append((str(f), reason))
+            if r.code == "check_failed":
+                report.refused.append(str(f))
     report.seconds = time.perf_counter() - t0
     return report

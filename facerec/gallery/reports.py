@@ -77,6 +77,8 @@ class BatchReport:
         skipped: ``(item, reason)`` left out on purpose (no face, too small, hidden...).
         failed: ``(item, reason)`` that could not be processed (unreadable...).
         removed: items that disappeared since the last run (reported; see ``--prune``).
+        refused: of ``failed``, the items the enrollment gate refused (``check_failed``:
+            they look like someone else; ``--force`` adds them).
         warnings: messages that did not stop an item.
         seconds: wall time of the job.
     """
@@ -86,6 +88,7 @@ class BatchReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -94,7 +97,7 @@ class BatchReport:
         return len(self.done) + len(self.unchanged) + len(self.skipped) + len(self.failed)
 
     def merge(self, other: BatchReport) -> BatchReport:
-        for f in ("done", "unchanged", "skipped", "failed", "removed", "warnings"):
+        for f in ("done", "unchanged", "skipped", "failed", "removed", "refused", "warnings"):
             getattr(self, f).extend(getattr(other, f))
         self.seconds += other.seconds
         return self
