@@ -119,7 +119,9 @@ class LiveConfig(_Section):
     read_timeout_s: float = Field(10.0, gt=0, description="A stream that delivers nothing this long is offline and reconnected, s.")
     camera_name: str | None = Field(None, description="Name in events; default: a slug of the source (file stem, or URL host and path without user and password).")
     stats_every_s: float = Field(10.0, ge=0, description="Log a stats line this often, s; 0 = never.")
-    gallery_poll_s: float = Field(1.0, gt=0, description="How often the gallery is checked for changes, s.")
+    gallery_poll_s: float = Field(1.0, gt=0, description=(
+        "Longest time between two checks of the gallery for changes, s; commits are noticed sooner (PostgreSQL "
+        "NOTIFY, SQLite's data version checked every 0.25 s) on the gallery watcher's own thread."))
 
     def live_input_size(self, detection: DetectionConfig) -> int:
         """The detector input the live loop starts at (and, with adapt, its largest), px."""
