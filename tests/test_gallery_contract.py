@@ -6,6 +6,7 @@ PostgreSQL cases run against a real server started by the ``pg_server`` fixture.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -420,3 +421,31 @@ def test_every_protocol_method_has_a_contract_test():
     assert len(methods) > 40
     untested = [m for m in methods if f".{m}(" not in source]
     assert untested == [], f"protocol methods no test calls on both backends: {untested}"
+
+
+def test_a_reader_of_an_older_sqlite_gallery_keeps_recognising(tmp_path: Path):
+    """A daemon (read-only) started on a gallery of an earlier release, before anything
+    opened it for writing: no feedback tables yet. It names people and sees no negatives,
+    instead of reporting the gallery unavailable."""
+    import sqlite3
+
+    from facerec.gallery.store import DB_NAME, GalleryStore
+    from facerec.gallery.watch import GalleryWatcher
+
+    cfg = GalleryConfig(data_dir=str(tmp_path / "g"))
+    with GalleryStore(cfg.data_dir) as g:
+        add(g, "Ann", 1)
+    con = sqlite3.connect(Path(cfg.data_dir) / DB_NAME, isolation_level=None)
+    con.executescript("""DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;
+        DROP TABLE unknown_crops; DROP TABLE unknown_sightings; DROP TABLE negatives; DROP TABLE audit_log;
+        UPDATE meta SET value='3' WHERE key='schema';""")
+    con.close()
+    w = GalleryWatcher(cfg.data_dir, KEY_A, cfg, poll_s=0.02)
+    try:
+        assert w.index is not None and w.index.people == ["Ann"]
+        store = w._store
+        assert store is not None and store.negatives(str(KEY_A))[0] == [] and store.audit_log() == []
+        time.sleep(0.2)  # several checks of the watcher's thread
+        assert w.status()["online"], w.status()
+    finally:
+        w.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
@@ -140,6 +141,9 @@ class BatchReport:
         }
 
 
+_THREAD_LOCK = threading.RLock()
+
+
 def _strip_name(message: str, name: str) -> str:
     """``"photo.jpg: not a readable image"`` -> ``"not a readable image"`` (the item is listed anyway)."""
     return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
@@ -152,6 +156,14 @@ def _reason_kind(reason: str) -> str:
 
 def _progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True,
               unit: str = "it") -> tqdm:
+    """A progress bar on a terminal's stderr (off otherwise).
+
+    tqdm's default lock is a semaphore shared with forked children: a child killed while
+    holding it (the crash tests kill writers at random moments) would leave every later
+    bar of this process waiting forever. A thread lock is all these bars need.
+    """
+    if getattr(tqdm, "_lock", None) is not _THREAD_LOCK:
+        tqdm.set_lock(_THREAD_LOCK)
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
                 disable=not (enabled and sys.stderr.isatty()), dynamic_ncols=True, leave=False)
 

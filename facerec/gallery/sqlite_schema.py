@@ -117,6 +117,21 @@ _TRIGGERS = (
 _FEEDBACK_TABLES = ("unknown_sightings", "unknown_crops", "negatives", "audit_log")
 
 
+_EMPTY: sqlite3.Connection | None = None
+_EMPTY_LOCK = threading.Lock()
+
+
+def empty_feedback() -> sqlite3.Connection:
+    """An in-memory database with the gallery tables and no rows, for a read-only
+    reader of a gallery whose feedback tables do not exist yet (one per process)."""
+    global _EMPTY
+    with _EMPTY_LOCK:
+        if _EMPTY is None:
+            _EMPTY = sqlite3.connect(":memory:", check_same_thread=False)
+            _EMPTY.executescript(_SCHEMA)
+        return _EMPTY
+
+
 class SqliteSchema:
     """Creates and upgrades a gallery file's tables (mixed into :class:`~facerec.gallery.store.GalleryStore`)."""
 

@@ -49,7 +49,7 @@ from facerec.gallery.records import (
     sha256_bytes,
     validate_name,
 )
-from facerec.gallery.sqlite_schema import DB_NAME, SCHEMA_VERSION, SqliteChanges, SqliteSchema
+from facerec.gallery.sqlite_schema import DB_NAME, SCHEMA_VERSION, SqliteChanges, SqliteSchema, empty_feedback
 from facerec.types import EmbedderKey, Embeddings
 
 __all__ = ["BUSY_TIMEOUT_S", "CROPS_DIR", "DB_NAME", "FEED_KEEP", "MAX_NAME_LENGTH", "SCHEMA_VERSION", "GalleryStore",
@@ -189,9 +189,15 @@ class GalleryStore(CropFiles, SqliteSchema, FeedbackTables):
 
     @contextmanager
     def _feedback_read(self) -> Iterator[SqlCursor]:
+        """A read of the sightings, negatives and audit log. A reader opened on a gallery of
+        an earlier release (schema < 4, not yet opened for writing) sees them empty: it
+        cannot create the tables, and the daemon must keep recognising."""
         try:
             with self._snapshot() as c:
-                yield SqlCursor(c, "?")
+                if self.readonly and not c.execute("SELECT 1 FROM sqlite_master WHERE name='negatives'").fetchone():
+                    yield SqlCursor(empty_feedback().cursor(), "?")
+                else:
+                    yield SqlCursor(c, "?")
         except sqlite3.DatabaseError as e:
             raise GalleryError(f"cannot read the gallery {self.db_path}: {e}") from None
 
