@@ -223,10 +223,7 @@ class GalleryWatcher:
         """One refresh with outage handling: logs once when the database goes and comes back."""
         try:
             changed = self._refresh()
-        except FacerecError as e:
-            self._went_offline(e)
-            return False
-        except Exception as e:  # a gallery being rewritten or a driver error must not stop the camera
+        except Exception as e:  # an outage, a gallery being rewritten or a driver error must not stop the camera
             self._went_offline(e)
             return False
         if not self.online:
@@ -262,16 +259,16 @@ class GalleryWatcher:
                         continue
                     sub = store.subscribe()
                     self._attempt()  # catch up with what was missed while not listening
-                sub.wait(max(min(self.poll_s, 1.0), 0.01))
-                if not self._stop.is_set():
-                    self._attempt()
-                    if not self.online:
-                        raise FacerecError(self.last_error)
-            except Exception as e:  # the database went away: back off, reopen, catch up
+                else:
+                    sub.wait(max(min(self.poll_s, 1.0), 0.01))
+                    if not self._stop.is_set():
+                        self._attempt()
+            except Exception as e:  # opening, subscribing or waiting failed (_attempt reports its own)
+                self._went_offline(e)
+            if not self.online:  # back off, then reopen, subscribe and catch up from the change feed
                 if sub is not None:
                     sub.close()
                     sub = None
-                self._went_offline(e)
                 self._stop.wait(self._backoff)
         if sub is not None:
             sub.close()
