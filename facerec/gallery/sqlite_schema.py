@@ -181,20 +181,19 @@ class SqliteSchema:
                 return
             try:
                 have = {r[0] for r in self._conn.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
+                moved: dict[str, int] = {}
                 with self._write() as c:
                     if not c.execute("SELECT 1 FROM main.audit_log LIMIT 1").fetchone():
                         for table in _FEEDBACK_TABLES:
                             if table in have:
-                                c.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table}")
-                moved = {t: self._conn.execute(f"SELECT count(*) FROM old.{t}").fetchone()[0]
-                         for t in _FEEDBACK_TABLES if t in have}
+                                moved[table] = c.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table}").rowcount
             finally:
                 self._conn.execute("DETACH DATABASE old")
         os.replace(old, old.with_name(OLD_FEEDBACK_DB + ".migrated"))
         for suffix in ("-wal", "-shm"):
             old.with_name(OLD_FEEDBACK_DB + suffix).unlink(missing_ok=True)
         log.info("moved %s into %s (%s); the old file is kept as %s.migrated", old, self.db_path,
-                 ", ".join(f"{n} {t}" for t, n in moved.items()), OLD_FEEDBACK_DB)
+                 ", ".join(f"{n} {t}" for t, n in moved.items()) or "its rows were moved before", OLD_FEEDBACK_DB)
 
     def _migrate_sample_ids(self) -> None:
         """Schema 3: sample ids are never reused (``AUTOINCREMENT``). A plain ``INTEGER PRIMARY
